@@ -1,0 +1,249 @@
+"""Recipes: one pydantic model per YAML section, loaded from a file plus dotted overrides.
+
+`load_recipe(path, overrides)` reads YAML, applies `-o a.b=value` overrides, validates, and
+raises `InputError` naming the file, the key and (for YAML) the line on any mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distill.errors import InputError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunConfig(Section):
+    name: str
+    seed: int = 0
+
+
+class PromptSource(Section):
+    """One source of prompts. `kind: toy` makes synthetic tasks; `hf` reads a Hub dataset;
+    `jsonl` reads a local file. Field names map the dataset's columns to a prompt."""
+    name: str
+    kind: Literal["toy", "hf", "jsonl"]
+    category: str
+    count: int | None = None               # at most this many prompts (None: all)
+    family: str | None = None              # toy: task family (arith, code)
+    path: str | None = None                # hf: dataset id; jsonl: file path
+    config_name: str | None = None         # hf: dataset config
+    split: str = "train"
+    revision: str | None = None
+    prompt_field: str = "problem"
+    answer_field: str | None = "answer"    # gold answer, verified with math-verify
+    tests_field: str | None = None         # code tests (assert statements), run in the sandbox
+    entry_point_field: str | None = None
+    prompt_template: str = "{prompt}"      # e.g. "{prompt}\nPut the final answer in \\boxed{{}}."
+
+
+class PromptsConfig(Section):
+    sources: list[PromptSource] = Field(min_length=1)
+    system_prompt: str | None = None
+
+
+class TeacherConfig(Section):
+    """The teacher is always reached over the OpenAI chat-completions API. With `base_url`
+    unset, distill serves `model` (a local path, a Hub id, or `toy:teacher`) with its own
+    OpenAI-compatible server for the duration of the stage."""
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None         # name of the environment variable holding the key
+    revision: str | None = None
+
+
+class GenerateConfig(Section):
+    samples_per_prompt: int = Field(1, ge=1)
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(32768, ge=1)
+    top_logprobs: int = Field(0, ge=0, le=20)  # >0 stores the teacher's top-k per token
+    max_concurrency: int = Field(64, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(600.0, gt=0)
+    price_per_m_input: float = 0.0          # $ per million prompt tokens
+    price_per_m_output: float = 0.0         # $ per million completion tokens
+
+
+class FilterConfig(Section):
+    verify: bool = True                    # math-verify answers, run code tests in the sandbox
+    drop_truncated: bool = True            # finish_reason == "length"
+    require_think: bool = True             # balanced <think>...</think>
+    dedup: Literal["exact", "none"] = "exact"
+    max_per_prompt: int | None = None      # keep at most k correct samples per prompt
+    code_timeout_s: float = Field(10.0, gt=0)
+    code_memory_mb: int = Field(1024, ge=64)
+    workers: int = Field(2, ge=1)
+
+
+class LoraConfig(Section):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Section):
+    student: str                           # Hub id, local path, or toy:student
+    method: Literal["sft", "lora"] = "sft"
+    learning_rate: float = Field(1e-5, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(16384, ge=16)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    lora: LoraConfig = LoraConfig()
+    revision: str | None = None
+
+
+class EvalConfig(Section):
+    benchmarks: list[str] = Field(min_length=1)
+    samples: int = Field(1, ge=1)          # completions per question; pass@1 is their mean
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(32768, ge=1)
+    limit: int | None = None               # questions per benchmark (None: all)
+    max_concurrency: int = Field(64, ge=1)
+    data_files: dict[str, str] = {}        # benchmark -> local file instead of the Hub
+    base_url: str | None = None            # where the students are served; None: served locally
+
+
+class PublishConfig(Section):
+    hub_repo: str | None = None
+    push: bool = False
+    license: str | None = None
+
+
+class Recipe(Section):
+    run: RunConfig
+    prompts: PromptsConfig
+    teacher: TeacherConfig
+    generate: GenerateConfig = GenerateConfig()
+    filter: FilterConfig = FilterConfig()
+    train: TrainConfig
+    eval: EvalConfig
+    publish: PublishConfig = PublishConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """A short hash of some sections: a stage's outputs are keyed by what it depends on."""
+        data = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------- loading
+
+class _LineLoader(yaml.SafeLoader):
+    """A YAML loader that remembers the line of every mapping key, for error messages."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = {}
+    lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        lines[key] = key_node.start_mark.line + 1
+    loader.key_lines[id(mapping)] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _load_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    """Returns the document and a map from key path (tuple) to its line number."""
+    if not path.is_file():
+        raise InputError("recipe file not found", file=str(path))
+    text = path.read_text()
+    loader = _LineLoader(text)
+    loader.key_lines = {}
+    try:
+        doc = loader.get_single_data()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"malformed YAML: {problem}", file=str(path),
+                         line=mark.line + 1 if mark else None) from None
+    finally:
+        loader.dispose()
+    if not isinstance(doc, dict):
+        raise InputError("a recipe must be a YAML mapping of sections", file=str(path))
+    lines: dict[tuple, int] = {}
+
+    def walk(obj: Any, prefix: tuple) -> None:
+        if isinstance(obj, dict):
+            for k, line in loader.key_lines.get(id(obj), {}).items():
+                lines[prefix + (k,)] = line
+            for k, v in obj.items():
+                walk(v, prefix + (k,))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, prefix + (i,))
+
+    walk(doc, ())
+    return doc, lines
+
+
+def _apply_override(doc: dict, override: str) -> tuple:
+    if "=" not in override:
+        raise InputError(f"override {override!r} must look like key.path=value", key=override)
+    dotted, raw = override.split("=", 1)
+    keys: list[Any] = dotted.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node: Any = doc
+    for i, k in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            if not k.isdigit() or int(k) >= len(node):
+                raise InputError("no such list item", key=".".join(keys[: i + 1]))
+            keys[i] = int(k)
+            node = node[int(k)]
+        else:
+            node = node.setdefault(k, {})
+            if not isinstance(node, (dict, list)):
+                raise InputError("is not a section", key=".".join(keys[: i + 1]))
+    last = keys[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise InputError("no such list item", key=dotted)
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return tuple(keys)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    doc, lines = _load_yaml(path)
+    overridden = {_apply_override(doc, o) for o in overrides or []}
+    try:
+        return Recipe.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if loc in overridden:
+            raise InputError(f"{err['msg']} (from -o {key}=...)", file=str(path), key=key) from None
+        # The line of the deepest key that exists in the file (a missing key has none).
+        line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise InputError(msg, file=str(path), key=key, line=line) from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,177 @@
+"""The run directory: one folder per stage, append-only JSONL shards, stable ids, markers.
+
+Every stage writes records through `Stage.writer()`. Each writer opens a new shard file, so a
+crash can only tear the last line of the shard it was writing; readers skip such a torn tail.
+A re-run reads `Stage.ids()` and skips finished keys. A stage is complete only when its
+`_SUCCESS` marker, written atomically and last, exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from distill.errors import InputError
+
+MARKER = "_SUCCESS"
+
+
+def record_id(*parts: Any) -> str:
+    """A stable id: the same parts give the same id in every run and on every machine."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Writes a JSON file atomically (temp file, fsync, rename): never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Reads a JSONL file. A torn last line (a crash mid-write) is skipped; a bad line
+    elsewhere is an error naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines) and not line.endswith("\n"):
+                return  # torn tail of an interrupted write
+            raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
+
+
+class ShardWriter:
+    """Appends records to a fresh shard. Each record is flushed as it is written; fsync
+    every `sync_every` records and on close bounds what a power loss can take."""
+
+    def __init__(self, path: Path, sync_every: int = 64):
+        self.path = path
+        self._f = open(path, "x", encoding="utf-8")
+        self._sync_every = sync_every
+        self._unsynced = 0
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        if "id" not in record:
+            raise ValueError("a record needs an 'id'")
+        self._f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._f.flush()
+        self.count += 1
+        self._unsynced += 1
+        if self._unsynced >= self._sync_every:
+            os.fsync(self._f.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            if self.count == 0:
+                self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Stage:
+    """A folder of records: `<run_dir>/<name>/part-00000.jsonl, ...` plus `_SUCCESS`."""
+
+    def __init__(self, run_dir: Path, name: str):
+        self.name = name
+        self.path = Path(run_dir) / name
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def shards(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.jsonl"))
+
+    def read(self) -> Iterator[dict]:
+        """All records, in write order; a record id seen twice is yielded once."""
+        seen: set[str] = set()
+        for shard in self.shards():
+            for rec in read_jsonl(shard):
+                if rec["id"] not in seen:
+                    seen.add(rec["id"])
+                    yield rec
+
+    def ids(self) -> set[str]:
+        return {rec["id"] for rec in self.read()}
+
+    def writer(self) -> ShardWriter:
+        n = len(self.shards())
+        while True:
+            path = self.path / f"part-{n:05d}.jsonl"
+            try:
+                return ShardWriter(path)
+            except FileExistsError:
+                n += 1
+
+    # -- completion
+    def is_complete(self) -> bool:
+        return (self.path / MARKER).exists()
+
+    def manifest(self) -> dict | None:
+        marker = self.path / MARKER
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def start(self) -> None:
+        """Called before a stage writes: its old marker no longer describes the outputs."""
+        (self.path / MARKER).unlink(missing_ok=True)
+
+    def complete(self, **manifest: Any) -> None:
+        """Writes the marker last, after every other output of the stage."""
+        manifest.setdefault("records", sum(1 for _ in self.read()))
+        write_json(self.path / MARKER, manifest)
+
+    # -- side files (reports, counts) written whole and atomically
+    def write_json(self, name: str, obj: Any) -> Path:
+        write_json(self.path / name, obj)
+        return self.path / name
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+
+class RunDir:
+    """`<run_dir>/recipe.yaml`, one folder per stage, and `report/`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str) -> Stage:
+        return Stage(self.path, name)
+
+    @property
+    def report(self) -> Path:
+        p = self.path / "report"
+        p.mkdir(exist_ok=True)
+        return p
+
+    def save_recipe(self, recipe: Any) -> Path:
+        from distill.config import dump_recipe
+        path = self.path / "recipe.yaml"
+        write_text(path, dump_recipe(recipe))
+        return path
