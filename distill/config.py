@@ -237,11 +237,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         err = e.errors()[0]
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         if loc in overridden:
-            raise InputError(f"{err['msg']} (from -o {key}=...)", file=str(path), key=key) from None
+            raise InputError(f"{msg} (from -o {key}=...)", file=str(path), key=key) from None
         # The line of the deepest key that exists in the file (a missing key has none).
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise InputError(msg, file=str(path), key=key, line=line) from None
 
 

@@ -1,0 +1,112 @@
+"""The `distill` command: one subcommand per stage, `run` for all of them, `demo` for the CPU demo.
+
+Exit codes: 0 success, 2 bad input (one line naming file, key or line), 1 a failure during the run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from distill.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Teacher-student distillation: generate, filter, train, evaluate, publish.")
+
+RecipeArg = typer.Argument(..., help="Recipe YAML, or a name in configs/ (smoke, r1-to-7b, ...)")
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<recipe name>)")
+OverrideOpt = typer.Option(None, "-o", "--override", help="Dotted override, e.g. train.learning_rate=1e-4")
+
+
+def _fail(e: BaseException, code: int) -> None:
+    typer.secho(f"error: {e}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _load(recipe: str, overrides: Optional[List[str]], run_dir: Optional[Path]):
+    from distill.config import load_recipe
+    from distill.pipeline import default_run_dir, recipe_path
+    cfg = load_recipe(recipe_path(recipe), overrides or [])
+    return cfg, Path(run_dir) if run_dir else default_run_dir(cfg)
+
+
+def _run(recipe: str, overrides, run_dir, stages: list[str] | None) -> Path:
+    from distill.pipeline import run_all
+    try:
+        cfg, rd = _load(recipe, overrides, run_dir)
+        t0 = time.time()
+        run_all(cfg, rd, stages)
+    except InputError as e:
+        _fail(e, 2)
+    except KeyboardInterrupt:
+        _fail(RuntimeError("interrupted; re-run the same command to resume"), 130)
+    except Exception as e:  # a failure during the run: say what failed, keep the traceback short
+        import traceback
+        traceback.print_exc(limit=-3, file=sys.stderr)
+        _fail(e, 1)
+    typer.echo(f"done in {time.time() - t0:.0f} s: {rd}")
+    return rd
+
+
+@app.command()
+def run(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
+        override: Optional[List[str]] = OverrideOpt):
+    """Run every stage: prompts, generate, filter, train, evaluate, publish."""
+    _run(recipe, override, run_dir, None)
+
+
+@app.command()
+def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
+         override: Optional[List[str]] = OverrideOpt):
+    """The CPU demo: train a tiny MoE teacher, distil it into a tiny dense student, report."""
+    rd = _run("smoke", override, run_dir, None)
+    report = rd / "report"
+    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md)")
+    md = report / "leaderboard.md"
+    if md.exists():
+        typer.echo(md.read_text())
+
+
+def _stage_command(name: str, doc: str) -> None:
+    def command(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
+                override: Optional[List[str]] = OverrideOpt):
+        _run(recipe, override, run_dir, [name])
+    command.__doc__ = doc
+    app.command(name=name)(command)
+
+
+_stage_command("prompts", "Collect prompts from the recipe's sources.")
+_stage_command("generate", "Ask the teacher for traces (resumable).")
+_stage_command("filter", "Verify, check and deduplicate the traces; write the training set.")
+_stage_command("train", "Train the student on the kept traces (SFT or LoRA).")
+_stage_command("evaluate", "Score teacher, base student and distilled student.")
+_stage_command("publish", "Write the leaderboard, plots and model card.")
+
+
+@app.command()
+def validate(recipe: str = RecipeArg, override: Optional[List[str]] = OverrideOpt):
+    """Check a recipe and print it resolved."""
+    from distill.config import dump_recipe
+    try:
+        cfg, _ = _load(recipe, override, None)
+    except InputError as e:
+        _fail(e, 2)
+    typer.echo(dump_recipe(cfg))
+
+
+@app.command()
+def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teacher / toy:student"),
+          port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
+    """Serve a local model over the OpenAI chat-completions API."""
+    from distill.teacher.server import main as serve_main
+    from distill.toy import resolve_model
+    serve_main(["--model", resolve_model(model), "--port", str(port), "--host", host,
+                "--served-name", model])
+
+
+if __name__ == "__main__":
+    app()

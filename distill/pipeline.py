@@ -1,0 +1,52 @@
+"""The pipeline in one place: the stages in order, each a plain `run_<stage>(cfg, run_dir)`.
+
+The CLI and the Prefect flow both walk this list; neither holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+from distill.config import Recipe
+from distill.records import RunDir
+
+# stage name -> "module:function"; imported on use so `distill --help` stays fast.
+STAGES: dict[str, str] = {
+    "prompts": "distill.prompts:run_prompts",
+    "generate": "distill.generate:run_generate",
+    "filter": "distill.filters:run_filter",
+    "train": "distill.train:run_train",
+    "evaluate": "distill.eval:run_evaluate",
+    "publish": "distill.publish:run_publish",
+}
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def stage_function(name: str) -> Callable[[Recipe, Path], object]:
+    module, fn = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file, or the name of one in configs/ (`smoke`, `r1-to-7b`)."""
+    path = Path(name_or_path)
+    if not path.exists() and (CONFIG_DIR / f"{name_or_path}.yaml").exists():
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    return path
+
+
+def default_run_dir(cfg: Recipe) -> Path:
+    return Path("runs") / cfg.run.name
+
+
+def run_stage(name: str, cfg: Recipe, run_dir: Path) -> object:
+    RunDir(run_dir).save_recipe(cfg)
+    return stage_function(name)(cfg, Path(run_dir))
+
+
+def run_all(cfg: Recipe, run_dir: Path, stages: list[str] | None = None) -> None:
+    for name in stages or list(STAGES):
+        run_stage(name, cfg, run_dir)
