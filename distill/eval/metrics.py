@@ -14,6 +14,9 @@ Intervals, and why:
   because those two collapse to zero width when every question has the same mean (all right
   or all wrong: common on toy tasks and on AIME-sized benchmarks) and run too narrow at tens
   of questions, where Wilson keeps its coverage (Bowyer et al., arXiv 2503.01747).
+- `bootstrap_mean` (pass@k, whose per-question values are not 0/1 counts): a bootstrap over
+  questions; it shares the bootstrap's narrowness on small sets, and pass@k is reported beside
+  pass@1, not instead of it.
 - `retention` and `paired_difference` (two models on the same questions): a paired bootstrap
   over questions (resampling question indices, both models together) of the ratio / the
   difference of means. Pairing removes the shared question difficulty, which is most of the
@@ -97,6 +100,18 @@ def mean_pass_at_k(verdicts: Sequence[Sequence[bool]], k: int) -> float:
     if not verdicts:
         raise ValueError("no questions to score")
     return float(np.mean([pass_at_k(len(v), sum(map(bool, v)), k) for v in verdicts]))
+
+
+def bootstrap_mean(values: Sequence[float], *, seed: int = 0,
+                   resamples: int = BOOTSTRAP_RESAMPLES) -> Estimate:
+    """Mean over questions with a bootstrap 95% percentile interval, for per-question scores
+    that are not proportions (pass@k estimates)."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError("no questions to score")
+    means = x[_paired_resamples(len(x), seed, resamples)].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Estimate(float(x.mean()), float(low), float(high), len(x))
 
 
 def _paired_resamples(n_q: int, seed: int, resamples: int) -> np.ndarray:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up distill on a fresh machine: bubblewrap (the code sandbox) from the system's packages,
+# and a virtual environment in .venv with the pinned dependencies. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "setup: installing bubblewrap (sandbox for untrusted code)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch first and pinned: pip takes the CPU build on CPU machines and the CUDA build on GPU ones.
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q torch==2.13.0
+fi
+.venv/bin/pip install -q -e ".[test]"
+echo "setup: ready (.venv/bin/distill)"
