@@ -61,8 +61,9 @@ def _models(cfg: Recipe, run_dir: Path) -> list[_Model]:
         raise InputError("the train stage is not complete: the distilled student does not "
                          "exist yet (run `distill train` first)", file=str(train.path))
     student_path = str(Path(run_dir).resolve() / "train" / "model")
-    # A re-trained student lives at the same path: its manifest tells the weights apart.
-    student_key = f"{student_path}@{record_id(train.manifest())}"
+    # A re-trained student lives at the same path: its manifest tells the weights apart. The
+    # key leaves the absolute path out, so a moved run directory keeps its records.
+    student_key = f"run:train/model@{record_id(train.manifest())}"
     teacher = cfg.teacher
     return [
         _Model("teacher", teacher.model, f"{teacher.model}@{teacher.revision or ''}",

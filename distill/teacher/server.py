@@ -1,0 +1,426 @@
+"""An OpenAI-compatible chat server for local Hugging Face causal LMs: reads a model directory
+(or Hub id), answers POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics.
+
+    python -m distill.teacher.server --model PATH --port 8000 --served-name toy:teacher
+
+Why not `transformers serve`: it ignores `n` and `logprobs` and runs one request at a time
+without batching, and distillation needs all three (n samples per prompt, the teacher's top-k
+for logit distillation, throughput). vLLM does all of it on GPU; this server is the same
+protocol for CPU and small models, so the pipeline has one code path.
+
+Batching: request handlers put work on a queue; one worker thread collects what arrives within
+`--batch-wait-ms`, groups rows with the same sampling parameters (n samples = n rows), left-pads
+and runs one `generate` call with the KV cache. Per-row `max_tokens` and stop strings end rows
+independently inside the batch. The reasoning split follows vLLM's reasoning parsers:
+`<think>R</think>A` gives reasoning_content=R, content=A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger("distill.teacher.server")
+
+THINK, END_THINK = "<think>", "</think>"
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """`<think>R</think>A` -> (R, A). Like vLLM's R1 parser, an opened but unclosed think block
+    (a trace cut at max_tokens) is all reasoning; text with no think block is all content."""
+    if END_THINK in text:
+        reasoning, content = text.split(END_THINK, 1)
+        return reasoning.removeprefix(THINK), content
+    if text.startswith(THINK):
+        return text[len(THINK):], ""
+    return None, text
+
+
+# ------------------------------------------------------------------------------ request model
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | None = None
+
+
+class ChatRequest(BaseModel):
+    """The subset of the OpenAI chat-completions request this server honours; unknown fields
+    (user, presence_penalty, ...) are accepted and ignored as vLLM does."""
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    n: int = Field(1, ge=1, le=256)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = Field(0, ge=0, le=20)
+    stream: bool = False
+
+
+# ------------------------------------------------------------------------------ batching
+
+@dataclass
+class _Work:
+    """One request: `n` rows that share a prompt and sampling parameters."""
+    req: ChatRequest
+    prompt_ids: list[int]
+    max_tokens: int
+    stops: list[str]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    rows: list[dict] = field(default_factory=list)
+
+    def group_key(self) -> tuple:
+        greedy = self.req.temperature == 0
+        # A seeded request runs alone: its samples must not depend on its batch neighbours.
+        return (greedy, None if greedy else self.req.temperature,
+                None if greedy else self.req.top_p, self.req.seed,
+                None if self.req.seed is None else id(self))
+
+
+class Engine:
+    """The model, the tokenizer and the batching worker thread."""
+
+    def __init__(self, model_path: str, revision: str | None = None, batch_wait_ms: float = 10,
+                 max_batch_rows: int = 256):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tok = AutoTokenizer.from_pretrained(model_path, revision=revision)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype)
+        self.model.to(self.device).eval()
+        # MoE models: router logits feed a training-only loss; computing them slows decoding.
+        if hasattr(self.model.config, "output_router_logits"):
+            self.model.config.output_router_logits = False
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tok.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else min(self.eos_ids)
+        self.max_len = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        end_think = self.tok.convert_tokens_to_ids(END_THINK) if END_THINK in self.tok.get_vocab() else None
+        self.end_think_id = end_think
+        self.batch_wait_s = batch_wait_ms / 1000
+        self.max_batch_rows = max_batch_rows
+        self.queue: queue.Queue[_Work] = queue.Queue()
+        self.metrics = dict(requests=0, completions=0, prompt_tokens=0, completion_tokens=0,
+                            batches=0, rows=0)
+        threading.Thread(target=self._worker, daemon=True, name="generate").start()
+
+    # -- called on the event loop
+    def prepare(self, req: ChatRequest, loop: asyncio.AbstractEventLoop) -> _Work:
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The template already holds the special tokens; adding them again would double a BOS.
+        ids = self.tok(text, add_special_tokens=False).input_ids
+        room = self.max_len - len(ids)
+        if room < 1:
+            raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.max_len}")
+        asked = req.max_completion_tokens or req.max_tokens or room
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        return _Work(req, ids, min(asked, room), [s for s in stops if s], loop, loop.create_future())
+
+    # -- the worker thread
+    def _worker(self) -> None:
+        while True:
+            pending = [self.queue.get()]
+            deadline = time.monotonic() + self.batch_wait_s
+            rows = pending[0].req.n
+            while rows < self.max_batch_rows:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    w = self.queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                pending.append(w)
+                rows += w.req.n
+            groups: dict[tuple, list[_Work]] = {}
+            for w in pending:
+                groups.setdefault(w.group_key(), []).append(w)
+            for works in groups.values():
+                self._run_group(works)
+
+    def _run_group(self, works: list[_Work]) -> None:
+        # Split so that no generate call holds more than max_batch_rows rows (a request's n
+        # rows stay together).
+        chunk: list[_Work] = []
+        for w in works:
+            if chunk and sum(c.req.n for c in chunk) + w.req.n > self.max_batch_rows:
+                self._run_chunk(chunk)
+                chunk = []
+            chunk.append(w)
+        if chunk:
+            self._run_chunk(chunk)
+
+    def _run_chunk(self, works: list[_Work]) -> None:
+        try:
+            results = self._generate(works)
+        except Exception as e:  # a failed batch fails its requests, never the worker
+            log.exception("generation failed")
+            for w in works:
+                w.loop.call_soon_threadsafe(_set_exception, w.future, e)
+            return
+        for w, res in zip(works, results):
+            w.loop.call_soon_threadsafe(_set_result, w.future, res)
+
+    def _generate(self, works: list[_Work]) -> list[list[dict]]:
+        torch = self.torch
+        rows = [w for w in works for _ in range(w.req.n)]
+        width = max(len(w.prompt_ids) for w in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, w in enumerate(rows):
+            input_ids[i, width - len(w.prompt_ids):] = torch.tensor(w.prompt_ids)
+            mask[i, width - len(w.prompt_ids):] = 1
+        req = works[0].req
+        want_logprobs = any(w.req.logprobs or w.req.top_logprobs for w in works)
+        stop = _RowStop(self.tok, width, [w.max_tokens for w in rows], [w.stops for w in rows])
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max(w.max_tokens for w in rows), pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids), stopping_criteria=[stop],
+            return_dict_in_generate=True, output_logits=want_logprobs,
+            # OpenAI semantics: no top-k, no repetition penalty, whatever the model's defaults.
+            top_k=0, repetition_penalty=1.0)
+        if req.temperature == 0:
+            kwargs.update(do_sample=False, temperature=None, top_p=None)
+        else:
+            kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p)
+        if req.seed is not None:
+            torch.manual_seed(req.seed)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(self.device),
+                                      attention_mask=mask.to(self.device), **kwargs)
+        gen = out.sequences[:, width:].cpu()
+        logp = None
+        if want_logprobs:  # [rows, steps, vocab]; raw model log-probabilities, as vLLM reports
+            logp = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1).cpu()
+        self.metrics["batches"] += 1
+        self.metrics["rows"] += len(rows)
+
+        results: list[list[dict]] = []
+        r = 0
+        for w in works:
+            choices = []
+            for _ in range(w.req.n):
+                choices.append(self._choice(w, gen[r].tolist(), stop.stopped_at[r],
+                                            None if logp is None else logp[r]))
+                r += 1
+            results.append(choices)
+        return results
+
+    def _choice(self, w: _Work, ids: list[int], stop_len: int | None, logp) -> dict:
+        ids = ids[: w.max_tokens]
+        finish, n_tokens = "length", len(ids)
+        eos_at = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+        if eos_at is not None and (stop_len is None or eos_at < stop_len):
+            finish, n_tokens, ids = "stop", eos_at + 1, ids[:eos_at]
+        elif stop_len is not None:
+            finish, n_tokens, ids = "stop", stop_len, ids[:stop_len]
+        text = self.tok.decode(ids, skip_special_tokens=True)
+        if finish == "stop" and w.stops:  # the stop string itself is not returned (OpenAI)
+            cut = min((text.find(s) for s in w.stops if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        reasoning, content = split_reasoning(text)
+        if reasoning is None:
+            reasoning_tokens = 0
+        elif self.end_think_id is not None and self.end_think_id in ids:
+            reasoning_tokens = ids.index(self.end_think_id) + 1
+        else:
+            reasoning_tokens = len(self.tok(reasoning, add_special_tokens=False).input_ids)
+        choice = dict(finish_reason=finish, text=text, reasoning=reasoning, content=content,
+                      completion_tokens=n_tokens, reasoning_tokens=reasoning_tokens, logprobs=None)
+        if logp is not None and (w.req.logprobs or w.req.top_logprobs):
+            choice["logprobs"] = self._logprobs(ids, logp, w.req.top_logprobs)
+        return choice
+
+    def _logprobs(self, ids: list[int], logp, k: int) -> dict:
+        content = []
+        for step, t in enumerate(ids):
+            row = logp[step]
+            entry = self._token_entry(t, float(row[t]))
+            top = []
+            if k:
+                values, idx = row.topk(k)
+                top = [self._token_entry(int(i), float(v)) for v, i in zip(values, idx)]
+            entry["top_logprobs"] = top
+            content.append(entry)
+        return {"content": content}
+
+    def _token_entry(self, token_id: int, logprob: float) -> dict:
+        text = self.tok.decode([token_id], skip_special_tokens=False)
+        return {"token": text, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
+
+
+class _RowStop:
+    """Ends each row at its own max_tokens or stop string; generate stops when all rows have.
+    Remembers, per row, how many tokens it had when a stop string appeared."""
+
+    def __init__(self, tok, prompt_width: int, max_tokens: list[int], stops: list[list[str]]):
+        self.tok, self.width, self.max_tokens, self.stops = tok, prompt_width, max_tokens, stops
+        self.tail = max((len(s) for ss in stops for s in ss), default=0) + 8
+        self.stopped_at: list[int | None] = [None] * len(max_tokens)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+        n = input_ids.shape[1] - self.width
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for r in range(input_ids.shape[0]):
+            if self.stopped_at[r] is not None or n >= self.max_tokens[r]:
+                done[r] = True
+                continue
+            if self.stops[r]:
+                # Decode only a short tail: a stop string can only have appeared at the end.
+                tail = self.tok.decode(input_ids[r, -min(n, self.tail):].tolist(), skip_special_tokens=True)
+                if any(s in tail for s in self.stops[r]):
+                    self.stopped_at[r] = n
+                    done[r] = True
+        return done
+
+
+def _set_result(fut: asyncio.Future, value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+def _error(status: int, message: str, kind: str = "invalid_request_error"):
+    from fastapi.responses import JSONResponse
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def create_app(engine: Engine, served_name: str):
+    from fastapi import FastAPI, Request
+
+    app = FastAPI(title="distill teacher server")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": served_name, "object": "model", "owned_by": "distill",
+                                             "created": 0, "max_model_len": engine.max_len}]}
+
+    @app.get("/metrics")
+    def metrics() -> dict:
+        return dict(engine.metrics)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        try:
+            body = await request.json()
+        except Exception:
+            return _error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        try:
+            req = ChatRequest.model_validate(body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            return _error(400, f"{where}: {err['msg']}")
+        if req.stream:
+            return _error(400, "stream=true is not supported by this server")
+        if req.model and req.model != served_name:
+            return _error(404, f"model {req.model!r} is not served here (serving {served_name!r})",
+                          "not_found_error")
+        loop = asyncio.get_running_loop()
+        try:
+            work = engine.prepare(req, loop)
+        except ValueError as e:
+            return _error(400, str(e))
+        except Exception as e:  # e.g. a chat template that rejects the roles given
+            return _error(400, f"could not apply the chat template: {e}")
+        engine.metrics["requests"] += 1
+        start = time.time()
+        engine.queue.put(work)
+        try:
+            choices = await work.future
+        except Exception as e:
+            return _error(500, f"generation failed: {e}", "server_error")
+        completion = sum(c["completion_tokens"] for c in choices)
+        reasoning = sum(c["reasoning_tokens"] for c in choices)
+        engine.metrics["completions"] += len(choices)
+        engine.metrics["prompt_tokens"] += len(work.prompt_ids)
+        engine.metrics["completion_tokens"] += completion
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+            "created": int(start), "model": served_name,
+            "choices": [{"index": i, "finish_reason": c["finish_reason"], "logprobs": c["logprobs"],
+                         "message": {"role": "assistant", "content": c["content"],
+                                     "reasoning_content": c["reasoning"]}}
+                        for i, c in enumerate(choices)],
+            "usage": {"prompt_tokens": len(work.prompt_ids), "completion_tokens": completion,
+                      "total_tokens": len(work.prompt_ids) + completion,
+                      "completion_tokens_details": {"reasoning_tokens": reasoning}},
+        }
+
+    return app
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """If the process that started us dies (even by kill -9), exit too: no orphan servers."""
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(0)
+            time.sleep(1.0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="model directory or Hub id")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--served-name", default=None, help="the model name clients ask for")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable cores)")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0,
+                   help="how long the worker waits for more requests before a batch starts")
+    p.add_argument("--max-batch-rows", type=int, default=256)
+    p.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies")
+    args = p.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
+    import torch
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    engine = Engine(args.model, args.revision, args.batch_wait_ms, args.max_batch_rows)
+    log.info("loaded %s on %s with %d threads", args.model, engine.device, torch.get_num_threads())
+
+    import uvicorn
+    uvicorn.run(create_app(engine, args.served_name or args.model), host=args.host, port=args.port,
+                log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

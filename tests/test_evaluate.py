@@ -1,0 +1,209 @@
+"""The evaluate stage: same sampling for all three models, scores with intervals, resume.
+
+The endpoint, client, scorer and benchmark are small stand-ins here (patched into
+`sys.modules`), so the test checks the stage's own logic: which samples it asks for, what it
+writes, and how it scores.
+"""
+
+import contextlib
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from distill.config import Recipe
+from distill.errors import InputError
+from distill.eval import run_evaluate
+from distill.records import Stage
+
+QUESTIONS = [
+    {"id": f"q{i}", "source": "toy", "category": "reasoning", "subcategory": f"carries={i % 2}",
+     "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "verifier": "math",
+     "answer": str(2 * i), "tests": None, "entry_point": None}
+    for i in range(6)
+]
+
+
+@dataclass
+class Job:
+    key: str
+    messages: list
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    top_logprobs: int = 0
+
+
+@dataclass
+class Choice:
+    content: str
+    reasoning: str | None
+    finish_reason: str
+    logprobs: list | None = None
+
+
+@dataclass
+class Response:
+    choices: list
+    usage: dict
+    latency_s: float
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    reason: str
+
+
+def _answer(model: str, question: str) -> str:
+    a, b = question.removeprefix("What is ").removesuffix("?").split("+")
+    right = int(a) + int(b)
+    if model == "teacher-model":
+        return str(right)
+    if model == "base-model":
+        return str(right + 1)
+    return str(right) if int(a) % 3 else str(right + 1)  # the distilled student misses q0, q3
+
+
+class World:
+    """Stand-in endpoints, client, scorer and benchmark; counts every sample it is asked for."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str, int, float]] = []  # (model, question, n, temperature)
+
+    def install(self, monkeypatch):
+        @contextlib.contextmanager
+        def teacher_endpoint(teacher):
+            yield "http://teacher", "teacher-model", None
+
+        @contextlib.contextmanager
+        def serve_local(model):
+            yield "http://local", "student-model" if model.endswith("model") else "base-model"
+
+        def complete_all(base_url, model, jobs, on_done, **kw):
+            for job in jobs:
+                q = job.messages[-1]["content"]
+                self.requests.append((model, q, job.n, job.temperature))
+                ans = _answer(model, q)
+                on_done(job, Response([Choice(f"\\boxed{{{ans}}}", "r", "stop")] * job.n, {}, 0.0))
+            return []
+
+        def verify_many(items, workers=2):
+            return [Verdict(c == f"\\boxed{{{p['answer']}}}", "ok") for p, c in items]
+
+        bench = types.SimpleNamespace(name="toy_arith", version="1", category="reasoning",
+                                      hub="local/toy_arith",
+                                      load=lambda data_file, limit: QUESTIONS[:limit])
+        mods = {
+            "distill.teacher.local": dict(teacher_endpoint=teacher_endpoint, serve_local=serve_local),
+            "distill.teacher.client": dict(Job=Job, complete_all=complete_all),
+            "distill.filters.verify": dict(verify_many=verify_many),
+            "distill.eval.benchmark": dict(get_benchmark=lambda name: bench),
+        }
+        for name, attrs in mods.items():
+            monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+        return self
+
+    def samples(self, model=None):
+        return sum(n for m, _, n, _ in self.requests if model in (None, m))
+
+
+def recipe(samples=2, limit=None, temperature=0.6) -> Recipe:
+    return Recipe.model_validate({
+        "run": {"name": "tiny"},
+        "prompts": {"sources": [{"name": "arith", "kind": "toy", "category": "reasoning",
+                                 "family": "arith"}]},
+        "teacher": {"model": "toy:teacher"},
+        "train": {"student": "toy:student"},
+        "eval": {"benchmarks": ["toy_arith"], "samples": samples, "limit": limit,
+                 "temperature": temperature},
+    })
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    Stage(tmp_path, "train").complete(model="train/model")
+    return tmp_path
+
+
+def _rows(run_dir):
+    return {(r["role"], r["category"], r["metric"]): r
+            for r in Stage(run_dir, "eval").read_json("scores.json")}
+
+
+def test_all_three_models_are_scored_with_the_same_sampling(monkeypatch, run_dir):
+    world = World().install(monkeypatch)
+    run_evaluate(recipe(samples=2, temperature=0.3), run_dir)
+
+    assert world.samples("teacher-model") == world.samples("base-model") == \
+        world.samples("student-model") == 12
+    assert {t for *_, t in world.requests} == {0.3}
+    assert Stage(run_dir, "eval").is_complete()
+    rows = _rows(run_dir)
+    assert rows[("teacher", "reasoning", "pass@1")]["score"] == 1.0
+    assert rows[("base", "reasoning", "pass@1")]["score"] == 0.0
+    student = rows[("student", "reasoning", "pass@1")]
+    assert student["score"] == pytest.approx(4 / 6) and student["n"] == 6
+    assert student["ci_low"] < 4 / 6 < student["ci_high"]
+    # q0 and q3 have carries=0 and carries=1: each subcategory keeps 2 of 3.
+    assert rows[("student", "reasoning/carries=0", "pass@1")]["score"] == pytest.approx(2 / 3)
+    assert rows[("student", "reasoning/carries=1", "pass@1")]["n"] == 3
+    assert rows[("student", "reasoning", "pass@2")]["score"] == pytest.approx(4 / 6)
+    assert set(student) == {"model", "role", "benchmark", "category", "metric", "score",
+                            "ci_low", "ci_high", "n"}
+    rec = next(Stage(run_dir, "eval").read())
+    for field in ("role", "model", "benchmark", "version", "task_id", "category", "subcategory",
+                  "sample", "correct", "reason", "content", "reasoning", "finish_reason"):
+        assert field in rec
+
+
+def test_an_interrupted_eval_asks_only_for_the_missing_samples(monkeypatch, tmp_path, run_dir):
+    full_dir = tmp_path / "full"
+    Stage(full_dir, "train").complete(model="train/model")
+    World().install(monkeypatch)
+    run_evaluate(recipe(), full_dir)
+    done = list(Stage(full_dir, "eval").read())
+    assert len(done) == 36
+
+    # The interrupted run had written every teacher record and one sample of q0..q2 for the
+    # base model; nothing of the distilled student. The student is keyed by its train manifest.
+    Stage(run_dir, "train").complete(model="train/model")
+    part = [r for r in done if r["role"] == "teacher"
+            or (r["role"] == "base" and r["sample"] == 0 and r["task_id"] in ("q0", "q1", "q2"))]
+    with Stage(run_dir, "eval").writer() as w:
+        for r in part:
+            w.write(r)
+    world = World().install(monkeypatch)
+    run_evaluate(recipe(), run_dir)
+
+    assert world.samples("teacher-model") == 0
+    assert world.samples("base-model") == 12 - 3
+    assert world.samples("student-model") == 12
+    assert len(list(Stage(run_dir, "eval").read())) == 36
+    assert Stage(run_dir, "eval").read_json("scores.json") == \
+        Stage(full_dir, "eval").read_json("scores.json")
+
+    again = World().install(monkeypatch)
+    run_evaluate(recipe(), run_dir)
+    assert again.samples() == 0
+
+
+def test_more_samples_reuse_the_ones_drawn_and_new_sampling_draws_anew(monkeypatch, run_dir):
+    World().install(monkeypatch)
+    run_evaluate(recipe(samples=1), run_dir)
+    world = World().install(monkeypatch)
+    run_evaluate(recipe(samples=2), run_dir)
+    assert world.samples() == 3 * 6  # only sample 1 of each question
+    world = World().install(monkeypatch)
+    run_evaluate(recipe(samples=2, temperature=1.0), run_dir)
+    assert world.samples() == 3 * 12
+
+
+def test_eval_refuses_to_start_without_a_trained_student(monkeypatch, tmp_path):
+    world = World().install(monkeypatch)
+    with pytest.raises(InputError, match="train stage is not complete"):
+        run_evaluate(recipe(), tmp_path)
+    assert world.samples() == 0
+    assert not Stage(tmp_path, "eval").is_complete()
