@@ -57,10 +57,11 @@ def _map_row(src: PromptSource, row: dict, file: str, line: int) -> dict:
                              line=line, key=f"prompts.sources.{src.name}")
         return row[name]
 
+    prompt = str(field(src.prompt_field))
     answer, tests = field(src.answer_field), field(src.tests_field)
     if isinstance(tests, list):
         tests = "\n".join(tests)
-    return {"prompt": str(field(src.prompt_field)),
+    return {"prompt": prompt,
             "answer": None if answer is None else str(answer),
             "tests": tests, "entry_point": field(src.entry_point_field), "subcategory": None,
             "verifier": "code" if tests else ("math" if answer is not None else "none")}
