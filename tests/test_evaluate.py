@@ -79,7 +79,7 @@ class World:
             yield "http://teacher", "teacher-model", None
 
         @contextlib.contextmanager
-        def serve_local(model):
+        def serve_local(model, revision=None):
             yield "http://local", "student-model" if model.endswith("model") else "base-model"
 
         def complete_all(base_url, model, jobs, on_done, **kw):
@@ -90,7 +90,7 @@ class World:
                 on_done(job, Response([Choice(f"\\boxed{{{ans}}}", "r", "stop")] * job.n, {}, 0.0))
             return []
 
-        def verify_many(items, workers=2):
+        def verify_many(items, workers=2, **kw):
             return [Verdict(c == f"\\boxed{{{p['answer']}}}", "ok") for p, c in items]
 
         bench = types.SimpleNamespace(name="toy_arith", version="1", category="reasoning",
@@ -207,3 +207,110 @@ def test_eval_refuses_to_start_without_a_trained_student(monkeypatch, tmp_path):
         run_evaluate(recipe(), tmp_path)
     assert world.samples() == 0
     assert not Stage(tmp_path, "eval").is_complete()
+
+
+def test_the_real_benchmark_and_scorer_grade_the_answers(monkeypatch, run_dir):
+    """toy_arith from evals/ and the shared math scorer; only endpoints and client stand in."""
+    from distill.eval.benchmark import get_benchmark
+
+    gold = {p["messages"][-1]["content"]: p["answer"]
+            for p in get_benchmark("toy_arith").load(None, 4)}
+    world = World().install(monkeypatch)
+    for name in ("distill.filters.verify", "distill.eval.benchmark"):
+        monkeypatch.delitem(sys.modules, name)
+    answers = {"teacher-model": lambda q: f"The sum is \\boxed{{{gold[q]}}}.",
+               "base-model": lambda q: "\\boxed{-1}",
+               "student-model": lambda q: f"\\boxed{{{gold[q]}}}" if sorted(gold).index(q) % 2
+               else "I do not know"}
+
+    def complete_all(base_url, model, jobs, on_done, **kw):
+        for job in jobs:
+            world.requests.append((model, job.messages[-1]["content"], job.n, job.temperature))
+            text = answers[model](job.messages[-1]["content"])
+            on_done(job, Response([Choice(text, "r", "stop")] * job.n, {}, 0.0))
+        return []
+
+    monkeypatch.setattr(sys.modules["distill.teacher.client"], "complete_all", complete_all)
+    cfg = recipe(samples=1, limit=4)
+    run_evaluate(cfg, run_dir)
+    rows = _rows(run_dir)
+    assert rows[("teacher", "reasoning", "pass@1")]["score"] == 1.0
+    assert rows[("base", "reasoning", "pass@1")]["score"] == 0.0
+    assert rows[("student", "reasoning", "pass@1")]["score"] == 0.5
+    assert world.samples() == 12
+    wrong = [r for r in Stage(run_dir, "eval").read() if not r["correct"]]
+    assert len(wrong) == 6 and all(r["reason"] for r in wrong)
+
+
+def test_an_unknown_benchmark_is_bad_input(monkeypatch, run_dir):
+    World().install(monkeypatch)
+    monkeypatch.delitem(sys.modules, "distill.eval.benchmark")
+    cfg = recipe()
+    cfg.eval.benchmarks = ["no_such_bench"]
+    with pytest.raises(InputError, match="no_such_bench"):
+        run_evaluate(cfg, run_dir)
+
+
+def _real_or_standin(monkeypatch):
+    """The shared scorer and the toy benchmark when they exist, stand-ins otherwise."""
+    try:
+        from distill.filters.verify import verify_many  # noqa: F401
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "distill.filters.verify", types.SimpleNamespace(
+            verify_many=lambda items, workers=2, **kw: [Verdict(False, "stand-in") for _ in items]))
+    try:
+        from distill.eval.benchmark import get_benchmark
+        get_benchmark("toy_arith")
+    except ImportError:
+        bench = types.SimpleNamespace(name="toy_arith", version="1", category="reasoning",
+                                      hub="local/toy_arith",
+                                      load=lambda data_file, limit: QUESTIONS[:limit])
+        monkeypatch.setitem(sys.modules, "distill.eval.benchmark",
+                            types.SimpleNamespace(get_benchmark=lambda name: bench))
+
+
+@pytest.mark.slow
+def test_end_to_end_with_real_servers_and_client(monkeypatch, tmp_path):
+    """Three real OpenAI-compatible servers (a tiny untrained student standing in for every
+    model), the real async client; a second run asks for nothing."""
+    import shutil
+
+    import distill.teacher.client as client
+    from distill.toy.models import build_student
+
+    model, tok = build_student()
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    run_dir = tmp_path / "run"
+    shutil.copytree(base, run_dir / "train" / "model")
+    Stage(run_dir, "train").complete(model="train/model")
+    _real_or_standin(monkeypatch)
+    asked = []
+    real = client.complete_all
+
+    def counting(base_url, model, jobs, on_done, **kw):
+        jobs = list(jobs)
+        asked.extend(j.n for j in jobs)
+        return real(base_url, model, jobs, on_done, **kw)
+
+    monkeypatch.setattr(client, "complete_all", counting)
+    cfg = Recipe.model_validate({
+        "run": {"name": "tiny"},
+        "prompts": {"sources": [{"name": "arith", "kind": "toy", "category": "reasoning",
+                                 "family": "arith"}]},
+        "teacher": {"model": str(base)},
+        "train": {"student": str(base)},
+        "eval": {"benchmarks": ["toy_arith"], "samples": 2, "limit": 2, "max_tokens": 8},
+    })
+    run_evaluate(cfg, run_dir)
+    assert sum(asked) == 3 * 2 * 2
+    records = list(Stage(run_dir, "eval").read())
+    assert len(records) == 12 and all(r["finish_reason"] in ("stop", "length") for r in records)
+    rows = Stage(run_dir, "eval").read_json("scores.json")
+    overall = [r for r in rows if r["metric"] == "pass@1" and "/" not in r["category"]]
+    assert {r["role"] for r in overall} == {"teacher", "base", "student"}
+    assert all(r["n"] == 2 and 0 <= r["ci_low"] <= r["score"] <= r["ci_high"] for r in overall)
+    asked.clear()
+    run_evaluate(cfg, run_dir)
+    assert asked == []

@@ -23,9 +23,6 @@ from distill.records import Stage, record_id
 
 log = logging.getLogger(__name__)
 
-ROLES = ("teacher", "base", "student")
-
-
 @dataclass
 class _Model:
     role: str      # teacher | base | student
@@ -41,14 +38,14 @@ def sampling_hash(cfg: Recipe) -> str:
     return record_id("eval-sampling", e.temperature, e.top_p, e.max_tokens)
 
 
-def _served(model: str, base_url: str | None) -> Callable:
+def _served(model: str, base_url: str | None, revision: str | None = None) -> Callable:
     @contextlib.contextmanager
     def endpoint() -> Iterator[tuple[str, str, str | None]]:
         if base_url:  # students already served elsewhere (cfg.eval.base_url)
             yield base_url, model, None
             return
         from distill.teacher.local import serve_local
-        with serve_local(model) as (url, served_name):
+        with serve_local(model, revision=revision) as (url, served_name):
             yield url, served_name, None
     return endpoint
 
@@ -69,14 +66,24 @@ def _models(cfg: Recipe, run_dir: Path) -> list[_Model]:
         _Model("teacher", teacher.model, f"{teacher.model}@{teacher.revision or ''}",
                lambda: teacher_endpoint(teacher)),
         _Model("base", cfg.train.student, f"{cfg.train.student}@{cfg.train.revision or ''}",
-               _served(cfg.train.student, cfg.eval.base_url)),
+               _served(cfg.train.student, cfg.eval.base_url, cfg.train.revision)),
         _Model("student", cfg.publish.hub_repo or f"{cfg.run.name}-distilled", student_key,
                _served(student_path, cfg.eval.base_url)),
     ]
 
 
 def _sample_id(model: _Model, bench, task_id: str, sample: int, shash: str) -> str:
-    return record_id(model.key, bench.name, bench.version, task_id, sample, shash)
+    # The role is part of the key: a recipe may name the same weights as teacher and base.
+    return record_id(model.role, model.key, bench.name, bench.version, task_id, sample, shash)
+
+
+def _pinned(bench, data_file: str | None):
+    """The benchmark with its version pinned to the local file's content hash, if any, so a
+    changed data file never reuses old samples."""
+    if data_file and hasattr(bench, "resolved_version"):
+        import dataclasses
+        return dataclasses.replace(bench, version=bench.resolved_version(data_file))
+    return bench
 
 
 def _evaluate_model(cfg: Recipe, stage: Stage, model: _Model, benches: list, problems: dict,
@@ -120,7 +127,10 @@ def _evaluate_model(cfg: Recipe, stage: Stage, model: _Model, benches: list, pro
                 for sample, choice in zip(missing, resp.choices):
                     items.append((p, choice.content or ""))
                     meta.append((bench, p, sample, choice))
-            verdicts = verify_many(items, workers=cfg.filter.workers) if items else []
+            # The filter stage's scorer settings: a student is graded as its teacher's traces were.
+            verdicts = verify_many(items, workers=cfg.filter.workers,
+                                   timeout_s=cfg.filter.code_timeout_s,
+                                   memory_mb=cfg.filter.code_memory_mb) if items else []
             with stage.writer() as w:
                 for (bench, p, sample, choice), verdict in zip(meta, verdicts):
                     w.write({
@@ -164,6 +174,16 @@ def _score_rows(model: _Model, bench, records: list[dict]) -> list[dict]:
     return rows
 
 
+def _question_rows(model: _Model, bench, records: list[dict]) -> list[dict]:
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_task[r["task_id"]].append(r)
+    return [{"role": model.role, "model": model.name, "benchmark": bench.name,
+             "category": bench.category, "subcategory": rs[0].get("subcategory"), "task_id": task,
+             "score": sum(bool(r["correct"]) for r in rs) / len(rs), "samples": len(rs)}
+            for task, rs in by_task.items()]
+
+
 def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
     from distill.eval.benchmark import get_benchmark
 
@@ -171,7 +191,11 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
     models = _models(cfg, run_dir)
     stage = Stage(run_dir, "eval")
     stage.start()
-    benches = [get_benchmark(name) for name in cfg.eval.benchmarks]
+    try:
+        benches = [_pinned(get_benchmark(name), cfg.eval.data_files.get(name))
+                   for name in cfg.eval.benchmarks]
+    except KeyError as e:
+        raise InputError(str(e.args[0]), key="eval.benchmarks") from None
     problems = {b.name: b.load(cfg.eval.data_files.get(b.name), cfg.eval.limit) for b in benches}
     for b in benches:
         if not problems[b.name]:
@@ -186,7 +210,7 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
                            "stage to retry only those")
 
     by_id = {r["id"]: r for r in stage.read()}
-    rows = []
+    rows, questions = [], []
     for model in models:
         for bench in benches:
             wanted = [_sample_id(model, bench, p["id"], s, shash)
@@ -195,7 +219,12 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
             if missing:
                 raise RuntimeError(f"{len(missing)} {model.role} samples on {bench.name} "
                                    "have no record; re-run the eval stage")
-            rows.extend(_score_rows(model, bench, [by_id[i] for i in wanted]))
+            records = [by_id[i] for i in wanted]
+            rows.extend(_score_rows(model, bench, records))
+            questions.extend(_question_rows(model, bench, records))
+    # Per-question pass@1 of exactly the samples scored above: publish pairs models on it
+    # (retention and differences with intervals) without re-deriving record ids.
+    stage.write_json("questions.json", questions)
     path = stage.write_json("scores.json", rows)
     stage.complete(sampling_hash=shash, benchmarks=[b.name for b in benches],
                    models={m.role: m.name for m in models}, samples=cfg.eval.samples)

@@ -1,0 +1,160 @@
+"""Leaderboard tables: reads eval scores (and per-question scores), writes CSV, Markdown and HTML.
+
+Retention = student score / teacher score on the same benchmark, category and metric; it is
+filled on student and base rows, 1.0 on teacher rows, empty where the teacher scored 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections import defaultdict
+
+from distill.eval import metrics
+
+COLUMNS = ["model", "role", "benchmark", "category", "metric", "score", "ci_low", "ci_high", "n",
+           "retention"]
+ROLE_ORDER = {"teacher": 0, "base": 1, "student": 2}
+
+
+def leaderboard_rows(scores: list[dict]) -> list[dict]:
+    """Score rows plus retention, sorted by benchmark, category, metric, then role."""
+    teacher = {(r["benchmark"], r["category"], r["metric"]): r["score"]
+               for r in scores if r["role"] == "teacher"}
+    rows = []
+    for r in scores:
+        t = teacher.get((r["benchmark"], r["category"], r["metric"]))
+        ret = 1.0 if r["role"] == "teacher" else (r["score"] / t if t else None)
+        rows.append({**{c: r.get(c) for c in COLUMNS[:-1]}, "retention": ret})
+    rows.sort(key=lambda r: (r["benchmark"], "/" in r["category"], r["category"], r["metric"],
+                             ROLE_ORDER.get(r["role"], 9)))
+    return rows
+
+
+def _per_category(questions: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(role, benchmark, category) -> {task_id: pass@1}, categories as in scores ("cat",
+    "cat/sub")."""
+    out: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for q in questions:
+        cats = [q["category"]] + ([f"{q['category']}/{q['subcategory']}"] if q.get("subcategory")
+                                  else [])
+        for cat in cats:
+            out[(q["role"], q["benchmark"], cat)][q["task_id"]] = q["score"]
+    return out
+
+
+def _paired(questions: list[dict], role: str, other: str, stat) -> dict:
+    groups = _per_category(questions)
+    out = {}
+    for (r, bench, cat), scores in groups.items():
+        ref = groups.get((other, bench, cat))
+        if r != role or not ref:
+            continue
+        tasks = sorted(set(scores) & set(ref))
+        est = stat([scores[t] for t in tasks], [ref[t] for t in tasks]) if tasks else None
+        if est is not None:
+            out[(bench, cat)] = est
+    return out
+
+
+def retention_intervals(questions: list[dict]) -> dict[tuple[str, str, str], metrics.Estimate]:
+    """(role, benchmark, category) -> pass@1 retention vs the teacher for base and student,
+    with a paired-bootstrap interval over the questions both answered."""
+    return {(role, *k): est for role in ("base", "student")
+            for k, est in _paired(questions, role, "teacher", metrics.retention).items()}
+
+
+def differences(questions: list[dict], role: str = "student",
+                other: str = "base") -> dict[tuple[str, str], metrics.Estimate]:
+    """(benchmark, category) -> pass@1 of `role` minus `other` with a paired interval."""
+    return _paired(questions, role, other, metrics.paired_difference)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: _fmt(r[c], 6) for c in COLUMNS})
+    return buf.getvalue()
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def to_markdown(rows: list[dict], title: str) -> str:
+    lines = [f"# {title}", "",
+             "Scores in %, 95% intervals in brackets; retention = score / teacher score.", "",
+             "| model | role | benchmark | category | metric | score | 95% CI | n | retention |",
+             "|---|---|---|---|---|--:|---|--:|--:|"]
+    for r in rows:
+        ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
+        ret = "" if r["retention"] is None else f"{r['retention']:.2f}"
+        lines.append(f"| {r['model']} | {r['role']} | {r['benchmark']} | {r['category']} | "
+                     f"{r['metric']} | {_pct(r['score'])} | {ci} | {r['n']} | {ret} |")
+    return "\n".join(lines) + "\n"
+
+
+# Click a header to sort by it; a second click reverses. Numbers sort as numbers.
+_SORT_JS = """
+document.querySelectorAll("table.sortable th").forEach(function (th, col) {
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0];
+    var asc = th.dataset.dir !== "asc";
+    th.closest("tr").querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
+    th.dataset.dir = asc ? "asc" : "desc";
+    var key = function (tr) {
+      var t = tr.cells[col].dataset.v || tr.cells[col].textContent;
+      var x = parseFloat(t);
+      return isNaN(x) ? t : x;
+    };
+    Array.from(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b);
+      var c = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+      return asc ? c : -c;
+    }).forEach(function (tr) { body.appendChild(tr); });
+  });
+});
+"""
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; }
+table { border-collapse: collapse; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
+th { cursor: pointer; background: #f4f4f4; user-select: none; }
+th[data-dir="asc"]::after { content: " \\25B2"; }
+th[data-dir="desc"]::after { content: " \\25BC"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def to_html(rows: list[dict], title: str) -> str:
+    """One self-contained page (inline CSS and JS, nothing fetched) with a sortable table."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
+    body = []
+    for r in rows:
+        cells = []
+        for c in COLUMNS:
+            v = r[c]
+            if isinstance(v, (int, float)) and v is not None:
+                shown = _pct(v) if c in ("score", "ci_low", "ci_high") else \
+                    (f"{v:.3f}" if isinstance(v, float) else str(v))
+                cells.append(f'<td class="num" data-v="{v!r}">{esc(shown)}</td>')
+            else:
+                cells.append(f"<td>{esc('' if v is None else str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n<h1>{esc(title)}</h1>\n"
+            "<p>Scores in %, 95% intervals; retention = score / teacher score. "
+            "Click a column header to sort.</p>\n"
+            f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>\n'
+            + "\n".join(body) + f"\n</tbody></table>\n<script>{_SORT_JS}</script>\n</body></html>\n")
