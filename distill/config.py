@@ -137,6 +137,16 @@ class Recipe(Section):
     eval: EvalConfig
     publish: PublishConfig = PublishConfig()
 
+    def generation_hash(self) -> str:
+        """What makes two teacher samples comparable: the teacher and the sampling settings.
+        Concurrency, timeouts, prices and the endpoint's address are left out on purpose:
+        changing them must not throw away finished samples."""
+        g = self.generate
+        data = {"model": self.teacher.model, "revision": self.teacher.revision,
+                "temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens,
+                "top_logprobs": g.top_logprobs}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
     def section_hash(self, *sections: str) -> str:
         """A short hash of some sections: a stage's outputs are keyed by what it depends on."""
         data = {s: getattr(self, s).model_dump(mode="json") for s in sections}

@@ -32,7 +32,7 @@ def run_generate(cfg, run_dir: Path) -> Path:
     stage = rd.stage("generate")
     stage.start()
     g = cfg.generate
-    gen_hash = cfg.section_hash("teacher", "generate")
+    gen_hash = cfg.generation_hash()
     wanted = {record_id(p["id"], i, gen_hash) for p in prompts for i in range(g.samples_per_prompt)}
     done = stage.ids() & wanted
     totals = dict(requests=0, new_samples=0, prompt_tokens=0, completion_tokens=0, cost=0.0)

@@ -85,11 +85,13 @@ def test_overrides_apply_and_are_validated():
         load_recipe(recipe_path("smoke"), ["train.nope=1"])
 
 
-def test_section_hash_changes_with_sampling():
+def test_generation_hash_follows_sampling_not_plumbing():
     a = load_recipe(recipe_path("smoke"))
-    b = load_recipe(recipe_path("smoke"), ["generate.temperature=0.3"])
-    assert a.section_hash("teacher", "generate") != b.section_hash("teacher", "generate")
-    assert a.section_hash("teacher") == b.section_hash("teacher")
+    assert a.generation_hash() != load_recipe(recipe_path("smoke"), ["generate.temperature=0.3"]).generation_hash()
+    assert a.generation_hash() != load_recipe(recipe_path("smoke"), ["teacher.model=other"]).generation_hash()
+    same = load_recipe(recipe_path("smoke"), ["generate.max_concurrency=3", "generate.timeout_s=5",
+                                              "generate.samples_per_prompt=9"])
+    assert a.generation_hash() == same.generation_hash()
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):

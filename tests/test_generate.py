@@ -72,7 +72,7 @@ def test_records_fields_and_manifest(tmp_path, server):
     run_generate(cfg, tmp_path)
     stage = RunDir(tmp_path).stage("generate")
     recs = list(stage.read())
-    gen_hash = cfg.section_hash("teacher", "generate")
+    gen_hash = cfg.generation_hash()
     assert sorted(r["id"] for r in recs) == sorted(
         record_id(p["id"], i, gen_hash) for p in problems for i in range(2))
     r = recs[0]
