@@ -8,7 +8,14 @@ name (a Hub id or a local path) is returned unchanged.
 
 from __future__ import annotations
 
-from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 from distill.toy.tokenizer import build_tokenizer
 
@@ -34,6 +41,7 @@ def _special_ids(tok) -> dict:
 
 def build_teacher(seed: int = 0, **overrides):
     import torch
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
     tok = build_tokenizer()
     torch.manual_seed(seed)
     config = Qwen3MoeConfig(**{**TEACHER, **overrides}, **_special_ids(tok))
@@ -42,7 +50,77 @@ def build_teacher(seed: int = 0, **overrides):
 
 def build_student(seed: int = 0, **overrides):
     import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
     tok = build_tokenizer()
     torch.manual_seed(seed)
     config = Qwen3Config(**{**STUDENT, **overrides}, **_special_ids(tok))
     return Qwen3ForCausalLM(config), tok
+
+
+# ------------------------------------------------------------------------------ the cache
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE") or "~/.cache/distill").expanduser()
+
+
+def _source_hash(*modules) -> str:
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(Path(m.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def model_key(kind: str) -> str:
+    """What a cached toy model depends on: its config, its training config, and the code of
+    the tokenizer and the tasks it was trained on. A change to any of them is a new key."""
+    from distill.toy import tasks, teacher, tokenizer
+    blob = {"kind": kind, "tokenizer": _source_hash(tokenizer)}
+    if kind == "teacher":
+        blob |= {"config": TEACHER, "train": teacher.TRAIN, "tasks": _source_hash(tasks)}
+    else:
+        blob |= {"config": STUDENT, "seed": 0}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _cached(kind: str, make: Callable[[Path], None]) -> Path:
+    """`<cache>/toy/<kind>-<key>/`, made once. `make` writes into a temp dir that is renamed
+    into place only when complete, under a file lock: a crash leaves no half model, and a
+    second process waits for the first instead of training again."""
+    root = cache_root() / "toy"
+    final = root / f"{kind}-{model_key(kind)}"
+    if final.is_dir():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if final.is_dir():
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+        try:
+            make(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def _save_student(path: Path) -> None:
+    model, tok = build_student()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def _train_teacher(path: Path) -> None:
+    from distill.toy.teacher import train_teacher
+    print(f"training the toy teacher once (cached in {cache_root() / 'toy'})", flush=True)
+    train_teacher(path)
+
+
+def resolve_model(name: str) -> str:
+    """`toy:teacher` / `toy:student` -> a local model directory; anything else unchanged."""
+    if name == "toy:teacher":
+        return str(_cached("teacher", _train_teacher))
+    if name == "toy:student":
+        return str(_cached("student", _save_student))
+    return name

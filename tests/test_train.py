@@ -1,0 +1,118 @@
+"""run_train: TRL SFT / LoRA of the toy student on a tiny run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.config import Recipe
+from distill.errors import InputError
+from distill.records import RunDir, record_id
+from distill.toy.tasks import make_tasks
+from distill.train import run_train
+
+
+def _recipe(**train) -> Recipe:
+    return Recipe.model_validate({
+        "run": {"name": "test", "seed": 0},
+        "prompts": {"sources": [{"name": "toy_arith", "kind": "toy", "family": "arith",
+                                 "category": "reasoning"}]},
+        "teacher": {"model": "toy:teacher"},
+        "train": {"student": "toy:student", "max_length": 256, **train},
+        "eval": {"benchmarks": ["toy_arith", "toy_code"]},
+    })
+
+
+def _run_dir(path: Path, n_arith: int, n_code: int) -> Path:
+    """A run dir whose dataset stage holds gold traces, standing in for filtered teacher traces."""
+    stage = RunDir(path).stage("dataset")
+    with stage.writer() as w:
+        for t in make_tasks("arith", n_arith, 0) + make_tasks("code", n_code, 0):
+            w.write({"id": record_id(t["messages"]), "prompt_id": record_id(t["messages"]),
+                     "source": f"toy_{t['family']}", "category": t["category"],
+                     "messages": t["messages"] + [{"role": "assistant", "content": t["reference"]}]})
+    stage.complete()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _load(path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_train_writes_model_lineage_and_marker_and_skips_when_done(tmp_path):
+    run = _run_dir(tmp_path / "run", 40, 24)
+    cfg = _recipe(learning_rate=3e-3, epochs=1, batch_size=16)
+    model_dir = run_train(cfg, run)
+    assert model_dir == run / "train" / "model" and (model_dir / "model.safetensors").exists()
+    lineage = json.loads((run / "train" / "lineage.json").read_text())
+    assert lineage["dataset_records"] == 64 and lineage["method"] == "sft"
+    assert lineage["student"] == "toy:student" and len(lineage["dataset_hash"]) == 16
+    assert "student: toy:student" in (run / "train" / "recipe.yaml").read_text()
+    manifest = RunDir(run).stage("train").manifest()
+    assert manifest["records"] == 64
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+    assert run_train(cfg, run) == model_dir  # same config and data: nothing is retrained
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+    changed = run_train(_recipe(learning_rate=1e-3, epochs=1, batch_size=16), run)
+    assert RunDir(run).stage("train").manifest()["config_hash"] != manifest["config_hash"]
+    assert (changed / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+def test_pad_equal_to_eos_is_refused(tmp_path):
+    from distill.toy.models import build_student
+    model, tok = build_student()
+    tok.pad_token = tok.eos_token
+    model.save_pretrained(tmp_path / "bad")
+    tok.save_pretrained(tmp_path / "bad")
+    run = _run_dir(tmp_path / "run", 4, 4)
+    with pytest.raises(InputError, match="pad token"):
+        run_train(_recipe(student=str(tmp_path / "bad")), run)
+    assert not RunDir(run).stage("train").is_complete()
+
+
+def test_template_without_generation_markers_is_refused(tmp_path):
+    from distill.toy.models import build_student
+    model, tok = build_student()
+    tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    model.save_pretrained(tmp_path / "bad")
+    tok.save_pretrained(tmp_path / "bad")
+    with pytest.raises(InputError, match="generation"):
+        run_train(_recipe(student=str(tmp_path / "bad")), _run_dir(tmp_path / "run", 4, 4))
+
+
+def test_lora_trains_and_merges(tmp_path):
+    from distill.toy import resolve_model
+    run = _run_dir(tmp_path / "run", 32, 32)
+    model_dir = run_train(_recipe(method="lora", learning_rate=1e-2, epochs=1, batch_size=16,
+                                  lora={"r": 4, "alpha": 8, "dropout": 0.0}), run)
+    assert (run / "train" / "adapter" / "adapter_config.json").exists()
+    merged, _ = _load(model_dir)
+    base, _ = _load(resolve_model("toy:student"))
+    assert not any("lora" in k for k in merged.state_dict())  # plain model, servable as is
+    changed = [k for k, v in merged.state_dict().items() if not (v == base.state_dict()[k]).all()]
+    assert any("q_proj" in k for k in changed)
+
+
+@pytest.mark.slow
+def test_sft_student_beats_base_and_stops(tmp_path):
+    from distill.toy import resolve_model
+    from distill.toy.teacher import score
+    tasks = make_tasks("arith", 80, 3, "eval") + make_tasks("code", 60, 3, "eval")
+    base = score(*_load(resolve_model("toy:student")), tasks)
+    run = _run_dir(tmp_path / "run", 1200, 900)
+    trained = score(*_load(run_train(_recipe(**SMOKE_TRAIN), run)), tasks)
+    for family in ("arith", "code"):
+        assert trained[family]["accuracy"] > 0.5 > base[family]["accuracy"] + 0.4, (base, trained)
+        assert trained[family]["stop_rate"] > 0.9, trained
+
+
+# The values recommended for configs/smoke.yaml: measured 88% arith / 89% code greedy on the eval split.
+SMOKE_TRAIN = dict(learning_rate=1e-2, epochs=5, batch_size=16, warmup_ratio=0.05, lr_scheduler="cosine")
