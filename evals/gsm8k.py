@@ -1,0 +1,25 @@
+"""GSM8K (openai/gsm8k, main, test: 1319 grade-school word problems); gold is the number
+after '####', commas removed; graded with math-verify on the last \\boxed{}."""
+
+from distill.eval.benchmark import BOXED_INSTRUCTION, Benchmark, read_rows, user
+
+HUB = "openai/gsm8k"
+
+
+def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
+    rows = read_rows(data_file, HUB, config="main")[:limit]
+    return [{
+        "id": f"gsm8k/{i}",
+        "source": "gsm8k",
+        "category": "reasoning",
+        "subcategory": "grade-school math",
+        "messages": user(f"{row['question']}\n{BOXED_INSTRUCTION}"),
+        "verifier": "math",
+        "answer": row["answer"].split("####")[-1].strip().replace(",", ""),
+        "tests": None,
+        "entry_point": None,
+    } for i, row in enumerate(rows)]
+
+
+BENCHMARK = Benchmark(name="gsm8k", version="openai/grade-school-math@3101c7d", category="reasoning",
+                      hub=HUB, load=load)

@@ -1,0 +1,132 @@
+"""Benchmark files: the registry, the loaders on the local data copies, and the scorer
+against gold answers and canonical solutions (which must pass) and broken ones (which must
+not)."""
+
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distill.eval.benchmark import get_benchmark, list_benchmarks
+from distill.filters import verify, verify_many
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"evaluation data not found at {DATA}")
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+FILES = {
+    "gsm8k": DATA / "gsm8k" / "test.jsonl",
+    "math500": DATA / "math500" / "test.jsonl",
+    "humaneval_plus": DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz",
+    "mbpp_plus": DATA / "evalplus" / "MbppPlus-v0.2.0.jsonl.gz",
+}
+
+
+def _fenced(code: str) -> str:
+    return f"Here is the solution.\n```python\n{code}\n```"
+
+
+def test_registry_discovers_every_benchmark_file():
+    names = list_benchmarks()
+    assert {"toy_arith", "toy_code", "gsm8k", "math500", "humaneval_plus", "mbpp_plus"} <= set(names)
+    assert not any(n.startswith("_") for n in names)
+    for name in names:
+        bench = get_benchmark(name)
+        assert bench.name == name and bench.category in ("reasoning", "coding")
+    with pytest.raises(KeyError, match="unknown benchmark"):
+        get_benchmark("nope")
+
+
+@needs_bwrap
+@pytest.mark.parametrize("name", ["toy_arith", "toy_code"])
+def test_toy_benchmarks_are_fixed_and_their_references_pass(name):
+    bench = get_benchmark(name)
+    problems = bench.load(None, 20)
+    assert [p["id"] for p in problems] == [p["id"] for p in bench.load(None, 20)]
+    assert len({p["id"] for p in problems}) == 20
+    answers = [p["reference"].split("</think>", 1)[1] for p in problems]
+    assert all(v.ok for v in verify_many(list(zip(problems, answers))))
+
+
+@needs_data
+def test_version_pins_the_local_file():
+    bench = get_benchmark("gsm8k")
+    assert bench.resolved_version(str(FILES["gsm8k"])) == f"{bench.version}+sha256.3730d312f6e34405"
+    assert bench.resolved_version(None) == bench.version
+
+
+@needs_data
+def test_gsm8k_gold_answers_all_verify():
+    problems = get_benchmark("gsm8k").load(str(FILES["gsm8k"]), None)
+    assert len(problems) == 1319
+    assert problems[0]["answer"] == "18" and "\\boxed{}" in problems[0]["messages"][0]["content"]
+    verdicts = verify_many([(p, f"The answer is \\boxed{{{p['answer']}}}.") for p in problems])
+    assert [p["id"] for p, v in zip(problems, verdicts) if not v.ok] == []
+    wrong = verify_many([(p, f"\\boxed{{{int(float(p['answer'])) + 1}}}") for p in problems[:50]])
+    assert not any(v.ok for v in wrong)
+
+
+@needs_data
+def test_math500_gold_answers_all_verify():
+    problems = get_benchmark("math500").load(str(FILES["math500"]), None)
+    assert len(problems) == 500
+    assert {p["subcategory"] for p in problems} >= {"Algebra", "Geometry", "Precalculus"}
+    assert {p["level"] for p in problems} == {1, 2, 3, 4, 5}
+    verdicts = verify_many([(p, f"so \\boxed{{{p['answer']}}}") for p in problems])
+    assert [p["id"] for p, v in zip(problems, verdicts) if not v.ok] == []
+
+
+def _broken(solution: str) -> str:
+    return re.sub(r"\breturn\b(?!\s*$)", "return None  #", solution, flags=re.M)
+
+
+def _check_canonical_and_broken(problems: list[dict]) -> None:
+    verdicts = verify_many([(p, _fenced(p["canonical_solution"])) for p in problems], workers=2)
+    assert [(p["id"], v.reason) for p, v in zip(problems, verdicts) if not v.ok] == []
+
+    sample = random.Random(0).sample(problems, min(30, len(problems)))
+    broken = verify_many([(p, _fenced(_broken(p["canonical_solution"]))) for p in sample])
+    assert [p["id"] for p, v in zip(sample, broken) if v.ok] == []
+
+
+@needs_data
+@needs_bwrap
+@pytest.mark.parametrize("name", ["humaneval_plus", "mbpp_plus"])
+def test_evalplus_first_tasks_canonical_pass_broken_fail(name):
+    _check_canonical_and_broken(get_benchmark(name).load(str(FILES[name]), 12))
+
+
+@pytest.mark.slow
+@needs_data
+@needs_bwrap
+@pytest.mark.parametrize("name", ["humaneval_plus", "mbpp_plus"])
+def test_evalplus_all_canonical_solutions_pass_and_broken_ones_fail(name):
+    # Minutes on 2 cores: every base and plus input of every task, run twice (once to record
+    # the expected outputs, unless cached, once to grade).
+    problems = get_benchmark(name).load(str(FILES[name]), None)
+    assert len(problems) == {"humaneval_plus": 164, "mbpp_plus": 378}[name]
+    _check_canonical_and_broken(problems)
+
+
+@needs_data
+@needs_bwrap
+def test_humaneval_plus_accepts_a_bare_function_body():
+    problems = get_benchmark("humaneval_plus").load(str(FILES["humaneval_plus"]), 3)
+    for p in problems:
+        assert verify(p, _fenced(p["canonical_solution"].strip("\n"))).ok
+        # The canonical solution is a body; indented as it is, it continues the prompt.
+        assert verify(p, "```python\n" + p["canonical_solution"] + "```").ok
+
+
+@needs_data
+@needs_bwrap
+def test_evalplus_wrong_answer_names_the_input():
+    p = get_benchmark("mbpp_plus").load(str(FILES["mbpp_plus"]), 1)[0]
+    # Passes the three base asserts but not the differential inputs.
+    fake = ("def similar_elements(a, b):\n"
+            "    s = tuple(sorted(set(a) & set(b)))\n"
+            "    return s if len(a) == 4 else ()\n")
+    v = verify(p, _fenced(fake))
+    assert not v.ok and v.reason.startswith("AssertionError: wrong answer on input")

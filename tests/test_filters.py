@@ -1,0 +1,167 @@
+"""The shared scorer and the filter stage, on hand-made answers and generation records."""
+
+import importlib
+import json
+import shutil
+
+import pytest
+
+from distill.config import Recipe
+from distill.filters import quality, run_filter, verify, verify_many
+verify_mod = importlib.import_module("distill.filters.verify")
+from distill.filters.dedup import duplicates
+from distill.records import Stage
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+HALF = {"id": "half", "verifier": "math", "answer": "\\frac{1}{2}"}
+ADD = {"id": "add", "verifier": "code", "entry_point": "f", "tests": "assert f(2) == 3\nassert f(0) == 1"}
+
+
+@pytest.mark.parametrize("content, ok", [
+    ("so the answer is \\boxed{\\frac{1}{2}}", True),
+    ("\\boxed{0.5}", True),
+    ("\\boxed{1/2}", True),
+    ("first \\boxed{3}, no wait: \\boxed{\\dfrac{1}{2}}", True),
+    ("The answer is 0.5.", True),
+    ("\\boxed{0.6}", False),
+    ("\\boxed{2}", False),
+])
+def test_math_answers(content, ok):
+    assert verify(HALF, content).ok is ok
+
+
+def test_math_reasons():
+    assert verify(HALF, "I am not sure.").reason == "no \\boxed answer"
+    assert verify({"verifier": "math", "answer": "13"}, "\\boxed{12}").reason == \
+        "wrong answer: got 12, want 13"
+    assert verify(HALF, "\\boxed{\\frac{1}{2}}").reason == "ok"
+
+
+def test_nested_braces_in_boxed():
+    assert verify_mod.last_boxed("x \\boxed{\\frac{a}{b^{2}}} y") == "\\frac{a}{b^{2}}"
+
+
+def test_gold_that_does_not_parse_fails_loudly():
+    with pytest.raises(ValueError, match="does not parse"):
+        verify({"id": "bad", "verifier": "math", "answer": "\\text{}"}, "\\boxed{1}")
+
+
+@needs_bwrap
+def test_code_answers_and_reasons():
+    assert verify(ADD, "Here:\n```python\ndef f(x):\n    return x + 1\n```").ok
+    assert verify(ADD, "def f(x):\n    return x + 1").ok          # no fence: whole text
+    assert verify(ADD, "```python\ndef f(x):\n    return x\n```").reason == "AssertionError"
+    assert verify(ADD, "```python\nwhile True: pass\n```", timeout_s=1).reason == "timeout"
+    assert verify(ADD, "```\ndef g(x):\n    return x\n```").reason.startswith("NameError")
+
+
+@needs_bwrap
+def test_verify_many_keeps_order_and_mixes_kinds():
+    items = [(HALF, "\\boxed{0.5}"), (ADD, "def f(x): return x + 1"), (HALF, "\\boxed{7}"),
+             (ADD, "def f(x): return x")]
+    assert [v.ok for v in verify_many(items, workers=2)] == [True, True, False, False]
+
+
+def test_stuck_math_worker_is_killed(monkeypatch):
+    # A limit shorter than a worker's start-up behaves like a hung sympy call.
+    monkeypatch.setattr(verify_mod, "MATH_HARD_TIMEOUT_S", 0.01)
+    assert [v.reason for v in verify_many([(HALF, "\\boxed{0.5}")], workers=1)] == ["timeout"]
+
+
+def test_quality_checks():
+    assert quality.truncated({"finish_reason": "length"})
+    assert quality.truncated({"finish_reason": "stop"}) is None
+    assert quality.think({"reasoning": None, "content": "x"}) == "no <think> block"
+    assert quality.think({"reasoning": "a</think>b", "content": "x"}) == "unbalanced <think> tags"
+    assert quality.think({"reasoning": "fine", "content": "<think>x"}) == "unbalanced <think> tags"
+    assert quality.think({"reasoning": "fine", "content": "x"}) is None
+    assert quality.empty({"content": "  \n"}) == "empty answer"
+
+
+def test_dedup_normalises_whitespace_and_keeps_first_id():
+    gens = [{"id": "b", "prompt_id": "p", "reasoning": "r  1", "content": "x"},
+            {"id": "a", "prompt_id": "p", "reasoning": "r 1", "content": "x "},
+            {"id": "c", "prompt_id": "q", "reasoning": "r 1", "content": "x"}]
+    assert duplicates(gens) == {"b": "a"}
+
+
+def _recipe(**filter_cfg) -> Recipe:
+    return Recipe.model_validate({
+        "run": {"name": "t"},
+        "prompts": {"sources": [{"name": "s", "kind": "toy", "category": "reasoning"}]},
+        "teacher": {"model": "toy:teacher"},
+        "filter": {"code_timeout_s": 2, **filter_cfg},
+        "train": {"student": "toy:student"},
+        "eval": {"benchmarks": ["toy_arith"]},
+    })
+
+
+MATH_P = {"prompt_id": "pm", "source": "mathsrc", "category": "reasoning", "verifier": "math",
+          "answer": "13", "messages": [{"role": "user", "content": "6+7?"}]}
+CODE_P = {"prompt_id": "pc", "source": "codesrc", "category": "coding", "verifier": "code",
+          "entry_point": "f", "tests": ADD["tests"],
+          "messages": [{"role": "user", "content": "write f"}]}
+
+
+def _gen(gid, problem, content, reasoning="think", finish="stop"):
+    return {"id": gid, **problem, "content": content, "reasoning": reasoning,
+            "finish_reason": finish}
+
+
+GENERATIONS = [
+    _gen("g01", MATH_P, "So \\boxed{13}."),                            # kept
+    _gen("g02", MATH_P, "So  \\boxed{13}. "),                          # dedup (of g01)
+    _gen("g03", MATH_P, "So \\boxed{12}."),                            # verify: wrong
+    _gen("g04", MATH_P, "So \\boxed{1", finish="length"),              # truncated
+    _gen("g05", MATH_P, "\\boxed{13}", reasoning=None),                # think
+    _gen("g06", MATH_P, "   "),                                        # empty
+    _gen("g07", CODE_P, "```python\ndef f(x):\n    return x + 1\n```"),  # kept
+    _gen("g08", CODE_P, "```python\ndef f(x):\n    return x\n```"),    # verify: assertion
+    _gen("g09", CODE_P, "```python\nwhile True:\n    pass\n```"),      # verify: timeout
+    _gen("g10", MATH_P, "The answer is \\boxed{13}.", reasoning="other"),  # max_per_prompt
+    _gen("g11", MATH_P, "It is thirteen."),                            # verify: no boxed
+]
+
+
+@needs_bwrap
+def test_filter_stage_counts(tmp_path):
+    with Stage(tmp_path, "generate").writer() as w:
+        for g in GENERATIONS:
+            w.write(g)
+    counts = run_filter(_recipe(max_per_prompt=1), tmp_path)
+    assert counts["total"] == 11 and counts["kept"] == 2
+    assert counts["rejected"] == {"truncated": 1, "think": 1, "empty": 1, "verify": 4,
+                                  "dedup": 1, "max_per_prompt": 1}
+    assert counts["by_source"] == {"mathsrc": {"total": 8, "kept": 1},
+                                   "codesrc": {"total": 3, "kept": 1}}
+    assert counts["by_category"]["coding"] == {"total": 3, "kept": 1}
+    reasons = {e["id"]: e["reason"] for e in counts["examples"]["verify"]}
+    assert reasons["g03"] == "wrong answer: got 12, want 13"
+    assert reasons["g08"] == "AssertionError" and reasons["g09"] == "timeout"
+
+    verdicts = {r["id"]: r for r in Stage(tmp_path, "filter").read()}
+    assert verdicts["g02"]["failed"] == "dedup" and verdicts["g02"]["reasons"]["verify"] == "ok"
+    assert verdicts["g01"]["kept"] and verdicts["g01"]["failed"] is None
+    data = list(Stage(tmp_path, "dataset").read())
+    assert sorted(r["id"] for r in data) == ["g01", "g07"]
+    g01 = next(r for r in data if r["id"] == "g01")
+    assert g01["messages"][-1] == {"role": "assistant", "content": "<think>think</think>So \\boxed{13}."}
+    assert g01["prompt_id"] == "pm" and g01["source"] == "mathsrc"
+    assert Stage(tmp_path, "filter").is_complete()
+    assert json.loads((tmp_path / "filter" / "counts.json").read_text()) == counts
+    assert "Kept 2 of 11" in (tmp_path / "filter" / "report.md").read_text()
+
+
+def test_filter_stage_rerun_with_other_settings_replaces_outputs(tmp_path):
+    with Stage(tmp_path, "generate").writer() as w:
+        for g in GENERATIONS:
+            if g["verifier"] == "math":
+                w.write(g)
+    first = run_filter(_recipe(verify=False), tmp_path)
+    assert first["kept"] == 4          # g01, g03, g10, g11 (g02 duplicates g01)
+    second = run_filter(_recipe(verify=False, drop_truncated=False, require_think=False,
+                                dedup="none"), tmp_path)
+    assert second["kept"] == 7 and second["rejected"] == {"empty": 1}
+    assert len(list(Stage(tmp_path, "filter").read())) == 8
+    assert len(list(Stage(tmp_path, "dataset").read())) == 7

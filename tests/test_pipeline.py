@@ -1,0 +1,43 @@
+"""The whole pipeline through the CLI on the toy world: the report holds teacher, base and
+student rows per benchmark and category, and the distilled student beats its base."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+# A smaller smoke run than the demo: fewer prompts and eval questions, same stages.
+OVERRIDES = ["prompts.sources.0.count=500", "prompts.sources.1.count=400", "eval.limit=40"]
+
+
+@pytest.mark.slow
+def test_run_smoke_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "distill.cli", "run", "smoke", "--run-dir", str(run_dir)]
+    for o in OVERRIDES:
+        args += ["-o", o]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for stage in ["prompts", "generate", "filter", "dataset", "train", "eval", "publish"]:
+        assert (run_dir / stage / "_SUCCESS").exists(), stage
+    report = run_dir / "report"
+    for name in ["leaderboard.csv", "leaderboard.md", "leaderboard.html", "retention.png", "README.md"]:
+        assert (report / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(report / "leaderboard.csv")))
+    assert list(rows[0]) == ["model", "role", "benchmark", "category", "metric", "score",
+                             "ci_low", "ci_high", "n", "retention"]
+    top = {(r["role"], r["benchmark"]): r for r in rows
+           if r["metric"] == "pass@1" and "/" not in r["category"]}
+    for bench, category in [("toy_arith", "reasoning"), ("toy_code", "coding")]:
+        teacher, base, student = (top[(role, bench)] for role in ("teacher", "base", "student"))
+        assert student["category"] == category
+        assert float(teacher["score"]) >= 0.8, teacher
+        assert float(student["score"]) >= float(base["score"]) + 0.3, (base, student)
+        assert student["retention"] != "" and 0 < float(student["retention"]) <= 1.5
+        assert int(student["n"]) == 40
+
+    # A re-run resumes: every stage is complete, so nothing is generated or trained again.
+    r2 = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert (run_dir / "generate" / "_SUCCESS").read_text().count('"new_samples": 0') == 1
