@@ -67,8 +67,11 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
     report = rd / "report"
     typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md)")
     md = report / "leaderboard.md"
-    if md.exists():
-        typer.echo(md.read_text())
+    if md.exists():  # the per-benchmark rows; per-subcategory rows are in the files
+        for line in md.read_text().splitlines():
+            cells = [c.strip() for c in line.split("|")]
+            if len(cells) < 6 or "/" not in cells[4]:
+                typer.echo(line)
 
 
 def _stage_command(name: str, doc: str) -> None:
