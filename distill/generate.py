@@ -10,6 +10,7 @@ a fresh set of samples beside the old ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -41,8 +42,14 @@ def run_generate(cfg, run_dir: Path) -> Path:
     def missing(p: dict) -> list[int]:
         return [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in done]
 
-    with teacher_endpoint(cfg.teacher) as (base_url, model, api_key), stage.writer() as out:
-        for round_ in range(MAX_ROUNDS):
+    if not any(missing(p) for p in prompts):  # nothing to ask: do not start or call a teacher
+        rounds = range(0)
+        endpoint = contextlib.nullcontext((None, cfg.teacher.model, None))
+    else:
+        rounds = range(MAX_ROUNDS)
+        endpoint = teacher_endpoint(cfg.teacher)
+    with endpoint as (base_url, model, api_key), stage.writer() as out:
+        for round_ in rounds:
             todo = {p["id"]: (p, m) for p in prompts if (m := missing(p))}
             if not todo:
                 break

@@ -1,5 +1,6 @@
 """Recipes: every shipped recipe validates; bad input is one line naming file, key and line."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_unknown_key_names_file_key_and_line(tmp_path):
 
 
 def test_wrong_type_names_key_and_line(tmp_path):
-    p = _write(tmp_path, SMOKE.replace("  epochs: 3", "  epochs: three"))
+    p = _write(tmp_path, re.sub(r"(?m)^  epochs: .*$", "  epochs: three", SMOKE))
     line = next(i for i, l in enumerate(p.read_text().splitlines(), 1) if "epochs: three" in l)
     with pytest.raises(InputError) as e:
         load_recipe(p)
