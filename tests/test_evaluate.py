@@ -8,14 +8,15 @@ writes, and how it scores.
 import contextlib
 import sys
 import types
-from dataclasses import dataclass
 
 import pytest
 
 from distill.config import Recipe
 from distill.errors import InputError
 from distill.eval import run_evaluate
+from distill.filters.verify import Verdict
 from distill.records import Stage
+from distill.teacher.client import Choice, Job, Response
 
 QUESTIONS = [
     {"id": f"q{i}", "source": "toy", "category": "reasoning", "subcategory": f"carries={i % 2}",
@@ -23,38 +24,6 @@ QUESTIONS = [
      "answer": str(2 * i), "tests": None, "entry_point": None}
     for i in range(6)
 ]
-
-
-@dataclass
-class Job:
-    key: str
-    messages: list
-    n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    top_logprobs: int = 0
-
-
-@dataclass
-class Choice:
-    content: str
-    reasoning: str | None
-    finish_reason: str
-    logprobs: list | None = None
-
-
-@dataclass
-class Response:
-    choices: list
-    usage: dict
-    latency_s: float
-
-
-@dataclass
-class Verdict:
-    ok: bool
-    reason: str
 
 
 def _answer(model: str, question: str) -> str:
@@ -87,7 +56,7 @@ class World:
                 q = job.messages[-1]["content"]
                 self.requests.append((model, q, job.n, job.temperature))
                 ans = _answer(model, q)
-                on_done(job, Response([Choice(f"\\boxed{{{ans}}}", "r", "stop")] * job.n, {}, 0.0))
+                on_done(job, Response([Choice(f"\\boxed{{{ans}}}", "r", "stop", None)] * job.n, {}, 0.0))
             return []
 
         def verify_many(items, workers=2, **kw):
@@ -227,7 +196,7 @@ def test_the_real_benchmark_and_scorer_grade_the_answers(monkeypatch, run_dir):
         for job in jobs:
             world.requests.append((model, job.messages[-1]["content"], job.n, job.temperature))
             text = answers[model](job.messages[-1]["content"])
-            on_done(job, Response([Choice(text, "r", "stop")] * job.n, {}, 0.0))
+            on_done(job, Response([Choice(text, "r", "stop", None)] * job.n, {}, 0.0))
         return []
 
     monkeypatch.setattr(sys.modules["distill.teacher.client"], "complete_all", complete_all)
@@ -251,24 +220,6 @@ def test_an_unknown_benchmark_is_bad_input(monkeypatch, run_dir):
         run_evaluate(cfg, run_dir)
 
 
-def _real_or_standin(monkeypatch):
-    """The shared scorer and the toy benchmark when they exist, stand-ins otherwise."""
-    try:
-        from distill.filters.verify import verify_many  # noqa: F401
-    except ImportError:
-        monkeypatch.setitem(sys.modules, "distill.filters.verify", types.SimpleNamespace(
-            verify_many=lambda items, workers=2, **kw: [Verdict(False, "stand-in") for _ in items]))
-    try:
-        from distill.eval.benchmark import get_benchmark
-        get_benchmark("toy_arith")
-    except ImportError:
-        bench = types.SimpleNamespace(name="toy_arith", version="1", category="reasoning",
-                                      hub="local/toy_arith",
-                                      load=lambda data_file, limit: QUESTIONS[:limit])
-        monkeypatch.setitem(sys.modules, "distill.eval.benchmark",
-                            types.SimpleNamespace(get_benchmark=lambda name: bench))
-
-
 @pytest.mark.slow
 def test_end_to_end_with_real_servers_and_client(monkeypatch, tmp_path):
     """Three real OpenAI-compatible servers (a tiny untrained student standing in for every
@@ -285,7 +236,6 @@ def test_end_to_end_with_real_servers_and_client(monkeypatch, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(base, run_dir / "train" / "model")
     Stage(run_dir, "train").complete(model="train/model")
-    _real_or_standin(monkeypatch)
     asked = []
     real = client.complete_all
 

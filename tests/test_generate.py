@@ -16,25 +16,9 @@ import pytest
 from distill.config import Recipe
 from distill.generate import run_generate
 from distill.records import RunDir, read_jsonl, record_id
-from distill.teacher.local import free_port, serve_local
+from distill.teacher.local import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    from distill.toy.models import build_teacher
-    path = tmp_path_factory.mktemp("teacher")
-    model, tok = build_teacher()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(teacher_dir):
-    with serve_local(str(teacher_dir)) as (base_url, name):
-        yield base_url, name
 
 
 def recipe(model: str, base_url: str | None, **generate) -> Recipe:

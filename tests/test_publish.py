@@ -1,7 +1,6 @@
 """The publish stage from a synthetic eval stage: tables, plot and a model card that loads back."""
 
 import csv
-import json
 
 import pytest
 from huggingface_hub import ModelCard

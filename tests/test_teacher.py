@@ -20,22 +20,6 @@ from distill.teacher.server import split_reasoning
 MSG = [{"role": "user", "content": "12+34="}]
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    from distill.toy.models import build_teacher
-    path = tmp_path_factory.mktemp("teacher")
-    model, tok = build_teacher()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(teacher_dir):
-    with serve_local(str(teacher_dir)) as (base_url, name):
-        yield base_url, name
-
-
 def chat(server, **body):
     base_url, name = server
     r = httpx.post(f"{base_url}/chat/completions", json={"model": name, "messages": MSG, **body}, timeout=120)
