@@ -85,7 +85,7 @@ def _stage_command(name: str, doc: str) -> None:
 _stage_command("prompts", "Collect prompts from the recipe's sources.")
 _stage_command("generate", "Ask the teacher for traces (resumable).")
 _stage_command("filter", "Verify, check and deduplicate the traces; write the training set.")
-_stage_command("train", "Train the student on the kept traces (SFT or LoRA).")
+_stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
 _stage_command("evaluate", "Score teacher, base student and distilled student.")
 _stage_command("publish", "Write the leaderboard, plots and model card.")
 

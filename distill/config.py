@@ -91,11 +91,34 @@ class LoraConfig(Section):
     target_modules: list[str] | str = "all-linear"
 
 
+class LogitKDConfig(Section):
+    """Logit distillation from the teacher's stored top-k logprobs (`generate.top_logprobs`):
+    loss = (1 - weight) x cross-entropy on the trace + weight x forward KL(teacher || student)
+    over the teacher's top-k tokens plus one tail bucket for the rest of the vocabulary."""
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    teacher_tokenizer: str | None = None   # default: teacher.model (an API teacher: name its tokenizer)
+    on_mismatch: Literal["error", "sft"] = "error"  # different vocabularies: stop, or train SFT only
+
+
+class OnPolicyConfig(Section):
+    """On-policy distillation (TRL DistillationTrainer): the student samples completions of the
+    kept prompts and learns the teacher's per-token distribution on them."""
+    teacher: Literal["local", "server"] = "local"  # local: loaded beside the student; server: vLLM
+    teacher_model: str | None = None       # local teacher (default: teacher.model)
+    teacher_url: str | None = None         # server teacher (default: teacher.base_url)
+    beta: float = Field(1.0, ge=0.0, le=1.0)  # 0: forward KL, 1: reverse KL, between: generalised JSD
+    max_completion_length: int = Field(512, ge=1)
+    temperature: float = Field(1.0, gt=0.0)
+    loss_top_k: int = Field(1, ge=1)        # server teacher: top-k logprobs it returns per token
+
+
 class TrainConfig(Section):
     student: str                           # Hub id, local path, or toy:student
-    method: Literal["sft", "lora"] = "sft"
+    method: Literal["sft", "logit_kd", "on_policy"] = "sft"
+    adapter: Literal["none", "lora", "qlora"] = "none"  # qlora: 4-bit base (bitsandbytes, GPU only)
     learning_rate: float = Field(1e-5, gt=0)
     epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(16384, ge=16)
@@ -104,8 +127,14 @@ class TrainConfig(Section):
     weight_decay: float = 0.0
     bf16: bool = False
     gradient_checkpointing: bool = False
-    packing: bool = False
+    packing: bool = False                  # BFD packing into rows of max_length (padding-free)
+    padding_free: bool = False             # no padding: a batch is one row, documents kept apart
+    liger: bool = False                    # Liger kernels (fused linear cross-entropy; GPU)
+    attn_implementation: str | None = None  # sdpa, flash_attention_2, flex_attention, ...
+    save_steps: int = Field(500, ge=1)
     lora: LoraConfig = LoraConfig()
+    kd: LogitKDConfig = LogitKDConfig()
+    on_policy: OnPolicyConfig = OnPolicyConfig()
     revision: str | None = None
 
 

@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 MAX_ROUNDS = 64
 
 
+def _token(t: str) -> int | str:
+    return int(t[9:]) if t.startswith("token_id:") else t
+
+
+def compact_logprobs(content: list[dict]) -> dict:
+    """The teacher's per-token logprobs as three parallel arrays: the sampled tokens, and for
+    each the top-k token ids and their logprobs (4 decimals). Tokens are vocabulary ids when the
+    server returned them as "token_id:N" (vLLM, distill's server), else token strings."""
+    return {"tokens": [_token(t["token"]) for t in content],
+            "top_ids": [[_token(a["token"]) for a in t.get("top_logprobs") or []] for t in content],
+            "top_logprobs": [[round(a["logprob"], 4) for a in t.get("top_logprobs") or []]
+                             for t in content]}
+
+
 def run_generate(cfg, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
     prompts = list(rd.stage("prompts").read())
@@ -78,10 +92,7 @@ def run_generate(cfg, run_dir: Path) -> Path:
                            "latency_s": round(resp.latency_s, 4), "cost": cost / len(resp.choices),
                            "teacher": cfg.teacher.model}
                     if g.top_logprobs and choice.logprobs is not None:
-                        rec["top_logprobs"] = [
-                            {"token": t["token"], "logprob": t["logprob"],
-                             "top": [[a["token"], a["logprob"]] for a in t.get("top_logprobs") or []]}
-                            for t in choice.logprobs]
+                        rec["teacher_logprobs"] = compact_logprobs(choice.logprobs)
                     out.write(rec)
                     done.add(key)
                     totals["new_samples"] += 1

@@ -63,7 +63,11 @@ def test_records_fields_and_manifest(tmp_path, server):
     assert r["prompt_id"] in {"p0", "p1", "p2"} and r["answer"] == str(2 * int(r["prompt_id"][1:]))
     assert r["finish_reason"] in {"stop", "length"} and r["gen_hash"] == gen_hash
     assert r["cost"] > 0 and r["usage"]["completion_tokens"] > 0
-    assert len(r["top_logprobs"]) > 0 and len(r["top_logprobs"][0]["top"]) == 2
+    lp = r["teacher_logprobs"]  # compact: sampled token ids, top-k ids and logprobs per token
+    assert len(lp["tokens"]) > 0 and len(lp["top_ids"]) == len(lp["tokens"])
+    assert all(isinstance(t, int) for t in lp["tokens"])
+    assert all(len(ids) == 2 and len(lps) == 2 and lps[0] >= lps[1]
+               for ids, lps in zip(lp["top_ids"], lp["top_logprobs"]))
     manifest = stage.manifest()
     assert manifest["samples"] == 6 and manifest["requests"] == 3 and manifest["failures"] == 0
     assert manifest["cost"] == pytest.approx(sum(r["cost"] for r in recs))

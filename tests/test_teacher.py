@@ -87,6 +87,51 @@ def test_top_logprobs(server):
         assert tok["logprob"] <= alts[0] + 1e-5  # the best alternative is at least as likely
 
 
+def test_tokens_as_ids_match_the_text(server):
+    """vLLM's return_tokens_as_token_ids: "token_id:N", where N decodes to the returned text."""
+    from transformers import AutoTokenizer
+    from distill.toy import resolve_model
+    tok = AutoTokenizer.from_pretrained(resolve_model("toy:student"))  # the same toy tokenizer
+    data = chat(server, temperature=0, max_tokens=30, logprobs=True, top_logprobs=2,
+                return_tokens_as_token_ids=True).json()
+    c = data["choices"][0]
+    ids = [int(t["token"].removeprefix("token_id:")) for t in c["logprobs"]["content"]]
+    assert all(t["token"].startswith("token_id:") for t in c["logprobs"]["content"])
+    reasoning, content = c["message"]["reasoning_content"], c["message"]["content"]
+    assert tok.decode(ids, skip_special_tokens=True) == (
+        content if reasoning is None else f"<think>{reasoning}</think>{content}")
+
+
+def test_completions_prompt_logprobs_match_a_forward_pass(server, teacher_dir):
+    """/v1/completions with token-id prompts and prompt_logprobs, as TRL's server distillation
+    asks: at each position the top-k with ranks, plus the actual token with its true rank."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    base_url, name = server
+    seqs = [[2, 10, 20, 30, 40, 50], [2, 11, 21]]
+    r = httpx.post(f"{base_url}/completions", json={"model": name, "prompt": seqs, "max_tokens": 1,
+                                                   "temperature": 1.0, "prompt_logprobs": 3}, timeout=60)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert len(choices) == 2 and all(len(c["text"]) <= 1 or c["finish_reason"] for c in choices)
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    for seq, c in zip(seqs, choices):
+        pl = c["prompt_logprobs"]
+        assert len(pl) == len(seq) and pl[0] is None
+        with torch.no_grad():
+            ref = torch.log_softmax(model(torch.tensor([seq]), use_cache=False).logits[0].float(), -1)
+        for pos in range(1, len(seq)):
+            entries = pl[pos]
+            top = sorted(entries.items(), key=lambda kv: kv[1]["rank"])[:3]
+            want_ids = ref[pos - 1].topk(3).indices.tolist()
+            assert [int(t) for t, _ in top] == want_ids
+            actual = entries[str(seq[pos])]
+            assert actual["logprob"] == pytest.approx(ref[pos - 1, seq[pos]].item(), abs=1e-4)
+            assert actual["rank"] == 1 + int((ref[pos - 1] > ref[pos - 1, seq[pos]]).sum())
+    bad = httpx.post(f"{base_url}/completions", json={"prompt": [[5, 10**7]], "max_tokens": 1}, timeout=30)
+    assert bad.status_code == 400 and "token ids" in bad.json()["error"]["message"]
+
+
 def test_bad_requests_get_400(server):
     base_url, _ = server
     r = httpx.post(f"{base_url}/chat/completions", content=b"{not json", timeout=30)

@@ -92,7 +92,7 @@ def test_template_without_generation_markers_is_refused(tmp_path):
 def test_lora_trains_and_merges(tmp_path):
     from distill.toy import resolve_model
     run = _run_dir(tmp_path / "run", 32, 32)
-    model_dir = run_train(_recipe(method="lora", learning_rate=1e-2, epochs=1, batch_size=16,
+    model_dir = run_train(_recipe(adapter="lora", learning_rate=1e-2, epochs=1, batch_size=16,
                                   lora={"r": 4, "alpha": 8, "dropout": 0.0}), run)
     assert (run / "train" / "adapter" / "adapter_config.json").exists()
     merged, _ = _load(model_dir)
@@ -100,6 +100,55 @@ def test_lora_trains_and_merges(tmp_path):
     assert not any("lora" in k for k in merged.state_dict())  # plain model, servable as is
     changed = [k for k, v in merged.state_dict().items() if not (v == base.state_dict()[k]).all()]
     assert any("q_proj" in k for k in changed)
+
+
+@pytest.mark.parametrize("mode", ["padding_free", "packing"])
+def test_padding_free_batches_give_the_padded_loss(tmp_path, mode):
+    """One row of concatenated documents with restarting position ids must give the loss of
+    padded rows: the documents in a row do not attend to each other."""
+    losses = {}
+    for m in ("padded", mode):
+        run = _run_dir(tmp_path / m, 24, 8)
+        run_train(_recipe(max_steps=1, batch_size=32, learning_rate=1e-9, epochs=1,
+                          **({} if m == "padded" else {m: True})), run)
+        losses[m] = RunDir(run).stage("train").manifest()["train_loss"]
+    assert losses[mode] == pytest.approx(losses["padded"], rel=1e-4), losses
+
+
+def test_qlora_without_a_gpu_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="qlora.*CUDA GPU"):
+        run_train(_recipe(adapter="qlora"), _run_dir(tmp_path / "run", 4, 4))
+
+
+def test_liger_without_the_package_is_a_clear_error(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import liger_kernel  # noqa: F401
+        pytest.skip("liger-kernel is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(InputError, match="liger-kernel"):
+        run_train(_recipe(liger=True), _run_dir(tmp_path / "run", 4, 4))
+
+
+def test_logit_kd_across_vocabularies_is_refused_or_falls_back_to_sft(tmp_path):
+    from distill.toy.models import build_student
+    model, tok = build_student()
+    tok.add_tokens(["<tool_call>", "</tool_call>"])
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(tmp_path / "other")
+    tok.save_pretrained(tmp_path / "other")
+    run = _run_dir(tmp_path / "run", 16, 8)
+    with pytest.raises(InputError, match=r"103-token vocabulary.*101.*GOLD"):
+        run_train(_recipe(method="logit_kd", kd={"teacher_tokenizer": str(tmp_path / "other")}), run)
+    run_train(_recipe(method="logit_kd", max_steps=1, epochs=1,
+                      kd={"teacher_tokenizer": str(tmp_path / "other"), "on_mismatch": "sft"}), run)
+    assert json.loads((run / "train" / "lineage.json").read_text())["method"] == "sft"
+
+
+def test_logit_kd_without_stored_logprobs_says_how_to_get_them(tmp_path):
+    with pytest.raises(InputError, match="generate.top_logprobs"):
+        run_train(_recipe(method="logit_kd"), _run_dir(tmp_path / "run", 4, 4))
 
 
 @pytest.mark.slow

@@ -22,9 +22,12 @@ EXAMPLES_PER_REASON = 3
 def _training_record(gen: dict) -> dict:
     prompt = [m for m in gen["messages"] if m["role"] != "assistant"]
     text = f"<think>{gen.get('reasoning') or ''}</think>{gen.get('content') or ''}"
-    return {"id": gen["id"], "prompt_id": gen.get("prompt_id"), "source": gen.get("source"),
-            "category": gen.get("category"),
-            "messages": prompt + [{"role": "assistant", "content": text}]}
+    rec = {"id": gen["id"], "prompt_id": gen.get("prompt_id"), "source": gen.get("source"),
+           "category": gen.get("category"),
+           "messages": prompt + [{"role": "assistant", "content": text}]}
+    if gen.get("teacher_logprobs"):  # for logit distillation (train.method: logit_kd)
+        rec["teacher_logprobs"] = gen["teacher_logprobs"]
+    return rec
 
 
 def run_filter(cfg, run_dir: Path) -> dict:

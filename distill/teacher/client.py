@@ -85,7 +85,9 @@ async def _request(client: httpx.AsyncClient, url: str, model: str, job: Job) ->
     body = {"model": model, "messages": job.messages, "n": job.n, "temperature": job.temperature,
             "top_p": job.top_p, "max_tokens": job.max_tokens}
     if job.top_logprobs:
-        body.update(logprobs=True, top_logprobs=job.top_logprobs)
+        # vLLM's extension (honoured by distill's server too): tokens as "token_id:N", so the
+        # stored logprobs map to vocabulary ids exactly, whatever the tokenizer's byte encoding.
+        body.update(logprobs=True, top_logprobs=job.top_logprobs, return_tokens_as_token_ids=True)
     start = time.monotonic()
     try:
         r = await client.post(url, json=body)

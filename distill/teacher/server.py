@@ -1,5 +1,6 @@
 """An OpenAI-compatible chat server for local Hugging Face causal LMs: reads a model directory
-(or Hub id), answers POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics.
+(or Hub id), answers POST /v1/chat/completions, POST /v1/completions (with vLLM's
+prompt_logprobs, for server-side distillation), GET /v1/models, GET /health, GET /metrics.
 
     python -m distill.teacher.server --model PATH --port 8000 --served-name toy:teacher
 
@@ -69,6 +70,24 @@ class ChatRequest(BaseModel):
     top_logprobs: int = Field(0, ge=0, le=20)
     stream: bool = False
     chat_template_kwargs: dict | None = None  # e.g. {"enable_thinking": false} for Qwen3, as in vLLM
+    return_tokens_as_token_ids: bool = False  # vLLM's extension: logprob tokens as "token_id:N"
+
+
+class CompletionRequest(BaseModel):
+    """POST /v1/completions: text or token-id prompts, and vLLM's `prompt_logprobs` (the
+    model's top-k at every prompt position, which TRL's server distillation scores with)."""
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    prompt: str | list[str] | list[int] | list[list[int]]
+    n: int = Field(1, ge=1, le=256)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(16, ge=0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)
+    stream: bool = False
 
 
 # ------------------------------------------------------------------------------ batching
@@ -119,6 +138,7 @@ class Engine:
         self.batch_wait_s = batch_wait_ms / 1000
         self.max_batch_rows = max_batch_rows
         self.queue: queue.Queue[_Work] = queue.Queue()
+        self.lock = threading.Lock()  # one forward pass at a time: generation or scoring
         self.metrics = dict(requests=0, samples_requested=0, completions=0, prompt_tokens=0, completion_tokens=0,
                             batches=0, rows=0)
         threading.Thread(target=self._worker, daemon=True, name="generate").start()
@@ -136,6 +156,55 @@ class Engine:
         asked = req.max_completion_tokens or req.max_tokens or room
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         return _Work(req, ids, min(asked, room), [s for s in stops if s], loop, loop.create_future())
+
+    def prepare_ids(self, ids: list[int], req: CompletionRequest, loop) -> _Work:
+        """A completions prompt: token ids as given, no chat template."""
+        if not ids or len(ids) >= self.max_len:
+            raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.max_len}")
+        if any(not 0 <= t < len(self.tok) for t in ids):
+            raise ValueError(f"prompt token ids must lie in [0, {len(self.tok)})")
+        carrier = ChatRequest(messages=[Message(role="user", content="")], n=req.n,
+                              temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                              logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0)
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        return _Work(carrier, list(ids), min(req.max_tokens, self.max_len - len(ids)),
+                     [s for s in stops if s], loop, loop.create_future())
+
+    def score(self, prompts: list[list[int]], k: int) -> list[list]:
+        """vLLM's `prompt_logprobs`: per prompt, None for the first position, then for each
+        later position {token_id: {logprob, rank, decoded_token}} over the top-k and the actual
+        token (rank 1 = most likely). Raw model log-probabilities, as vLLM reports them."""
+        torch = self.torch
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, :len(p)] = torch.tensor(p)
+            mask[i, :len(p)] = 1
+        with self.lock, torch.inference_mode():
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                use_cache=False).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        out = []
+        for i, p in enumerate(prompts):
+            rows: list = [None]
+            for pos in range(1, len(p)):
+                row, actual = logp[i, pos - 1], p[pos]
+                entries = {}
+                if k:
+                    values, idx = row.topk(k)
+                    for rank, (v, t) in enumerate(zip(values.tolist(), idx.tolist()), 1):
+                        entries[str(t)] = self._ranked(t, v, rank)
+                if str(actual) not in entries:
+                    v = float(row[actual])
+                    entries[str(actual)] = self._ranked(actual, v, 1 + int((row > v).sum()))
+                rows.append(entries)
+            out.append(rows)
+        return out
+
+    def _ranked(self, token_id: int, logprob: float, rank: int) -> dict:
+        return {"logprob": max(logprob, -9999.0), "rank": rank,
+                "decoded_token": self.tok.decode([token_id], skip_special_tokens=False)}
 
     # -- the worker thread
     def _worker(self) -> None:
@@ -206,7 +275,7 @@ class Engine:
             kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p, top_k=0)
         if req.seed is not None:
             torch.manual_seed(req.seed)
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device),
                                       attention_mask=mask.to(self.device), **kwargs)
         gen = out.sequences[:, width:].cpu()
@@ -252,25 +321,27 @@ class Engine:
         choice = dict(finish_reason=finish, text=text, reasoning=reasoning, content=content,
                       completion_tokens=n_tokens, reasoning_tokens=reasoning_tokens, logprobs=None)
         if logp is not None and (w.req.logprobs or w.req.top_logprobs):
-            choice["logprobs"] = self._logprobs(counted, logp, w.req.top_logprobs)
+            choice["logprobs"] = self._logprobs(counted, logp, w.req.top_logprobs,
+                                                w.req.return_tokens_as_token_ids)
         return choice
 
-    def _logprobs(self, ids: list[int], logp, k: int) -> dict:
+    def _logprobs(self, ids: list[int], logp, k: int, as_ids: bool = False) -> dict:
         content = []
         for step, t in enumerate(ids):
             row = logp[step]
-            entry = self._token_entry(t, float(row[t]))
+            entry = self._token_entry(t, float(row[t]), as_ids)
             top = []
             if k:
                 values, idx = row.topk(k)
-                top = [self._token_entry(int(i), float(v)) for v, i in zip(values, idx)]
+                top = [self._token_entry(int(i), float(v), as_ids) for v, i in zip(values, idx)]
             entry["top_logprobs"] = top
             content.append(entry)
         return {"content": content}
 
-    def _token_entry(self, token_id: int, logprob: float) -> dict:
+    def _token_entry(self, token_id: int, logprob: float, as_ids: bool = False) -> dict:
         text = self.tok.decode([token_id], skip_special_tokens=False)
-        return {"token": text, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
+        token = f"token_id:{token_id}" if as_ids else text
+        return {"token": token, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
 
 
 class _RowStop:
@@ -384,6 +455,71 @@ def create_app(engine: Engine, served_name: str):
                       "total_tokens": len(work.prompt_ids) + completion,
                       "completion_tokens_details": {"reasoning_tokens": reasoning}},
         }
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        try:
+            body = await request.json()
+            req = CompletionRequest.model_validate(body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            return _error(400, f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}")
+        except Exception:
+            return _error(400, "the request body is not a valid JSON object")
+        if req.stream:
+            return _error(400, "stream=true is not supported by this server")
+        if req.model and req.model != served_name:
+            return _error(404, f"model {req.model!r} is not served here (serving {served_name!r})",
+                          "not_found_error")
+        p = req.prompt
+        if isinstance(p, str):
+            prompts = [p]
+        elif p and all(isinstance(x, int) for x in p):
+            prompts = [p]
+        else:
+            prompts = list(p)
+        prompts = [engine.tok(x, add_special_tokens=False).input_ids if isinstance(x, str) else x
+                   for x in prompts]
+        loop = asyncio.get_running_loop()
+        try:
+            works = [engine.prepare_ids(ids, req, loop) for ids in prompts] if req.max_tokens else []
+        except ValueError as e:
+            return _error(400, str(e))
+        engine.metrics["requests"] += 1
+        engine.metrics["samples_requested"] += req.n * len(prompts)
+        start = time.time()
+        scored = None
+        try:
+            if req.prompt_logprobs is not None:
+                scored = await asyncio.to_thread(engine.score, prompts, req.prompt_logprobs)
+            for w in works:
+                engine.queue.put(w)
+            results = [await w.future for w in works] or [[{"text": "", "finish_reason": "length",
+                                                             "completion_tokens": 0, "logprobs": None}
+                                                            for _ in range(req.n)] for _ in prompts]
+        except Exception as e:
+            return _error(500, f"generation failed: {e}", "server_error")
+        choices, completion = [], 0
+        for i, (ids, cs) in enumerate(zip(prompts, results)):
+            for c in cs:
+                completion += c["completion_tokens"]
+                lp = c["logprobs"]
+                choices.append({
+                    "index": len(choices), "text": c["text"], "finish_reason": c["finish_reason"],
+                    "logprobs": None if lp is None else {
+                        "tokens": [t["token"] for t in lp["content"]],
+                        "token_logprobs": [t["logprob"] for t in lp["content"]],
+                        "top_logprobs": [{a["token"]: a["logprob"] for a in t["top_logprobs"]}
+                                         for t in lp["content"]]},
+                    "prompt_logprobs": None if scored is None else scored[i]})
+        n_prompt = sum(len(ids) for ids in prompts)
+        engine.metrics["completions"] += len(choices)
+        engine.metrics["prompt_tokens"] += n_prompt
+        engine.metrics["completion_tokens"] += completion
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(start),
+                "model": served_name, "choices": choices,
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": completion,
+                          "total_tokens": n_prompt + completion}}
 
     return app
 

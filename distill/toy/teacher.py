@@ -159,9 +159,9 @@ def expert_utilisation(model, tok, pools: list[list[tuple[list[int], list[int]]]
 
 # -------------------------------------------------------------------------------- scoring
 
-def generate(model, tok, tasks: list[dict], max_new_tokens: int = 160, batch_size: int = 64
-             ) -> list[tuple[str, bool]]:
-    """Greedy completions of each task's prompt: (text, stopped by <|im_end|>)."""
+def generate(model, tok, tasks: list[dict], max_new_tokens: int = 160, batch_size: int = 64,
+             temperature: float = 0.0) -> list[tuple[str, bool]]:
+    """Completions of each task's prompt, greedy or sampled: (text, stopped by <|im_end|>)."""
     import torch
     tok.padding_side = "left"
     out: list[tuple[str, bool]] = []
@@ -172,7 +172,9 @@ def generate(model, tok, tasks: list[dict], max_new_tokens: int = 160, batch_siz
                    for t in chunk]
         enc = tok(prompts, return_tensors="pt", padding=True)
         with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) \
+                if temperature > 0 else dict(do_sample=False)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, **sampling,
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         for row in gen[:, enc["input_ids"].shape[1]:].tolist():
             stopped = tok.eos_token_id in row
@@ -204,9 +206,13 @@ def is_correct(task: dict, text: str) -> bool:
     return run.returncode == 0
 
 
-def score(model, tok, tasks: list[dict]) -> dict:
-    """Greedy accuracy and stop rate per family."""
-    outs = generate(model, tok, tasks)
+def score(model, tok, tasks: list[dict], temperature: float = 0.0, samples: int = 1) -> dict:
+    """Accuracy (mean over `samples` completions per task: pass@1) and stop rate per family,
+    greedy by default."""
+    import torch
+    torch.manual_seed(0)
+    tasks = [t for t in tasks for _ in range(samples)]
+    outs = generate(model, tok, tasks, temperature=temperature)
     res: dict[str, dict] = {}
     for task, (text, stopped) in zip(tasks, outs):
         r = res.setdefault(task["family"], {"n": 0, "correct": 0, "stopped": 0})

@@ -1,5 +1,6 @@
-"""Training the student: TRL SFT (full or LoRA) on the kept traces of a run."""
+"""Training the student on the kept traces: SFT, logit distillation or on-policy distillation,
+full weights or LoRA / QLoRA (stage.py dispatches; one module per method)."""
 
-from distill.train.sft import run_train
+from distill.train.stage import run_train
 
 __all__ = ["run_train"]

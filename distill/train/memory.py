@@ -1,0 +1,67 @@
+"""GPU memory of a training configuration, estimated per GPU before anything is launched.
+
+    weights + gradients + optimizer   16 B/param for full fine-tuning with mixed precision
+                                      (bf16 weights and grads, fp32 master, Adam m and v),
+                                      divided by the GPUs under ZeRO-3 / FSDP; LoRA: the frozen
+                                      base at 2 B/param (0.5 with QLoRA's 4-bit) plus 16 B per
+                                      adapter parameter
+    activations                       with gradient checkpointing, each layer's input is kept
+                                      (layers x hidden x 2 B per token) and one layer is
+                                      recomputed at a time (about 34 x hidden + 6 x ffn bytes
+                                      per token for a Llama/Qwen block); without, every layer's
+    logits                            tokens x vocab x 10 B (bf16 logits, their fp32 copy for the
+                                      loss and its gradient), unless Liger's fused linear
+                                      cross-entropy computes the loss in chunks (~0)
+
+`tokens` is what one micro-batch holds per GPU (batch_size x max_length when packing). The
+estimate ignores the CUDA context and allocator fragmentation (add 2-4 GB); bench/sft_throughput.py
+measures the real peak on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A dense decoder's shape (config.json fields)."""
+    params: float
+    layers: int
+    hidden: int
+    ffn: int
+    vocab: int
+
+
+def lora_params(m: Dense, r: int) -> float:
+    """LoRA on all linear layers of each block: q, k, v, o (~4 d x d, less with GQA: an upper
+    bound) and gate, up, down (3 x d x ffn), r x (in + out) each."""
+    return m.layers * r * (4 * 2 * m.hidden + 3 * (m.hidden + m.ffn))
+
+
+def training_gib(m: Dense, *, tokens: int, gpus: int = 1, sharded: bool = False,
+                 adapter: str = "none", lora_r: int = 16, checkpointing: bool = True,
+                 liger: bool = False) -> dict[str, float]:
+    if adapter == "none":
+        states = 16 * m.params / (gpus if sharded else 1)
+    else:
+        base = (0.5 if adapter == "qlora" else 2.0) * m.params
+        states = base / (gpus if sharded else 1) + 16 * lora_params(m, lora_r)
+    block = 34 * m.hidden + 6 * m.ffn                       # bytes per token for one block
+    if checkpointing:
+        acts = tokens * (m.layers * m.hidden * 2 + block)
+    else:
+        acts = tokens * m.layers * block
+    logits = 0.0 if liger else tokens * m.vocab * 10.0
+    parts = {"weights_grads_optimizer": states / GIB, "activations": acts / GIB, "logits": logits / GIB}
+    parts["total"] = sum(parts.values())
+    return {k: round(v, 1) for k, v in parts.items()}
+
+
+# Students of the shipped recipes (config.json of each; parameter counts as published).
+QWEN25_15B = Dense(1.54e9, 28, 1536, 8960, 151936)
+QWEN25_7B = Dense(7.62e9, 28, 3584, 18944, 152064)
+QWEN25_14B = Dense(14.77e9, 48, 5120, 13824, 152064)
+QWEN3_8B = Dense(8.19e9, 36, 4096, 12288, 151936)

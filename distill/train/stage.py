@@ -1,0 +1,151 @@
+"""The train stage: reads stage `dataset`, writes `train/model` (+ `train/adapter`).
+
+`run_train(cfg, run_dir)` trains `cfg.train.student` by `train.method`:
+
+- `sft`: TRL SFTTrainer on the assistant tokens of the kept traces (sft.py);
+- `logit_kd`: CE plus forward KL to the teacher's stored top-k logprobs (kd.py);
+- `on_policy`: TRL DistillationTrainer, the teacher scoring the student's own samples (onpolicy.py);
+
+with full weights or a LoRA / QLoRA adapter (`train.adapter`; the adapter is kept in
+`train/adapter` and merged into the base for serving). Model and tokenizer go to `train/model`
+with the resolved `recipe.yaml` and `lineage.json` beside them. The `_SUCCESS` marker comes
+last and carries a hash of the train config, the seed and the data: a re-run with the same hash
+returns at once; checkpoints live under `train/checkpoints/<hash>/`, so a killed run resumes
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from distill.config import Recipe, dump_recipe
+from distill.errors import InputError
+from distill.records import RunDir, write_json, write_text
+
+log = logging.getLogger("distill.train")
+
+
+def _dataset_hash(records: list[dict]) -> str:
+    h = hashlib.sha256()
+    for rec in sorted(records, key=lambda r: r["id"]):
+        h.update(json.dumps([rec["id"], rec["messages"]], sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def _distillable(cfg: Recipe, tok, student: str) -> bool:
+    """Logit and on-policy distillation compare logits token for token: the teacher's
+    vocabulary must be the student's. False (train SFT instead) only when the recipe says so."""
+    from distill.train.common import load_teacher_tokenizer, vocabulary_problem
+    t = cfg.train
+    if t.method == "logit_kd":
+        teacher, key = t.kd.teacher_tokenizer or cfg.teacher.model, "train.kd.teacher_tokenizer"
+    else:
+        teacher, key = t.on_policy.teacher_model or cfg.teacher.model, "train.on_policy.teacher_model"
+    problem = vocabulary_problem(tok, load_teacher_tokenizer(teacher, key), t.student, teacher)
+    if problem is None:
+        return True
+    if t.method == "logit_kd" and t.kd.on_mismatch == "sft":
+        log.warning("train: %s; training SFT instead (train.kd.on_mismatch: sft)", problem)
+        print(f"train: {problem}; training SFT instead (train.kd.on_mismatch: sft)")
+        return False
+    raise InputError(problem, key="train.method")
+
+
+def _merge_adapter(t, student: str, adapter_dir: Path, model_dir: Path) -> None:
+    """The adapter merged into a fresh full-precision copy of the base (never into a 4-bit or
+    sharded one), so `train/model` serves like any model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(
+        student, revision=t.revision, dtype=torch.bfloat16 if t.bf16 or t.adapter == "qlora" else torch.float32)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(model_dir)
+
+
+@contextlib.contextmanager
+def _trainer(cfg: Recipe, method: str, model, tok, records, ckpt_dir, extra: dict):
+    if method == "sft":
+        from distill.train.sft import build_sft
+        trainer, counts = build_sft(cfg, model, tok, records, ckpt_dir)
+        extra["sft"] = counts
+        yield trainer
+    elif method == "logit_kd":
+        from distill.train.kd import build_kd
+        trainer, counts = build_kd(cfg, model, tok, records, ckpt_dir)
+        extra["kd"] = counts
+        yield trainer
+    else:
+        from distill.train.onpolicy import build_on_policy
+        with build_on_policy(cfg, model, tok, records, ckpt_dir) as trainer:
+            yield trainer
+
+
+def run_train(cfg: Recipe, run_dir: Path) -> Path:
+    from transformers import AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from distill.toy import resolve_model
+    from distill.train.common import check_liger, check_tokenizer, load_student
+
+    rd = RunDir(run_dir)
+    stage, out = rd.stage("train"), rd.stage("train").path
+    model_dir = out / "model"
+    source = rd.stage("dataset")
+    if not source.is_complete():
+        raise InputError("the dataset stage is not complete; run the filter stage first",
+                         file=str(source.path))
+    records = list(source.read())
+    if not records:
+        raise InputError("the dataset stage holds no training records", file=str(source.path))
+    t = cfg.train
+    data_hash = _dataset_hash(records)
+    config_hash = hashlib.sha256(json.dumps(
+        [cfg.section_hash("train"), cfg.run.seed, data_hash]).encode()).hexdigest()[:12]
+    done = stage.manifest()
+    if done and done.get("config_hash") == config_hash and (model_dir / "config.json").exists():
+        print(f"train: complete for config {config_hash}, nothing to do ({model_dir})")
+        return model_dir
+    stage.start()
+
+    student = resolve_model(t.student)
+    tok = AutoTokenizer.from_pretrained(student, revision=t.revision)
+    check_tokenizer(tok, t.student)
+    check_liger(t)
+    method = t.method
+    if method != "sft" and not _distillable(cfg, tok, student):
+        method = "sft"
+    model = load_student(t, student)
+
+    ckpt_dir = out / "checkpoints" / config_hash
+    weights_dir = out / "adapter" if t.adapter != "none" else model_dir
+    extra: dict = {}
+    with _trainer(cfg, method, model, tok, records, ckpt_dir, extra) as trainer:
+        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if last:
+            print(f"train: resuming from {last}")
+        result = trainer.train(resume_from_checkpoint=last)
+        trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # serving decodes
+        # save_model gathers ZeRO-3 / FSDP shards; with several processes only rank 0 writes.
+        trainer.save_model(str(weights_dir))
+        if not trainer.is_world_process_zero():
+            return model_dir
+    tok.save_pretrained(weights_dir)
+    if t.adapter != "none":
+        _merge_adapter(t, student, weights_dir, model_dir)
+        tok.save_pretrained(model_dir)
+    write_text(out / "recipe.yaml", dump_recipe(cfg))
+    lineage = {"student": t.student, "student_path": student, "method": method,
+               "adapter": t.adapter, "teacher": cfg.teacher.model, "dataset_records": len(records),
+               "dataset_hash": data_hash, "config_hash": config_hash, "seed": cfg.run.seed, **extra}
+    write_json(out / "lineage.json", lineage)
+    stage.complete(records=len(records), config_hash=config_hash, model=str(model_dir),
+                   method=method, adapter=t.adapter, train_loss=result.training_loss,
+                   train_seconds=result.metrics.get("train_runtime"),
+                   train_tokens_per_s=result.metrics.get("train_tokens_per_second"), **extra)
+    return model_dir
