@@ -92,14 +92,15 @@ def test_lora_student_beats_its_base(weak_student, traces, tmp_path):
 
 def test_on_policy_with_a_local_teacher_beats_its_start(sft_student, traces, tmp_path):
     """Reverse KL on the student's own samples at temperature 1 sharpens it where the teacher is
-    sure: sampled pass@1 (4 samples per task) rises over the SFT student it started from."""
+    sure: sampled pass@1 (8 samples per task) rises over the SFT student it started from
+    (measured: +8 points after 200 steps; greedy accuracy moves less)."""
     run = _run_dir(traces, tmp_path)
     model_dir = run_train(_cfg("train.method=on_policy", f"train.student={sft_student}",
-                               "train.max_steps=150", "train.learning_rate=1e-3", "train.warmup_ratio=0",
+                               "train.max_steps=200", "train.learning_rate=2e-3", "train.warmup_ratio=0.1",
                                "train.on_policy.max_completion_length=120"), run)
     assert json.loads((run / "train" / "lineage.json").read_text())["method"] == "on_policy"
-    before = _score(sft_student, temperature=1.0, samples=4)
-    after = _score(model_dir, temperature=1.0, samples=4)
+    before = _score(sft_student, temperature=1.0, samples=8)
+    after = _score(model_dir, temperature=1.0, samples=8)
     n = {"arith": 80, "code": 60}
     gain = sum((after[f] - before[f]) * n[f] for f in n) / sum(n.values())
     assert gain > 0.04, (before, after)

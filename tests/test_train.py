@@ -167,3 +167,48 @@ def test_sft_student_beats_base_and_stops(tmp_path):
 # The demo recipe's optimiser settings: the student must learn what the demo promises.
 SMOKE_TRAIN = load_recipe(recipe_path("smoke")).train.model_dump(
     include={"learning_rate", "epochs", "batch_size", "warmup_ratio", "lr_scheduler"})
+
+
+def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
+    """SIGKILL while the trainer writes its second checkpoint; the re-run resumes from the last
+    complete one (never a half-written one), finishes the planned steps and writes the model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    run = _run_dir(tmp_path / "run", 40, 24)
+    recipe = _recipe(learning_rate=3e-3, epochs=5, batch_size=8, save_steps=5).model_dump(exclude_defaults=True)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    cmd = [sys.executable, "-m", "distill.cli", "train", str(tmp_path / "r.yaml"), "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not list((run / "train" / "checkpoints").glob("*/checkpoint-10")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not RunDir(run).stage("train").is_complete()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    resumed = [ln for ln in again.stdout.splitlines() if ln.startswith("train: resuming from")]
+    assert resumed and resumed[0].rsplit("-", 1)[1] in {"5", "10"}, again.stdout[-2000:]
+    ckpts = next((run / "train" / "checkpoints").iterdir())
+    state = json.loads((ckpts / "checkpoint-40" / "trainer_state.json").read_text())
+    assert state["global_step"] == 40 == state["max_steps"]
+    assert RunDir(run).stage("train").is_complete() and (run / "train" / "model" / "config.json").exists()
+
+
+def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
+    from distill.train.stage import last_complete_checkpoint
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step, state in ((5, '{"global_step": 5}'), (10, None), (15, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")

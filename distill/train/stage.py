@@ -55,6 +55,23 @@ def _distillable(cfg: Recipe, tok, student: str) -> bool:
     raise InputError(problem, key="train.method")
 
 
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last by the Trainer) parses. A
+    process killed while saving leaves a checkpoint directory without it, which
+    `get_last_checkpoint` would pick and fail to resume from."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = [(int(p.name.split("-")[1]), p) for p in ckpt_dir.glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[1].isdigit()]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def _merge_adapter(t, student: str, adapter_dir: Path, model_dir: Path) -> None:
     """The adapter merged into a fresh full-precision copy of the base (never into a 4-bit or
     sharded one), so `train/model` serves like any model."""
@@ -88,7 +105,6 @@ def _trainer(cfg: Recipe, method: str, model, tok, records, ckpt_dir, extra: dic
 
 def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from transformers import AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
 
     from distill.toy import resolve_model
     from distill.train.common import check_liger, check_tokenizer, load_student
@@ -126,7 +142,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     weights_dir = out / "adapter" if t.adapter != "none" else model_dir
     extra: dict = {}
     with _trainer(cfg, method, model, tok, records, ckpt_dir, extra) as trainer:
-        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        last = last_complete_checkpoint(ckpt_dir)
         if last:
             print(f"train: resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)
