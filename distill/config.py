@@ -129,6 +129,7 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     packing: bool = False                  # BFD packing into rows of max_length (padding-free)
     padding_free: bool = False             # no padding: a batch is one row, documents kept apart
+    # (both pay off with flash / flex attention kernels; with sdpa, padded batches are faster)
     liger: bool = False                    # Liger kernels (fused linear cross-entropy; GPU)
     attn_implementation: str | None = None  # sdpa, flash_attention_2, flex_attention, ...
     save_steps: int = Field(500, ge=1)

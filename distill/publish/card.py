@@ -13,6 +13,14 @@ from pathlib import Path
 from distill.config import Recipe
 from distill.eval.metrics import Estimate
 
+METHODS = {
+    "sft": "supervised fine-tuning on the teacher's verified reasoning traces",
+    "logit_kd": "logit distillation (cross-entropy plus KL to the teacher's top-k logprobs) on the "
+                "teacher's verified reasoning traces",
+    "on_policy": "on-policy distillation (the teacher scoring the student's own samples) on the "
+                 "prompts of the teacher's verified traces",
+}
+
 
 def _hub_id(benchmark: str) -> str:
     """The benchmark's Hub dataset id for the model-index; its name for synthetic benchmarks
@@ -62,8 +70,9 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         f"# {name}",
         "",
         f"A dense student (`{cfg.train.student}`) distilled from the teacher `{cfg.teacher.model}`"
-        f" by supervised fine-tuning ({cfg.train.method}) on the teacher's verified reasoning "
-        f"traces, with the recipe `{cfg.run.name}`.",
+        f" by {METHODS[cfg.train.method]}"
+        f"{'' if cfg.train.adapter == 'none' else ' with a ' + cfg.train.adapter.upper() + ' adapter'},"
+        f" with the recipe `{cfg.run.name}`.",
         "",
         "## Training",
         "",
@@ -72,7 +81,7 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         f"- Prompts: {', '.join(f'`{d}`' for d in datasets)}",
         f"- Teacher sampling: {cfg.generate.samples_per_prompt} per prompt, temperature "
         f"{cfg.generate.temperature}, top-p {cfg.generate.top_p}",
-        f"- Method: {cfg.train.method}, learning rate {cfg.train.learning_rate}, "
+        f"- Method: {cfg.train.method} (adapter: {cfg.train.adapter}), learning rate {cfg.train.learning_rate}, "
         f"{cfg.train.epochs} epochs, max length {cfg.train.max_length}",
         "",
     ]
