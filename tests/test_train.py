@@ -212,3 +212,17 @@ def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
         if state is not None:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")
+
+
+def test_same_recipe_and_data_train_the_same_weights(tmp_path):
+    """Reproducibility: the seed fixes initialisation of adapters, data order and dropout."""
+    import torch
+    from safetensors.torch import load_file
+    weights = []
+    for name in ("a", "b"):
+        run = _run_dir(tmp_path / name, 24, 8)
+        model_dir = run_train(_recipe(learning_rate=3e-3, max_steps=4, batch_size=8, adapter="lora",
+                                      lora={"r": 4, "alpha": 8, "dropout": 0.1}), run)
+        weights.append(load_file(model_dir / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
