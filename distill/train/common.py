@@ -92,8 +92,9 @@ def vocabulary_problem(student_tok, teacher_tok, student: str, teacher: str) -> 
         differ = sum(1 for k, v in t.items() if s.get(k) != v)
         why = f"{teacher!r} and {student!r} both have {len(s):,} tokens but {differ:,} map to different ids"
     return (f"{why}: per-token logits cannot be compared across different tokenizers. Use "
-            "method: sft (the traces as text work with any tokenizer), or TRL's GOLDTrainer "
-            "(trl.experimental.gold), which aligns different tokenizers")
+            "method: sft (the traces as text work with any tokenizer; kd.on_mismatch: sft does it), "
+            "or TRL's GOLDTrainer (trl.experimental.gold), which aligns two ByteLevel-BPE tokenizers "
+            "with the teacher loaded locally")
 
 
 def load_teacher_tokenizer(name: str, key: str):

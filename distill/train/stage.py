@@ -19,14 +19,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 from pathlib import Path
 
 from distill.config import Recipe, dump_recipe
 from distill.errors import InputError
 from distill.records import RunDir, write_json, write_text
-
-log = logging.getLogger("distill.train")
 
 
 def _dataset_hash(records: list[dict]) -> str:
@@ -36,9 +33,10 @@ def _dataset_hash(records: list[dict]) -> str:
     return h.hexdigest()[:16]
 
 
-def _distillable(cfg: Recipe, tok, student: str) -> bool:
-    """Logit and on-policy distillation compare logits token for token: the teacher's
-    vocabulary must be the student's. False (train SFT instead) only when the recipe says so."""
+def _method(cfg: Recipe, tok) -> str:
+    """The method to run. Logit and on-policy distillation compare logits token for token: the
+    teacher's vocabulary must be the student's; if not, the recipe says what to do instead
+    (`kd.on_mismatch`: stop with the reason naming SFT and TRL's GOLD trainer, or train SFT)."""
     from distill.train.common import load_teacher_tokenizer, vocabulary_problem
     t = cfg.train
     if t.method == "logit_kd":
@@ -47,11 +45,10 @@ def _distillable(cfg: Recipe, tok, student: str) -> bool:
         teacher, key = t.on_policy.teacher_model or cfg.teacher.model, "train.on_policy.teacher_model"
     problem = vocabulary_problem(tok, load_teacher_tokenizer(teacher, key), t.student, teacher)
     if problem is None:
-        return True
+        return t.method
     if t.method == "logit_kd" and t.kd.on_mismatch == "sft":
-        log.warning("train: %s; training SFT instead (train.kd.on_mismatch: sft)", problem)
         print(f"train: {problem}; training SFT instead (train.kd.on_mismatch: sft)")
-        return False
+        return "sft"
     raise InputError(problem, key="train.method")
 
 
@@ -133,9 +130,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(student, revision=t.revision)
     check_tokenizer(tok, t.student)
     check_liger(t)
-    method = t.method
-    if method != "sft" and not _distillable(cfg, tok, student):
-        method = "sft"
+    method = t.method if t.method == "sft" else _method(cfg, tok)
     model = load_student(t, student)
 
     ckpt_dir = out / "checkpoints" / config_hash
