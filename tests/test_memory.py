@@ -47,3 +47,28 @@ def test_recipes_quote_the_estimate_for_their_own_settings(recipe, model, kwargs
     total = training_gib(model, **kwargs)["total"]
     quoted = re.findall(r"= ~(\d+) GiB", recipe_path(recipe).read_text())
     assert quoted and int(quoted[0]) == round(total), (quoted, total)
+
+
+def test_parameters_are_counted_exactly_from_the_config():
+    from transformers import Qwen2Config
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                      num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True)
+    from distill.train.memory import dense_from_config
+    m = dense_from_config(cfg)
+    assert m.params == pytest.approx(1.54e9, rel=0.01)  # Qwen2.5-1.5B as published
+    assert (m.layers, m.hidden, m.ffn, m.vocab) == (28, 1536, 8960, 151936)
+
+
+def test_preflight_names_what_to_change_when_it_does_not_fit():
+    from transformers import Qwen2Config
+
+    from distill.config import load_recipe
+    from distill.train.memory import preflight
+    qwen7b = Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False)
+    t = load_recipe(recipe_path("r1-to-7b"), ["train.liger=false", "train.batch_size=2"]).train
+    est, problem = preflight(t, qwen7b, capacity_gib=80)  # one 80 GB GPU, nothing sharded
+    assert problem and "train.liger: true" in problem and "ZeRO-3 or FSDP" in problem
+    assert "train.batch_size: 1" in problem and f"~{est['total']} GiB" in problem
+    fits, none = preflight(load_recipe(recipe_path("r1-to-7b")).train, qwen7b, 80, gpus=8, sharded=True)
+    assert none is None and fits["total"] < 30

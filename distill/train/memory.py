@@ -65,3 +65,42 @@ QWEN25_15B = Dense(1.54e9, 28, 1536, 8960, 151936)
 QWEN25_7B = Dense(7.62e9, 28, 3584, 18944, 152064)
 QWEN25_14B = Dense(14.77e9, 48, 5120, 13824, 152064)
 QWEN3_8B = Dense(8.19e9, 36, 4096, 12288, 151936)
+
+
+def dense_from_config(config) -> Dense:
+    """The shape of any causal LM from its config; parameters counted exactly on the meta
+    device (no memory, no download beyond config.json)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    text = config.get_text_config()
+    ffn = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
+    return Dense(sum(p.numel() for p in model.parameters()), text.num_hidden_layers,
+                 text.hidden_size, ffn, text.vocab_size)
+
+
+def preflight(t, config, capacity_gib: float, gpus: int = 1, sharded: bool = False) -> tuple[dict, str | None]:
+    """The estimate for the train section `t` on GPUs of `capacity_gib`, and what to change when
+    it does not fit (None when it does)."""
+    m = dense_from_config(config)
+    est = training_gib(m, tokens=t.batch_size * t.max_length, gpus=gpus, sharded=sharded,
+                       adapter=t.adapter, lora_r=t.lora.r, checkpointing=t.gradient_checkpointing,
+                       liger=t.liger)
+    if est["total"] <= 0.95 * capacity_gib:
+        return est, None
+    fixes = []
+    if not t.liger and est["logits"] > 1:
+        fixes.append(f"train.liger: true (the logits take {est['logits']} GiB)")
+    if not t.gradient_checkpointing:
+        fixes.append("train.gradient_checkpointing: true")
+    if t.batch_size > 1:
+        fixes.append(f"train.batch_size: 1 with train.grad_accum x{t.batch_size}")
+    if t.adapter == "none" and not sharded:
+        fixes.append("ZeRO-3 or FSDP over several GPUs (configs/accelerate/), or train.adapter: lora")
+    elif t.adapter == "lora":
+        fixes.append("train.adapter: qlora")
+    parts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in est.items() if k != "total")
+    return est, (f"the student needs ~{est['total']} GiB per GPU ({parts}; {m.params / 1e9:.2f}B "
+                 f"parameters, {t.batch_size} x {t.max_length} tokens per micro-batch) but the GPU has "
+                 f"{capacity_gib:.0f} GiB; try " + "; ".join(fixes or ["a GPU with more memory"]))

@@ -69,6 +69,27 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     return None
 
 
+def _check_gpu_memory(t, student: str) -> None:
+    """On a GPU, refuse a configuration whose estimated memory exceeds the device before the
+    model is even loaded (an out-of-memory error hours into a run, at the first long batch, is
+    what users of SFT scripts meet instead)."""
+    import os
+
+    import torch
+    if not torch.cuda.is_available():
+        return
+    from transformers import AutoConfig
+
+    from distill.train.memory import preflight
+    gpus = int(os.environ.get("WORLD_SIZE", "1"))
+    sharded = "true" in (os.environ.get("ACCELERATE_USE_DEEPSPEED", ""), os.environ.get("ACCELERATE_USE_FSDP", ""))
+    capacity = torch.cuda.get_device_properties(0).total_memory / 2**30
+    est, problem = preflight(t, AutoConfig.from_pretrained(student, revision=t.revision), capacity, gpus, sharded)
+    print(f"train: estimated {est['total']} GiB per GPU of {capacity:.0f} GiB ({est})")
+    if problem:
+        raise InputError(problem, key="train")
+
+
 def _merge_adapter(t, student: str, adapter_dir: Path, model_dir: Path) -> None:
     """The adapter merged into a fresh full-precision copy of the base (never into a 4-bit or
     sharded one), so `train/model` serves like any model."""
@@ -131,6 +152,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     check_tokenizer(tok, t.student)
     check_liger(t)
     method = t.method if t.method == "sft" else _method(cfg, tok)
+    _check_gpu_memory(t, student)
     model = load_student(t, student)
 
     ckpt_dir = out / "checkpoints" / config_hash
