@@ -8,7 +8,8 @@
     activations                       with gradient checkpointing, each layer's input is kept
                                       (layers x hidden x 2 B per token) and one layer is
                                       recomputed at a time (about 34 x hidden + 6 x ffn bytes
-                                      per token for a Llama/Qwen block); without, every layer's
+                                      per token for a Llama/Qwen block); without, every layer
+                                      keeps all of its activations (layers x that)
     logits                            tokens x vocab x 10 B (bf16 logits, their fp32 copy for the
                                       loss and its gradient), unless Liger's fused linear
                                       cross-entropy computes the loss in chunks (~0)
