@@ -114,20 +114,17 @@ def test_vocabulary_mismatch_is_named_with_sizes():
     assert "GOLD" in msg and "method: sft" in msg
 
 
-def test_template_that_drops_reasoning_is_refused():
+@pytest.mark.parametrize("old, new, error", [
+    # DeepSeek-R1-Distill's template keeps only what follows </think>
+    ("{{ message['content'] + '<|im_end|>' }}",
+     "{{ message['content'].split('</think>')[-1] + '<|im_end|>' }}", "drops the <think> reasoning"),
+    # EOS after {% endgeneration %}: it is never in the loss
+    ("{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
+     "{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}", "never be taught to stop"),
+])
+def test_templates_that_would_train_a_broken_student_are_refused(old, new, error):
     tok = _toy_tok()
-    tok.chat_template = tok.chat_template.replace(
-        "{{ message['content'] + '<|im_end|>' }}",
-        "{{ message['content'].split('</think>')[-1] + '<|im_end|>' }}")
-    with pytest.raises(InputError, match="drops the <think> reasoning"):
-        check_template_keeps_reasoning(tok, "r1-distill-like")
-
-
-def test_template_that_leaves_eos_outside_the_mask_is_refused():
-    tok = _toy_tok()
-    tok.chat_template = tok.chat_template.replace(
-        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
-        "{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}")
-    with pytest.raises(InputError, match="never be taught to stop"):
-        check_template_keeps_reasoning(tok, "eos-outside")
+    tok.chat_template = tok.chat_template.replace(old, new)
+    with pytest.raises(InputError, match=error):
+        check_template_keeps_reasoning(tok, "bad-template")
     check_template_keeps_reasoning(_toy_tok(), "toy")  # the toy template passes
