@@ -392,6 +392,27 @@ def create_app(engine: Engine, served_name: str):
 
     app = FastAPI(title="distill teacher server")
 
+    async def _read(request: Request, model: type[BaseModel]):
+        """The validated request, or the OpenAI-style error response to return instead."""
+        try:
+            body = await request.json()
+        except Exception:
+            return _error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        try:
+            req = model.model_validate(body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            return _error(400, f"{where}: {err['msg']}")
+        if req.stream:
+            return _error(400, "stream=true is not supported by this server")
+        if req.model and req.model != served_name:
+            return _error(404, f"model {req.model!r} is not served here (serving {served_name!r})",
+                          "not_found_error")
+        return req
+
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
@@ -407,23 +428,9 @@ def create_app(engine: Engine, served_name: str):
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        try:
-            body = await request.json()
-        except Exception:
-            return _error(400, "the request body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "the request body must be a JSON object")
-        try:
-            req = ChatRequest.model_validate(body)
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            return _error(400, f"{where}: {err['msg']}")
-        if req.stream:
-            return _error(400, "stream=true is not supported by this server")
-        if req.model and req.model != served_name:
-            return _error(404, f"model {req.model!r} is not served here (serving {served_name!r})",
-                          "not_found_error")
+        req = await _read(request, ChatRequest)
+        if not isinstance(req, ChatRequest):
+            return req  # the error response
         loop = asyncio.get_running_loop()
         try:
             work = engine.prepare(req, loop)
@@ -458,19 +465,9 @@ def create_app(engine: Engine, served_name: str):
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        try:
-            body = await request.json()
-            req = CompletionRequest.model_validate(body)
-        except ValidationError as e:
-            err = e.errors()[0]
-            return _error(400, f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}")
-        except Exception:
-            return _error(400, "the request body is not a valid JSON object")
-        if req.stream:
-            return _error(400, "stream=true is not supported by this server")
-        if req.model and req.model != served_name:
-            return _error(404, f"model {req.model!r} is not served here (serving {served_name!r})",
-                          "not_found_error")
+        req = await _read(request, CompletionRequest)
+        if not isinstance(req, CompletionRequest):
+            return req  # the error response
         p = req.prompt
         if isinstance(p, str):
             prompts = [p]

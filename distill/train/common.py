@@ -47,12 +47,12 @@ def check_template_keeps_reasoning(tok, student: str) -> None:
             "content as it is", key="train.student")
     enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
                                   return_assistant_tokens_mask=True)
-    ids, mask = enc["input_ids"], enc["assistant_masks"]
-    trained = tok.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
+    masked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
+    trained = tok.decode(masked, skip_special_tokens=False)
     if PROBE_ANSWER not in trained or PROBE_REASONING not in trained:
         raise InputError(f"the {{% generation %}} block of {student!r}'s chat template does not cover "
                          "the assistant's reasoning and answer", key="train.student")
-    if tok.eos_token_id not in [t for t, m in zip(ids, mask) if m]:
+    if tok.eos_token_id not in masked:
         raise InputError(
             f"the {{% generation %}} block of {student!r}'s chat template ends before the EOS token "
             f"{tok.eos_token!r}: the student would never be taught to stop; move "
