@@ -65,13 +65,18 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
     """The CPU demo: train a tiny MoE teacher, distil it into a tiny dense student, report."""
     rd = _run("smoke", override, run_dir, None)
     report = rd / "report"
-    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md)")
+    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md, "
+               "economics.md, quality_vs_cost.png)")
     md = report / "leaderboard.md"
     if md.exists():  # the per-benchmark rows; per-subcategory rows are in the files
         for line in md.read_text().splitlines():
             cells = [c.strip() for c in line.split("|")]
             if len(cells) < 6 or "/" not in cells[4]:
                 typer.echo(line)
+    econ = report / "economics.md"
+    if econ.exists():  # teacher against students: memory, FLOPs, $ per M tokens, retention
+        section = econ.read_text().split("## Teacher and students", 1)[-1].split("\n## ", 1)[0]
+        typer.echo("\nEconomics (report/economics.md):" + section.rstrip())
 
 
 def _stage_command(name: str, doc: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -165,7 +164,7 @@ def test_after_a_run_the_plan_measures_lengths_throughput_and_cost(tmp_path):
     assert act["api_usd"] == pytest.approx((1800 * 0.55 + 12000 * 2.19) / 1e6)
     # Little's law: 6 requests in flight (fewer than max_concurrency), 12,000 tokens over 12 s
     assert act["tokens_per_s"] == pytest.approx(6 * 12000 / 12.0)
-    assert plan["generation"]["tokens_per_s_source"] == "measured in the run"
+    assert plan["generation"]["tokens_per_s_source"] == "measured in the generate stage"
     # the projection for the whole recipe now uses the measured length
     assert plan["generation"]["projected"]["output_tokens"] == 200_000 * 4 * 1000
 
@@ -176,9 +175,13 @@ def test_samples_of_another_generation_config_are_not_counted(tmp_path):
     assert make_plan(cfg, tmp_path)["generation"].get("actual") is None
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "distill.cli", "plan", *args], capture_output=True,
-                          text=True, cwd=cwd)
+def _cli(*args):
+    """`distill plan ARGS` in this process (the counts stay cached between calls)."""
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+    r = CliRunner().invoke(app, ["plan", *args])
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def test_distill_plan_prints_what_a_gpu_user_acts_on():

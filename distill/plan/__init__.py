@@ -49,9 +49,10 @@ def _layout_dict(lay: serving.Layout | None) -> dict | None:
 
 
 def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | None = None,
-              student_config: str | None = None) -> dict:
+              student_config: str | None = None, measured: dict | None = None) -> dict:
     """The plan for recipe `cfg` (None: the teacher of `teacher_config` alone, with the default
-    generation settings)."""
+    generation settings). `measured`: {"teacher" | "student": (tokens/s, where from)} measured by
+    the caller, used where the recipe states no throughput."""
     from distill.config import GenerateConfig, PlanConfig
     pc = cfg.plan if cfg is not None else PlanConfig()
     g = cfg.generate if cfg is not None else GenerateConfig()
@@ -123,7 +124,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
                 "(DeepSeek's R1-Distill models raise max_position_embeddings in config.json and train "
                 "at the longer length; evaluate long traces before trusting them)")
     if cfg is not None:
-        plan["generation"] = _generation(cfg, run_dir, plan, usage, warnings)
+        plan["generation"] = _generation(cfg, run_dir, plan, usage, warnings, measured or {})
     return plan
 
 
@@ -137,14 +138,21 @@ def teacher_devices(cfg, plan: dict) -> int:
     return chosen["layout"]["gpus"] if chosen else 1
 
 
-def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: list[str]) -> dict:
+def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: list[str],
+                measured: dict) -> dict:
     pc, g = cfg.plan, cfg.generate
     n_prompts, prompts_src = cost.prompt_count(cfg, run_dir)
     ctx = plan["context"]
     devices = teacher_devices(cfg, plan)
     measured_tps = usage.tokens_per_s(g.max_concurrency) if usage else None
-    tps, tps_src = (pc.teacher_tokens_per_s, "plan.teacher_tokens_per_s") if pc.teacher_tokens_per_s \
-        else (measured_tps, "measured in the run") if measured_tps else (None, None)
+    if pc.teacher_tokens_per_s:
+        tps, tps_src = pc.teacher_tokens_per_s, "plan.teacher_tokens_per_s"
+    elif measured.get("teacher"):
+        tps, tps_src = measured["teacher"]
+    elif measured_tps:
+        tps, tps_src = measured_tps, "measured in the generate stage"
+    else:
+        tps, tps_src = None, None
     out = {"prompts": n_prompts, "prompts_source": prompts_src, "samples_per_prompt": g.samples_per_prompt,
            "price_per_m": dict(zip(("input", "output", "reasoning"), cost.prices(cfg))),
            "hardware": pc.hardware, "hourly_usd": pc.hourly_usd, "devices": devices,
@@ -170,7 +178,7 @@ def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: li
             "tokens_per_s": measured_tps, "device_hours": hours,
             "self_hosted_usd": hours * pc.hourly_usd if hours is not None and pc.hourly_usd is not None else None,
         }
-    out["serving_usd_per_m"] = _serving_cost(cfg, plan, tps, tps_src, devices)
+    out["serving_usd_per_m"] = _serving_cost(cfg, plan, tps, tps_src, devices, measured.get("student"))
     if not any(cost.prices(cfg)[:2]) and (pc.hourly_usd is None or tps is None):
         warnings.append("no cost: set generate.price_per_m_input / price_per_m_output for an API "
                         "teacher, or plan.hourly_usd and plan.teacher_tokens_per_s (or run a pilot "
@@ -178,7 +186,8 @@ def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: li
     return out
 
 
-def _serving_cost(cfg, plan: dict, tps: float | None, tps_src: str | None, devices: int) -> dict:
+def _serving_cost(cfg, plan: dict, tps: float | None, tps_src: str | None, devices: int,
+                  student_measured: tuple | None) -> dict:
     """$ per million generated tokens: the teacher through its API and self-hosted, the student
     self-hosted. Without a stated student throughput, the teacher's per-device throughput scaled
     by the FLOPs ratio stands in for it: batch decoding is bound by compute per token, and MoE
@@ -188,6 +197,8 @@ def _serving_cost(cfg, plan: dict, tps: float | None, tps_src: str | None, devic
     st = plan.get("student_serving")
     s_devices = 1 if pc.hardware == "cpu" or not st else st["gpus"]
     s_tps, s_src = pc.student_tokens_per_s, "plan.student_tokens_per_s"
+    if not s_tps and student_measured:
+        s_tps, s_src = student_measured
     if not s_tps and tps and plan["compute"].get("ratio"):
         s_tps = tps / devices * plan["compute"]["ratio"] * s_devices
         s_src = "estimated: the teacher's tokens/s per device x the FLOPs ratio"

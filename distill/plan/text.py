@@ -123,11 +123,11 @@ def _serving(plan: dict) -> str:
 def generation_text(gen: dict) -> str:
     p_in, p_out = gen["price_per_m"]["input"], gen["price_per_m"]["output"]
     n = f"{gen['prompts']:,}" if gen["prompts"] else "an unknown number of"
-    lines = [f"Generation: {n} prompts x {gen['samples_per_prompt']} samples (prompts: "
+    lines = [f"Generation: {n} prompts x {gen['samples_per_prompt']} sample(s) each (prompts: "
              f"{gen['prompts_source']})."]
     tps = gen["tokens_per_s"]
     hw = f"{gen['devices']} x {gen['hardware']}" + (f" at ${gen['hourly_usd']}/h" if gen["hourly_usd"] is not None else "")
-    hw += f", {tps:,.0f} tokens/s ({gen['tokens_per_s_source']})" if tps else ", throughput unknown"
+    hw += f"; projected at {gen['tokens_per_s_source']}" if tps else "; throughput unknown"
     rows = []
     proj, act = gen.get("projected"), gen.get("actual")
     cols = [c for c in (proj, act) if c]
@@ -143,7 +143,11 @@ def generation_text(gen: dict) -> str:
         rows.append(row(f"API at ${p_in}/M in, ${p_out}/M out", "api_usd", usd))
     if act:
         rows.append(["cost recorded by the run"] + ([""] if proj else []) + [usd(act["recorded_usd"])])
-    rows.append(row(f"device-hours ({hw})", "device_hours", lambda x: f"{x:,.1f}"))
+    if proj:
+        proj = {**proj, "tokens_per_s": tps}
+        cols[0] = proj
+    rows.append(row("teacher tokens/s", "tokens_per_s", lambda x: f"{x:,.0f}"))
+    rows.append(row(f"device-hours ({hw})", "device_hours", lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.3g}"))
     rows.append(row("self-hosted cost", "self_hosted_usd", usd))
     head = [""] + (["projected"] if proj else []) + (["this run"] if act else [])
     if cols:

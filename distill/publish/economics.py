@@ -32,7 +32,7 @@ from distill.records import Stage, write_json, write_text
 
 log = logging.getLogger(__name__)
 
-MEASURE_BATCH = 16
+MEASURE_BATCH = 32
 MEASURE_NEW_TOKENS = 48
 
 
@@ -45,43 +45,51 @@ def _local_model(name: str) -> str | None:
 
 
 def measure_tokens_per_s(path: str, prompts: list[list[dict]], batch: int = MEASURE_BATCH,
-                         new_tokens: int = MEASURE_NEW_TOKENS) -> float:
+                         new_tokens: int = MEASURE_NEW_TOKENS, repeats: int = 3) -> float:
     """Output tokens/s of greedy batched generation with transformers: `batch` prompts, exactly
-    `new_tokens` new tokens each (EOS suppressed, so every model generates the same count)."""
-    import torch
+    `new_tokens` new tokens each (EOS suppressed, so every model generates the same count); the
+    best of `repeats` timed runs after a warm-up, on one thread on a CPU (see
+    `one_thread_on_cpu`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.plan.experts import one_thread_on_cpu
     model = AutoModelForCausalLM.from_pretrained(path)
     model.eval()
-    tok = AutoTokenizer.from_pretrained(path)
+    with one_thread_on_cpu(model):
+        return _timed_generation(model, AutoTokenizer.from_pretrained(path), prompts, batch,
+                                 new_tokens, repeats)
+
+
+def _timed_generation(model, tok, prompts, batch: int, new_tokens: int, repeats: int) -> float:
+    import torch
     tok.padding_side = "left"
     texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
              for m in (prompts * batch)[:batch]]
-    enc = tok(texts, return_tensors="pt", padding=True)
+    enc = tok(texts, return_tensors="pt", padding=True).to(model.device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs = dict(do_sample=False, pad_token_id=pad)
+    best = float("inf")
     with torch.no_grad():
         model.generate(**enc, max_new_tokens=2, **kwargs)          # warm-up
-        start = time.perf_counter()
-        model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
-        seconds = time.perf_counter() - start
-    return batch * new_tokens / seconds
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
+            best = min(best, time.perf_counter() - start)
+    return batch * new_tokens / best
 
 
-def _throughputs(cfg: Recipe, run_dir: Path, plan: dict) -> dict[str, tuple[float | None, str | None]]:
-    """role -> (output tokens/s of one deployment, where the figure came from)."""
+def _measure(cfg: Recipe, run_dir: Path) -> dict[str, tuple[float, str]]:
+    """With plan.measure_throughput: role -> (tokens/s, how) for the local models the recipe
+    states no throughput for, timed here in one harness."""
     pc = cfg.plan
-    sc = plan["generation"]["serving_usd_per_m"]
-    out = {"teacher": (sc["teacher_tokens_per_s"], sc["teacher_tokens_per_s_source"]),
-           "student": (sc["student_tokens_per_s"], sc["student_tokens_per_s_source"])}
-    if pc.measure_throughput:
-        prompts = [p["messages"] for p in Stage(run_dir, "prompts").read()][:MEASURE_BATCH]
-        where = f"measured here: {MEASURE_BATCH} prompts x {MEASURE_NEW_TOKENS} new tokens, greedy"
-        paths = {"teacher": None if pc.teacher_tokens_per_s else _local_model(cfg.teacher.model),
-                 "student": None if pc.student_tokens_per_s else str(run_dir / "train" / "model")}
-        for role, path in paths.items():
-            if prompts and path and Path(path).is_dir():
-                out[role] = (measure_tokens_per_s(path, prompts), where)
-    return out
+    if not pc.measure_throughput or not (run_dir / "prompts").is_dir():
+        return {}
+    prompts = [p["messages"] for p in Stage(run_dir, "prompts").read()][:MEASURE_BATCH]
+    where = f"measured here: {MEASURE_BATCH} prompts x {MEASURE_NEW_TOKENS} new tokens, greedy, best of 3"
+    paths = {"teacher": None if pc.teacher_tokens_per_s else _local_model(cfg.teacher.model),
+             "student": None if pc.student_tokens_per_s else str(run_dir / "train" / "model")}
+    return {role: (measure_tokens_per_s(path, prompts), where)
+            for role, path in paths.items() if prompts and path and Path(path).is_dir()}
 
 
 def _quality(rows: list[dict]) -> dict[str, dict]:
@@ -99,10 +107,11 @@ def _quality(rows: list[dict]) -> dict[str, dict]:
     return dict(out)
 
 
-def _models_table(cfg: Recipe, plan: dict, tps: dict, quality: dict) -> tuple[str, list[dict]]:
+def _models_table(cfg: Recipe, plan: dict, quality: dict) -> tuple[str, list[dict]]:
     pc, t, s, c = cfg.plan, plan["teacher"], plan["student"], plan["compute"]
     sc = plan["generation"]["serving_usd_per_m"]
     devices = {"teacher": sc["teacher_devices"], "student": sc["student_devices"]}
+    tps = {role: (sc[f"{role}_tokens_per_s"], sc[f"{role}_tokens_per_s_source"]) for role in devices}
     entries = []
     for role, m, flops in (("teacher", t, c["teacher_flops"]), ("base", s, c["student_flops"]),
                            ("student", s, c["student_flops"])):
@@ -118,13 +127,13 @@ def _models_table(cfg: Recipe, plan: dict, tps: dict, quality: dict) -> tuple[st
                         "tokens_per_s": speed, "tokens_per_s_source": source, "devices": dev,
                         "usd_per_m_tokens": per_m, "api_usd_per_m_tokens": api,
                         "mean_pass1": q.get("mean"), "retention": q.get("retention")})
-    rows = [[e["role"], e["model"], count(e["total"]), count(e["active"]), f"{e['weights_bf16_gib']:,.2f}",
+    rows = [[e["role"], e["model"], count(e["total"]), count(e["active"]), size(2.0 * e["total"]),
              size(e["kv_bytes_per_token"]), f"{e['flops_per_token'] / 1e9:,.3g}",
              f"{e['tokens_per_s']:,.0f}" if e["tokens_per_s"] else "n/a",
              usd(e["usd_per_m_tokens"]) + (f" (API {usd(e['api_usd_per_m_tokens'])})" if e["api_usd_per_m_tokens"] else ""),
              "" if e["mean_pass1"] is None else f"{100 * e['mean_pass1']:.1f}",
              "" if e["retention"] is None else f"{e['retention']:.2f}"] for e in entries]
-    text = table(["role", "model", "params", "active", "weights GiB (bf16)", "KV / token",
+    text = table(["role", "model", "params", "active", "weights (bf16)", "KV / token",
                   f"GFLOPs / token @ {c['position']:,}", "tokens/s", "$ / M tokens", "mean pass@1 %",
                   "retention"], rows, right={2, 3, 4, 5, 6, 7, 8, 9, 10})
     sources = sorted({f"{e['role'] if e['role'] == 'teacher' else 'students'}: {e['tokens_per_s_source']}"
@@ -185,10 +194,15 @@ def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
         if q.get("mean") is not None:
             ax.scatter(x, 100 * q["mean"], color=colors[e["role"]], s=140, edgecolor="black", zorder=3,
                        label=f"{e['role']} (mean)")
-            ax.annotate(e["role"], (x, 100 * q["mean"]), textcoords="offset points", xytext=(8, 4), fontsize=8)
+            offset = {"teacher": (8, 4), "base": (8, -12), "student": (8, 6)}[e["role"]]
+            ax.annotate(e["role"], (x, 100 * q["mean"]), textcoords="offset points", xytext=offset,
+                        fontsize=8)
     for b in benches:
         ax.scatter([], [], color="grey", marker=markers[b], label=b)
     ax.set_xscale("log")
+    xs = [e["usd_per_m_tokens"] if priced else e["flops_per_token"] / 1e9 for e in entries]
+    if all(xs):
+        ax.set_xlim(min(xs) / 2, max(xs) * 2)
     ax.set_xlabel("$ per million served tokens" if priced else "GFLOPs per token")
     ax.set_ylabel("pass@1 (%)")
     ax.set_title(title)
@@ -211,12 +225,11 @@ def _experts(cfg: Recipe, run_dir: Path) -> dict | None:
 
 def build(cfg: Recipe, run_dir: Path, rows: list[dict]) -> dict:
     run_dir = Path(run_dir)
-    plan = make_plan(cfg, run_dir)
-    tps = _throughputs(cfg, run_dir, plan)
+    plan = make_plan(cfg, run_dir, measured=_measure(cfg, run_dir))
     quality = _quality(rows)
-    models_md, entries = _models_table(cfg, plan, tps, quality)
-    devices = plan["generation"]["serving_usd_per_m"]["teacher_devices"]
-    traces = _trace_costs(cfg, run_dir, tps["teacher"][0], devices)
+    models_md, entries = _models_table(cfg, plan, quality)
+    sc = plan["generation"]["serving_usd_per_m"]
+    traces = _trace_costs(cfg, run_dir, sc["teacher_tokens_per_s"], sc["teacher_devices"])
     return {"models": entries, "models_md": models_md, "quality": quality, "traces": traces,
             "generation": plan["generation"], "experts": _experts(cfg, run_dir),
             "warnings": plan["warnings"]}
