@@ -24,7 +24,7 @@ def _model(a: Arch, p: Params) -> dict:
            "total": p.total, "active": p.active, "matmul": p.matmul, "embedding": p.embedding,
            "experts": p.experts, "checkpoint": a.checkpoint, "layers": a.layers,
            "max_positions": a.max_positions,
-           "weights_gib": {d: round(serving.weights_gib(a, p, d), 1)
+           "weights_gib": {d: serving.weights_gib(a, p, d)
                            for d in DTYPES + ((a.checkpoint,) if a.checkpoint not in DTYPES else ())},
            "kv_bytes_per_token": serving.kv_bytes(a, 1),
            "kv_cache": "MLA latent" if a.mla else ("GQA" if a.kv_heads < a.heads else "MHA")}
@@ -70,7 +70,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
     if pc.completion_tokens:
         completion, completion_src = pc.completion_tokens, "plan.completion_tokens"
     elif usage and usage.mean_completion:
-        completion, completion_src = round(usage.mean_completion), f"measured over {usage.samples} samples"
+        completion, completion_src = round(usage.mean_completion), f"measured over {usage.samples:,} samples"
     else:
         completion, completion_src = g.max_tokens // 2, "assumed: half of generate.max_tokens"
     prompt = round(usage.mean_prompt) if usage and usage.mean_prompt else pc.prompt_tokens
@@ -90,7 +90,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
                                                    kv_dtype, util)
             rows.append({"gpu": gpu, "dtype": dtype, "native": dtype == ta.checkpoint,
                          "smallest": _layout_dict(smallest), "enough": _layout_dict(enough)})
-            if dtype == _serve_dtype(ta, pc.weights_dtype):
+            if dtype == _serve_dtype(ta, pc.weights_dtype) and not t_name.startswith("toy:"):
                 lay, notes = serving.recommend(ta, tp_, gpu, dtype, max_len, mean_len, want, kv_dtype, util)
                 if lay is None:
                     continue

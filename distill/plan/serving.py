@@ -136,7 +136,7 @@ def _evaluate(a: Arch, p: Params, gpu: str, dtype: str, tp: int, pp: int, dp: in
     def held(per_sequence: float) -> int:  # sequences the whole deployment holds at once
         return dp * int(max(room, 0.0) * GIB // per_sequence) if per_sequence else 0
 
-    return Layout(gpu, dtype, tp, pp, dp, ep, round(w / GIB, 1), round(room, 1),
+    return Layout(gpu, dtype, tp, pp, dp, ep, w / GIB, round(room, 1),
                   held(per_full), held(per_mean))
 
 

@@ -48,7 +48,7 @@ def _arch(m: dict) -> str:
 
 
 def _weights(m: dict) -> str:
-    return ", ".join(f"{k} {v:,.1f}" for k, v in m["weights_gib"].items()) + " GiB"
+    return ", ".join(f"{k} {size(v * 2**30)}" for k, v in m["weights_gib"].items())
 
 
 def _models(plan: dict) -> str:
@@ -72,7 +72,7 @@ def _models(plan: dict) -> str:
         ["weights"] + [_weights(m) for m in models],
         ["checkpoint format"] + [m["checkpoint"] for m in models],
         ["KV cache per token (bf16)"] + kv,
-        [f"GFLOPs per token at position {c['position']:,}"] + [f"{f / 1e9:,.1f}" for f in flops],
+        [f"GFLOPs per token at position {c['position']:,}"] + [f"{f / 1e9:,.1f}" if f >= 1e9 else f"{f / 1e9:.3g}" for f in flops],
         ["config.json"] + [m["config"] for m in models],
     ]
     head = ["", "teacher"] + (["student"] if s else [])
@@ -98,8 +98,8 @@ def _serving(plan: dict) -> str:
         if s is None:
             rows.append([GPUS[r["gpu"]].name, dtype, "> 64", "", "", "", "", "", ""])
             continue
-        rows.append([GPUS[r["gpu"]].name, dtype, s["gpus"], s["layout"], s["weights_gib"],
-                     s["kv_room_gib"], s["seqs_full"], s["seqs_mean"],
+        rows.append([GPUS[r["gpu"]].name, dtype, s["gpus"], s["layout"], f"{s['weights_gib']:,.1f}",
+                     s["kv_room_gib"], f"{s['seqs_full']:,}", f"{s['seqs_mean']:,}",
                      f"{e['gpus']} ({e['layout']})" if e else "> 64"])
     lines.append(table(["GPU", "weights", "GPUs", "layout", "weights/GPU GiB", "KV room/GPU GiB",
                         f"seqs @ {ctx['max_model_len']:,}", f"seqs @ {ctx['mean_len']:,}",
@@ -108,15 +108,16 @@ def _serving(plan: dict) -> str:
               "full-length sequence per rank); the last column: the fewest that hold every sequence "
               "in flight without preemption.", ""]
     for gpu, c in plan["commands"].items():
-        lines.append(f"{GPUS[gpu].name}, {c['layout']['gpus']} GPUs ({c['layout']['layout']}, "
+        n = c["layout"]["gpus"]
+        lines.append(f"{GPUS[gpu].name}, {n} GPU{'s' if n > 1 else ''} ({c['layout']['layout']}, "
                      f"{c['layout']['dtype']}):")
         lines.append(f"  {c['command']}")
         lines += [f"  note: {n}" for n in c["notes"]]
     st = plan.get("student_serving")
     if st:
         lines += ["", f"The student on {GPUS[st['gpu']].name}: {st['gpus']} GPU ({st['layout']}), "
-                  f"weights {st['weights_gib']} GiB, KV room {st['kv_room_gib']} GiB: "
-                  f"{st['seqs_mean']} sequences of {ctx['mean_len']:,} tokens at once."]
+                  f"weights {size(st['weights_gib'] * 2**30)}, KV room {st['kv_room_gib']} GiB: "
+                  f"{st['seqs_mean']:,} sequences of {ctx['mean_len']:,} tokens at once."]
     return "\n".join(lines)
 
 
