@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Iterable
 
 COLLAPSE_SHARE = 0.75
 DEAD_SHARE = 0.1
@@ -114,7 +115,7 @@ def _batches(seqs: list[list[int]], pad_id: int, size: int, max_len: int):
         yield ids, attn
 
 
-def by_category(model_path: str, records: list[dict], per_category: int = 64,
+def by_category(model_path: str, records: Iterable[dict], per_category: int = 64,
                 batch_size: int = 16, max_len: int = 2048) -> dict | None:
     """Utilisation per category over up to `per_category` traces of each, and overall, with
     collapse warnings. None when the model is not a Mixture of Experts."""

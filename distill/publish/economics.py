@@ -152,25 +152,28 @@ def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices:
     gen_hash = cfg.generation_hash()
     if not (run_dir / "generate").is_dir():
         return None
-    gens = {r["id"]: r for r in Stage(run_dir, "generate").read() if r.get("gen_hash") == gen_hash}
-    verdicts = {v["id"]: v for v in Stage(run_dir, "filter").read()} if (run_dir / "filter").is_dir() else {}
+    verdicts = {v["id"]: ("kept" if v["kept"] else v["failed"]) for v in Stage(run_dir, "filter").read()} \
+        if (run_dir / "filter").is_dir() else {}
     per_token = None
     if not any(cost.prices(cfg)[:2]) and teacher_tps and cfg.plan.hourly_usd is not None:
         per_token = devices * cfg.plan.hourly_usd / 3600 / teacher_tps
     groups: dict[str, dict] = defaultdict(lambda: {"traces": 0, "tokens": 0.0, "usd": 0.0})
-    for gid, g in gens.items():
+    n = 0
+    for g in Stage(run_dir, "generate").read():  # streamed: a real run holds gigabytes of traces
+        if g.get("gen_hash") != gen_hash:
+            continue
+        n += 1
         u = g.get("usage") or {}
         tokens = float(u.get("completion_tokens") or 0) / max(1, int(u.get("choices") or 1))
         spend = float(g.get("cost") or 0.0) if per_token is None else tokens * per_token
-        v = verdicts.get(gid)
-        key = "kept" if v and v["kept"] else (v["failed"] if v else "not filtered")
+        key = verdicts.get(g["id"], "not filtered")
         groups[key]["traces"] += 1
         groups[key]["tokens"] += tokens
         groups[key]["usd"] += spend
     total = sum(gr["usd"] for gr in groups.values())
     kept = groups.get("kept", {}).get("traces", 0)
     return {"basis": "recorded API cost" if per_token is None else "device-hours at the teacher's throughput",
-            "total_usd": total, "traces": len(gens), "kept": kept,
+            "total_usd": total, "traces": n, "kept": kept,
             "usd_per_kept_trace": total / kept if kept else None,
             "usd_per_kept_trace_alone": groups["kept"]["usd"] / kept if kept else None,
             "by_verdict": {k: {**v, "share": v["usd"] / total if total else 0.0} for k, v in groups.items()}}
@@ -219,8 +222,8 @@ def _experts(cfg: Recipe, run_dir: Path) -> dict | None:
     if path is None or not (run_dir / "generate").is_dir():
         return None
     from distill.plan.experts import by_category
-    records = [r for r in Stage(run_dir, "generate").read() if r.get("gen_hash") == cfg.generation_hash()]
-    return by_category(path, records)
+    gen_hash = cfg.generation_hash()
+    return by_category(path, (r for r in Stage(run_dir, "generate").read() if r.get("gen_hash") == gen_hash))
 
 
 def build(cfg: Recipe, run_dir: Path, rows: list[dict]) -> dict:
