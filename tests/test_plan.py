@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from distill.plan import make_plan
-from distill.plan.params import arch_of, closed_form, count, load_config
+from distill.plan.params import _hub_copy, arch_of, closed_form, count, load_config
 from distill.plan.serving import GIB, best_layout, kv_bytes, weights_gib
 
 # Published figures as the publishers print them (B parameters). The active figures are rounded
@@ -40,8 +40,7 @@ def _unit(figure: str) -> float:
 
 @pytest.mark.parametrize("name, total, active, convention", PUBLISHED, ids=[p[0] for p in PUBLISHED])
 def test_parameter_counts_match_the_published_figures(name, total, active, convention):
-    cfg, source = load_config(name)
-    assert "published config.json" in source  # offline here: the copy shipped in distill/plan/hub
+    cfg = json.loads(_hub_copy(name).read_text())  # the published config.json, as shipped
     p = count(cfg)
     assert p.method == "meta"
     assert p.total == pytest.approx(float(total) * 1e9, rel=0.01)
@@ -61,16 +60,35 @@ def test_closed_form_agrees_with_the_meta_device_count(name):
         (meta.total, meta.active, meta.experts, meta.embedding, meta.lm_head)
 
 
-def test_unknown_architecture_falls_back_to_the_closed_form_or_says_so():
-    cfg, _ = load_config("Qwen/Qwen3-30B-A3B")
-    from distill.plan.params import _count
-    known = count(cfg)
-    # An architecture this transformers lacks, with a family the closed form knows.
-    renamed = json.dumps({**cfg, "model_type": "qwen3_moe"}, sort_keys=True)
-    assert _count(renamed).total == known.total
+def test_configs_load_from_a_directory_a_file_a_toy_name_or_the_published_copy(tmp_path):
+    (tmp_path / "config.json").write_text(_hub_copy("Qwen/Qwen3-8B").read_text())
+    for name in (str(tmp_path), str(tmp_path / "config.json")):
+        cfg, source = load_config(name)
+        assert cfg["model_type"] == "qwen3" and source == str(tmp_path / "config.json")
+    assert load_config("toy:teacher")[0]["model_type"] == "qwen3_moe"
     from distill.errors import InputError
+    with pytest.raises(InputError, match="no config.json in the model directory"):
+        load_config(str(tmp_path / ".."))
+    with pytest.raises(InputError, match="config file not found"):
+        load_config("./nowhere/config.json")
+
+
+def test_an_architecture_transformers_lacks_is_counted_in_closed_form(monkeypatch):
+    from distill.errors import InputError
+    from distill.plan import params
+
+    def lacking(cfg):  # as an older transformers without the model_type
+        raise KeyError(cfg["model_type"])
+    cfg = {**json.loads(_hub_copy("Qwen/Qwen3-30B-A3B").read_text()), "vocab_size": 151937}
+    exact = count(cfg)
+    monkeypatch.setattr(params, "_transformers_config", lacking)
+    params._count.cache_clear()
+    fallback = count(cfg)
+    assert (fallback.method, exact.method) == ("closed-form", "meta")
+    assert (fallback.total, fallback.active) == (exact.total, exact.active)
     with pytest.raises(InputError, match="no parameter count for model_type 'brand_new'"):
         count({**cfg, "model_type": "brand_new"})
+    params._count.cache_clear()
 
 
 def test_kv_cache_is_mla_aware_and_honours_sliding_windows_and_tensor_parallelism():
@@ -200,7 +218,6 @@ def test_distill_plan_prints_what_a_gpu_user_acts_on():
 
 
 def test_plan_from_a_config_file_and_its_errors(tmp_path):
-    from distill.plan.params import _hub_copy
     good = tmp_path / "config.json"
     good.write_text(_hub_copy("Qwen/Qwen3-30B-A3B").read_text())
     r = _cli("--teacher-config", str(good), "--json")
