@@ -39,7 +39,7 @@ def size(nbytes: float) -> str:
 def usd(x: float | None) -> str:
     if x is None:
         return "n/a"
-    return f"${x:,.0f}" if x >= 100 else f"${x:,.2f}" if x >= 0.01 else f"${x:.2g}"
+    return f"${x:,.0f}" if x >= 100 else f"${x:,.2f}" if x >= 1 else f"${x:.2g}"
 
 
 def _arch(m: dict) -> str:
