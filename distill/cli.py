@@ -65,13 +65,18 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
     """The CPU demo: train a tiny MoE teacher, distil it into a tiny dense student, report."""
     rd = _run("smoke", override, run_dir, None)
     report = rd / "report"
-    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md)")
+    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md, "
+               "economics.md, quality_vs_cost.png)")
     md = report / "leaderboard.md"
     if md.exists():  # the per-benchmark rows; per-subcategory rows are in the files
         for line in md.read_text().splitlines():
             cells = [c.strip() for c in line.split("|")]
             if len(cells) < 6 or "/" not in cells[4]:
                 typer.echo(line)
+    econ = report / "economics.md"
+    if econ.exists():  # teacher against students: memory, FLOPs, $ per M tokens, retention
+        section = econ.read_text().split("## Teacher and students", 1)[-1].split("\n## ", 1)[0]
+        typer.echo("\nEconomics (report/economics.md):" + section.rstrip())
 
 
 def _stage_command(name: str, doc: str) -> None:
@@ -99,6 +104,33 @@ def validate(recipe: str = RecipeArg, override: Optional[List[str]] = OverrideOp
     except InputError as e:
         _fail(e, 2)
     typer.echo(dump_recipe(cfg))
+
+
+@app.command()
+def plan(recipe: Optional[str] = typer.Argument(None, help="Recipe YAML or name (optional with --teacher-config)"),
+         teacher_config: Optional[str] = typer.Option(None, "--teacher-config", help="The teacher's config.json (a file, a model directory or a Hub id)"),
+         student_config: Optional[str] = typer.Option(None, "--student-config", help="The student's config.json"),
+         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="A run of the recipe: its measured usage goes beside the projection (default: runs/<recipe name> when it exists)"),
+         override: Optional[List[str]] = OverrideOpt,
+         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON")):
+    """Size and price a recipe: parameters (total and active), memory, GPUs and vLLM flags, FLOPs, cost."""
+    import json
+
+    from distill.plan import format_plan, make_plan
+    from distill.pipeline import default_run_dir
+    try:
+        if recipe is None and teacher_config is None:
+            raise InputError("give a recipe or --teacher-config")
+        cfg = _load(recipe, override, None)[0] if recipe else None
+        rd = run_dir if run_dir else (default_run_dir(cfg) if cfg and default_run_dir(cfg).is_dir() else None)
+        result = make_plan(cfg, rd, teacher_config=teacher_config, student_config=student_config)
+    except InputError as e:
+        _fail(e, 2)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        title = f"{cfg.run.name} ({cfg.teacher.model} -> {cfg.train.student})" if cfg else ""
+        typer.echo(format_plan(result, title) + (f"\nRun directory: {rd}" if rd else ""))
 
 
 @app.command()

@@ -157,6 +157,25 @@ class PublishConfig(Section):
     license: str | None = None
 
 
+class PlanConfig(Section):
+    """Sizing and cost assumptions for `distill plan` and the report's economics section. Left
+    unset, throughputs and the mean completion length come from a run when there is one."""
+    teacher_config: str | None = None      # a local config.json instead of teacher.model's
+    student_config: str | None = None      # a local config.json instead of train.student's
+    hardware: Literal["H100", "H200", "MI300X", "cpu"] = "H200"  # where models are served, for $
+    hourly_usd: float | None = Field(None, ge=0)  # $ per GPU-hour (per machine-hour for cpu)
+    teacher_gpus: int | None = Field(None, ge=1)  # None: the plan's layout on `hardware`
+    teacher_tokens_per_s: float | None = Field(None, gt=0)  # output tokens/s, whole deployment
+    student_tokens_per_s: float | None = Field(None, gt=0)  # output tokens/s, one replica
+    prompt_tokens: int = Field(512, ge=1)  # mean prompt length
+    max_prompt_tokens: int = Field(8192, ge=1)  # --max-model-len = this + generate.max_tokens
+    completion_tokens: int | None = Field(None, ge=1)  # mean; None: measured, else max_tokens / 2
+    weights_dtype: Literal["auto", "bf16", "fp8", "int4"] = "auto"  # auto: the checkpoint's own
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    measure_throughput: bool = False       # local models: the report times a batched generation
+
+
 class Recipe(Section):
     run: RunConfig
     prompts: PromptsConfig
@@ -166,6 +185,7 @@ class Recipe(Section):
     train: TrainConfig
     eval: EvalConfig
     publish: PublishConfig = PublishConfig()
+    plan: PlanConfig = PlanConfig()
 
     def generation_hash(self) -> str:
         """What makes two teacher samples comparable: the teacher and the sampling settings.

@@ -19,8 +19,10 @@ def test_run_smoke_end_to_end(tmp_path):
     for stage in ["prompts", "generate", "filter", "dataset", "train", "eval", "publish"]:
         assert (run_dir / stage / "_SUCCESS").exists(), stage
     report = run_dir / "report"
-    for name in ["leaderboard.csv", "leaderboard.md", "leaderboard.html", "retention.png", "README.md"]:
+    for name in ["leaderboard.csv", "leaderboard.md", "leaderboard.html", "retention.png", "README.md",
+                 "economics.md", "economics.json", "quality_vs_cost.png"]:
         assert (report / name).stat().st_size > 0, name
+    assert "## What a kept trace cost" in (report / "economics.md").read_text()
     rows = list(csv.DictReader(open(report / "leaderboard.csv")))
     assert list(rows[0]) == ["model", "role", "benchmark", "category", "metric", "score",
                              "ci_low", "ci_high", "n", "retention"]

@@ -1,5 +1,6 @@
 """The publish stage: reads eval/scores.json, eval/questions.json and filter/counts.json, writes
-report/ (leaderboard.csv/.md/.html, retention.png, README.md model card) and the publish marker.
+report/ (leaderboard.csv/.md/.html, retention.png, README.md model card, the economics section)
+and the publish marker.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from distill.config import Recipe
 from distill.errors import InputError
-from distill.publish import card, leaderboard, plots
+from distill.publish import card, economics, leaderboard, plots
 from distill.records import RunDir, Stage, write_text
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     write_text(report / "leaderboard.md", leaderboard.to_markdown(rows, title))
     write_text(report / "leaderboard.html", leaderboard.to_html(rows, title))
     plots.plot_retention(rows, retention, report / "retention.png", f"Retention: {cfg.run.name}")
+    economics.write_economics(cfg, run.path, rows, report)  # economics.md/.json, quality_vs_cost.png
     model_card = card.build_card(cfg, rows, retention, leaderboard.differences(questions),
                                  filter_counts)
     readme = card.write_card(model_card, report / "README.md")

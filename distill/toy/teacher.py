@@ -138,23 +138,12 @@ def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
 
 def expert_utilisation(model, tok, pools: list[list[tuple[list[int], list[int]]]]) -> dict:
     """Fraction of routed (token, top-k slot) assignments that go to each expert, per layer,
-    over real (non-pad) tokens of the given examples. 1/num_experts everywhere is perfect balance."""
-    import torch
-    k, n_exp = model.config.num_experts_per_tok, model.config.num_experts
-    counts = None
-    with torch.no_grad():
-        for pool in pools:
-            input_ids, _, attn = _batch(pool, tok.pad_token_id)
-            out = model(input_ids=input_ids, attention_mask=attn, output_router_logits=True)
-            keep = attn.reshape(-1).bool()
-            layer_counts = torch.stack([
-                torch.bincount(logits[keep].topk(k, dim=-1).indices.reshape(-1), minlength=n_exp)
-                for logits in out.router_logits]).double()
-            counts = layer_counts if counts is None else counts + layer_counts
-    frac = counts / counts.sum(dim=1, keepdim=True)
-    return {"num_experts": n_exp, "top_k": k, "tokens": int(counts[0].sum()) // k,
-            "per_layer": [[round(float(x), 4) for x in row] for row in frac],
-            "max_over_uniform": round(float(frac.max() * n_exp), 3)}
+    over real (non-pad) tokens of the given examples. 1/num_experts everywhere is perfect balance.
+    The counting is distill.plan.experts', which the report also runs per task category."""
+    from distill.plan.experts import router_counts, summarise
+    batches = ((ids, attn) for ids, _, attn in (_batch(pool, tok.pad_token_id) for pool in pools))
+    s = summarise(router_counts(model, batches), model.config.num_experts_per_tok)
+    return {k: s[k] for k in ("num_experts", "top_k", "tokens", "per_layer", "max_over_uniform")}
 
 
 # -------------------------------------------------------------------------------- scoring

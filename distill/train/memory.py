@@ -68,13 +68,20 @@ QWEN25_14B = Dense(14.77e9, 48, 5120, 13824, 152064)
 QWEN3_8B = Dense(8.19e9, 36, 4096, 12288, 151936)
 
 
-def dense_from_config(config) -> Dense:
-    """The shape of any causal LM from its config; parameters counted exactly on the meta
-    device (no memory, no download beyond config.json)."""
+def meta_model(config):
+    """The causal LM of `config` built on the meta device: every parameter with its shape and
+    none of its memory (a 671B model builds in about a second). distill.plan counts MoE
+    teachers on it too."""
     import torch
     from transformers import AutoModelForCausalLM
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def dense_from_config(config) -> Dense:
+    """The shape of any causal LM from its config; parameters counted exactly on the meta
+    device (no memory, no download beyond config.json)."""
+    model = meta_model(config)
     text = config.get_text_config()
     ffn = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
     return Dense(sum(p.numel() for p in model.parameters()), text.num_hidden_layers,
