@@ -102,7 +102,7 @@ def test_markdown_and_html_tables(report):
     page = (report / "leaderboard.html").read_text()
     assert '<table class="sortable">' in page and page.count("<tr>") == 1 + 12
     assert "addEventListener(\"click\"" in page and "<script src" not in page
-    assert "<th>retention</th>" in page
+    assert '<th data-col="retention">retention</th>' in page
 
 
 def test_retention_plot_is_a_png(report):
