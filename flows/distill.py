@@ -11,17 +11,44 @@ import re
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from distill.config import load_recipe
 from distill.pipeline import STAGES, default_run_dir, recipe_path, run_stage
+
+# Stages that talk to servers retry more: a retry resumes from the records already written.
+RETRIES = {"generate": 3, "evaluate": 2, "publish": 2}
 
 
 @task(retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def stage(name: str, recipe: str, overrides: list[str], run_dir: str) -> None:
     cfg = load_recipe(recipe_path(recipe), overrides)
     run_stage(name, cfg, Path(run_dir))
+
+
+def run_stage_task(name: str, recipe: str, overrides: list[str], run_dir: str) -> None:
+    stage.with_options(name=name, retries=RETRIES.get(name, 1))(name, recipe, overrides, run_dir)
+
+
+def publish_artifacts(run_name: str, run_dir: str, extra: list[tuple[str, str]] = ()) -> None:
+    """The filter report, the leaderboard (as Markdown and as a table) and `extra` (file, key)
+    pairs, as Prefect artifacts keyed by the run's name: the latest run of a recipe shows up
+    under the same key, earlier ones stay in its history."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", run_name.lower())
+    files = [("filter/report.md", "filter-report"), ("report/leaderboard.md", "leaderboard"),
+             *extra]
+    for name, key in files:
+        path = Path(run_dir) / name
+        if path.exists():
+            create_markdown_artifact(path.read_text(), key=f"{slug}-{key}",
+                                     description=f"{run_name}: {name}")
+    table = Path(run_dir) / "report" / "leaderboard.csv"
+    if table.exists():
+        import csv
+        with open(table, newline="") as f:
+            create_table_artifact(list(csv.DictReader(f)), key=f"{slug}-leaderboard-table",
+                                  description=f"{run_name}: report/leaderboard.csv")
 
 
 @flow(name="distill", log_prints=True)
@@ -31,15 +58,9 @@ def distill_flow(recipe: str = "smoke", run_dir: str | None = None,
     cfg = load_recipe(recipe_path(recipe), overrides)
     run_dir = str(Path(run_dir or default_run_dir(cfg)).resolve())
     for name in STAGES:
-        stage.with_options(name=name)(name, recipe, overrides, run_dir)
-    report = Path(run_dir) / "report"
-    for name, key in [("filter/report.md", "filter-report"), ("report/leaderboard.md", "leaderboard")]:
-        path = Path(run_dir) / name
-        if path.exists():
-            slug = re.sub(r"[^a-z0-9-]+", "-", cfg.run.name.lower())
-            create_markdown_artifact(path.read_text(), key=f"{slug}-{key}",
-                                     description=f"{cfg.run.name}: {name}")
-    print(f"report: {report}")
+        run_stage_task(name, recipe, overrides, run_dir)
+    publish_artifacts(cfg.run.name, run_dir)
+    print(f"report: {Path(run_dir) / 'report'}")
     return run_dir
 
 
