@@ -65,7 +65,8 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
     """The CPU demo: train a tiny MoE teacher, distil it into a tiny dense student, report."""
     rd = _run("smoke", override, run_dir, None)
     report = rd / "report"
-    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md)")
+    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md, "
+               "dataset_card.md)")
     md = report / "leaderboard.md"
     if md.exists():  # the per-benchmark rows; per-subcategory rows are in the files
         for line in md.read_text().splitlines():

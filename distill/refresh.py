@@ -18,7 +18,7 @@ since. The decision to retrain compares the kept set with what the student was t
   has since added, still runs.
 
 `run_refresh(cfg, run_dir, run=...)` takes the function that runs one stage, so the Prefect flow
-(flows/refresh.py) runs each stage as a task while the decisions stay here.
+(flows/refresh_flow.py) runs each stage as a task while the decisions stay here.
 """
 
 from __future__ import annotations

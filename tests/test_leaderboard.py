@@ -57,7 +57,12 @@ def _write_run(root, name, *, student, method, params, right, cost, seconds, tea
     save_file({"embed": np.zeros((params // 4, 2), np.float32),
                "head": np.zeros((params // 2,), np.float32)}, str(model / "model.safetensors"))
     Stage(run, "train").complete(records=100, method=method, train_seconds=seconds)
-    Stage(run, "generate").complete(samples=200, cost=cost, completion_tokens=1000 * right)
+    gen = Stage(run, "generate")
+    with gen.writer() as w:  # four samples sharing the bill; one of an older config, not counted
+        for i in range(5):
+            w.write({"id": f"g{i}", "gen_hash": "h1" if i < 4 else "h0", "cost": cost / 4,
+                     "usage": {"completion_tokens": 500 * right, "choices": 2}})
+    gen.complete(samples=4, gen_hash="h1", cost=cost)
     Stage(run, "dataset").complete(records=100)
     return run
 
@@ -98,6 +103,7 @@ def test_one_table_across_runs(board):
     kd = next(r for r in rows if r["run"] == "large-kd" and r["role"] == "student"
               and r["benchmark"] == "toy_arith")
     assert kd["method"] == "logit_kd" and kd["params"] == "8000" and kd["gen_cost"] == "3"
+    assert kd["gen_tokens"] == str(4 * 500 * 6 // 2)
     assert float(kd["retention"]) == pytest.approx(0.75) and float(kd["retention_low"]) < 0.75
 
     md = (board / "leaderboard.md").read_text()

@@ -1,6 +1,7 @@
 """The publish stage from a synthetic eval stage: tables, plot and a model card that loads back."""
 
 import csv
+import json
 
 import pytest
 from huggingface_hub import ModelCard
@@ -178,12 +179,13 @@ def _write_traces(run_dir, n=12):
             prompt = [{"role": "user", "content": f"What is {i} + {i}?"}]
             g.write({"id": f"g{i}", "prompt_id": f"p{i}", "source": "arith", "category": "reasoning",
                      "messages": prompt, "teacher": "big-moe", "answer": str(2 * i), "tests": None,
-                     "reasoning": f"{i}+{i}", "content": f"\\\\boxed{{{2 * i}}}", "cost": 0.01})
+                     "reasoning": f"{i}+{i}", "content": f"\\\\boxed{{{2 * i}}}", "cost": 0.01,
+                     "gen_hash": "h1", "usage": {"completion_tokens": 40, "choices": 1}})
             if i % 2 == 0:
                 d.write({"id": f"g{i}", "prompt_id": f"p{i}", "source": "arith",
                          "category": "reasoning", "messages": prompt + [
                              {"role": "assistant", "content": f"<think>{i}+{i}</think>\\\\boxed{{{2 * i}}}"}]})
-    gen.complete(samples=n, prompts=n, cost=0.01 * n, completion_tokens=40 * n)
+    gen.complete(samples=n, prompts=n, gen_hash="h1", cost=0.01 * n, completion_tokens=40)
     data.complete(records=n // 2)
     Stage(run_dir, "filter").write_json("counts.json", {**COUNTS, "total": n, "kept": n // 2})
 
@@ -223,6 +225,8 @@ def test_dataset_card_and_dry_run_stage_exactly_what_a_push_sends(full_run, monk
     assert card.data.configs[0]["data_files"][0]["path"] == "data/train-*"
     assert card.data.size_categories == ["n<1K"] and "Kept 6 of 12 traces" in card.text
     assert "| arith | jsonl | data/arith.jsonl |" in card.text
+    # Tokens and cost over every sample, not the manifest's last invocation.
+    assert "12 samples, 480 completion tokens, $0.12" in card.text
 
     hub = full_run / "publish" / "hub"
     model, dataset = _files(hub / "model"), _files(hub / "dataset")
@@ -261,7 +265,7 @@ def test_license_is_inherited_from_the_base_model_card(full_run):
 
 
 def test_push_to_a_local_hub_stand_in(full_run, tmp_path, monkeypatch):
-    """The real push path (the CLI, HfApi over HTTP) against tests/hub_standin.py: the Hub
+    """The real push path (the CLI, HfApi over HTTP) against tests/standins.py: the Hub
     cannot be reached from here. The repos receive exactly the staged folders, private; the
     token comes from the environment and is written nowhere."""
     import os
@@ -271,7 +275,7 @@ def test_push_to_a_local_hub_stand_in(full_run, tmp_path, monkeypatch):
     from huggingface_hub import constants, hf_hub_download
 
     from distill.config import dump_recipe
-    from hub_standin import HubStandIn
+    from standins import HubStandIn
 
     cfg = recipe().model_copy(update={"publish": recipe().publish.model_copy(update={"push": True})})
     recipe_file = tmp_path / "tiny.yaml"
@@ -314,3 +318,28 @@ def test_push_to_a_local_hub_stand_in(full_run, tmp_path, monkeypatch):
     leaks = [p for root in (full_run, tmp_path / "hf-home") if root.exists()
              for p in root.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaks == [] and TOKEN not in r.stdout + r.stderr
+
+
+def test_an_adapter_is_staged_as_its_own_repo(full_run):
+    adapter = full_run / "train" / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 16}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    base = recipe()
+    cfg = base.model_copy(update={
+        "train": base.train.model_copy(update={"adapter": "lora"}),
+        "publish": base.publish.model_copy(update={"dry_run": True,
+                                                   "adapter_repo": "org/tiny-lora"})})
+    run_publish(cfg, full_run)
+    staged = _files(full_run / "publish" / "hub" / "adapter")
+    assert set(staged) >= {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    card = ModelCard.load(full_run / "publish" / "hub" / "adapter" / "README.md")
+    assert card.data.library_name == "peft" and card.data.base_model == "small-base"
+    assert "org/tiny-distilled" in card.text  # where the merged model and its scores are
+    plan = json.loads((full_run / "publish" / "hub" / "plan.json").read_text())
+    assert plan["adapter"]["repo_id"] == "org/tiny-lora"
+
+    no_adapter = base.model_copy(update={"publish": base.publish.model_copy(
+        update={"dry_run": True, "adapter_repo": "org/tiny-lora"})})
+    with pytest.raises(InputError, match="train.adapter is none"):
+        run_publish(no_adapter, full_run)

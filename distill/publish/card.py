@@ -145,7 +145,8 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         lines += ["### Filtering of the teacher's traces", "",
                   f"Kept {filter_counts.get('kept')} of {filter_counts.get('total')} traces.", "",
                   "| filter | rejected |", "|---|--:|"]
-        lines += [f"| {k} | {v} |" for k, v in (filter_counts.get("rejected") or {}).items()]
+        lines += [f"| {k} | {v} |" for k, v in (filter_counts.get("rejected") or {}).items()] \
+            or ["| (none) | 0 |"]
         lines += ["", "All counts (per filter, source and category):", "", "```json",
                   json.dumps(filter_counts, indent=2, sort_keys=True), "```", ""]
     lines += [

@@ -86,7 +86,8 @@ def build_dataset_card(cfg: Recipe, lineage: dict, license: str | None, repo_id:
         lines += [f"Kept {counts.get('kept')} of {counts.get('total')} traces. Filters run "
                   "cheapest first; a trace is counted under the first filter that rejected it.", "",
                   "| filter | rejected |", "|---|--:|"]
-        lines += [f"| {k} | {v} |" for k, v in (counts.get("rejected") or {}).items()]
+        lines += [f"| {k} | {v} |" for k, v in (counts.get("rejected") or {}).items()] \
+            or ["| (none) | 0 |"]
         for key in ("by_source", "by_category"):
             lines += ["", f"| {key[3:]} | kept | total |", "|---|--:|--:|"]
             lines += [f"| {k} | {v['kept']} | {v['total']} |"

@@ -69,8 +69,8 @@ def run_lineage(run_dir: Path) -> dict:
     return {
         "prompts": prompts.get("sources") or {},
         "revisions": prompts.get("revisions") or {},
-        "generate": {k: gen.get(k) for k in ("samples", "prompts", "teacher", "gen_hash", "cost",
-                                             "prompt_tokens", "completion_tokens")} if gen else {},
+        "generate": {**{k: gen.get(k) for k in ("samples", "prompts", "teacher", "gen_hash")},
+                     **generation_cost(run_dir)} if gen else {},
         "filter_counts": _json(run_dir / "filter" / "counts.json"),
         "kept": _manifest(run_dir, "dataset").get("records"),
         "train": train,
@@ -80,12 +80,21 @@ def run_lineage(run_dir: Path) -> dict:
 
 
 def generation_cost(run_dir: Path) -> dict:
-    """The teacher's bill as the generate manifest recorded it: dollars (0 for a self-hosted
-    teacher without prices), completion tokens, samples."""
-    gen = _manifest(Path(run_dir), "generate")
-    return {"cost": float(gen.get("cost") or 0.0),
-            "completion_tokens": int(gen.get("completion_tokens") or 0),
-            "samples": int(gen.get("samples") or 0)}
+    """The teacher's bill over every sample of the run's generation config (the manifest's
+    token counts are those of its last invocation only): dollars (0 for a self-hosted teacher
+    without prices) and completion tokens, each sample's share of its request's usage."""
+    run_dir = Path(run_dir)
+    gen = _manifest(run_dir, "generate")
+    cost, tokens, samples = 0.0, 0.0, 0
+    if gen:
+        for r in Stage(run_dir, "generate").read():
+            if gen.get("gen_hash") and r.get("gen_hash") != gen["gen_hash"]:
+                continue  # samples of an earlier teacher or sampling config
+            usage = r.get("usage") or {}
+            cost += float(r.get("cost") or 0.0)
+            tokens += float(usage.get("completion_tokens") or 0) / max(1, int(usage.get("choices") or 1))
+            samples += 1
+    return {"cost": cost, "completion_tokens": int(round(tokens)), "samples": samples}
 
 
 def _safetensors_params(path: Path) -> int:

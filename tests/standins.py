@@ -1,5 +1,9 @@
-"""A local HTTP stand-in of the few Hugging Face Hub endpoints a push uses, for tests (no machine
-here reaches the Hub). huggingface_hub's own client talks to it unchanged, over HTTP.
+"""HTTP stand-ins for tests, served on 127.0.0.1 from a thread: `HubStandIn`, the few Hugging
+Face Hub endpoints a push uses (no machine here reaches the Hub), and `RecordingProxy`, which
+forwards to a teacher server and keeps every request body, so a test can say which prompts the
+teacher was sent.
+
+HubStandIn: huggingface_hub's own client talks to it unchanged, over HTTP.
 
 Covered, as huggingface_hub 2.4.0 calls them for `create_repo`, `upload_folder` (with
 `delete_patterns`) and `hf_hub_download`:
@@ -26,7 +30,9 @@ import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -215,22 +221,59 @@ class HubStandIn:
                           methods=["GET", "HEAD"])(handler)
         return app
 
-    # ---------------------------------------------------------------- serving
     def __enter__(self) -> "HubStandIn":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.time() + 20
-        while not self._server.started:
-            assert time.time() < deadline, "the Hub stand-in did not start"
-            time.sleep(0.05)
+        self._serving = serve_app(self.app)
+        self.url = self._serving.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._serving.__exit__(*exc)
+
+
+class RecordingProxy:
+    """Forwards every request to `target` (http://host:port) and keeps the JSON body of each
+    POST in `requests`, in arrival order."""
+
+    def __init__(self, target: str):
+        import httpx
+        self.requests: list[dict] = []
+        self.app = FastAPI()
+        client = httpx.AsyncClient(base_url=target, timeout=httpx.Timeout(1800.0))
+
+        @self.app.api_route("/{path:path}", methods=["GET", "POST"])
+        async def forward(path: str, request: Request):
+            body = await request.body()
+            if request.method == "POST":
+                self.requests.append(json.loads(body))
+            r = await client.request(request.method, "/" + path, content=body,
+                                     headers={"content-type": "application/json"})
+            return Response(r.content, status_code=r.status_code,
+                            media_type=r.headers.get("content-type"))
+
+    def __enter__(self) -> "RecordingProxy":
+        self._serving = serve_app(self.app)
+        self.url = self._serving.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._serving.__exit__(*exc)
+
+
+@contextmanager
+def serve_app(app) -> Iterator[str]:
+    """Serves an ASGI app with uvicorn on a free port in a daemon thread; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "the stand-in server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

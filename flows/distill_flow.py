@@ -3,6 +3,10 @@
 Each task calls the same `run_<stage>(cfg, run_dir)` as the CLI. Stages skip finished records
 on their own, so a retried task or a re-run flow resumes instead of starting over; Prefect's
 result cache is off because caching follows the records' keys, not pickled results.
+
+The file is not called distill.py: Prefect loads an entrypoint as a module named after its
+file, and a module named `distill` would stand in for the package, so `import distill.config`
+would fail (or, with an editable install elsewhere, silently import another checkout).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from prefect import flow
 from distill.config import load_recipe
 from distill.pipeline import default_run_dir, recipe_path
 from distill.refresh import run_refresh
-from flows.distill import publish_artifacts, run_stage_task
+from flows.distill_flow import publish_artifacts, run_stage_task
 
 
 @flow(name="refresh", log_prints=True)
