@@ -55,12 +55,17 @@ def publish_artifacts(run_name: str, run_dir: str, extra: list[tuple[str, str]] 
                                   description=f"{run_name}: report/leaderboard.csv")
 
 
+def resolve_run(recipe: str, run_dir: str | None, overrides: list[str]):
+    """The recipe with its overrides, and the absolute run directory (default runs/<name>)."""
+    cfg = load_recipe(recipe_path(recipe), overrides)
+    return cfg, str(Path(run_dir or default_run_dir(cfg)).resolve())
+
+
 @flow(name="distill", log_prints=True)
 def distill_flow(recipe: str = "smoke", run_dir: str | None = None,
                  overrides: list[str] | None = None) -> str:
     overrides = overrides or []
-    cfg = load_recipe(recipe_path(recipe), overrides)
-    run_dir = str(Path(run_dir or default_run_dir(cfg)).resolve())
+    cfg, run_dir = resolve_run(recipe, run_dir, overrides)
     for name in STAGES:
         run_stage_task(name, recipe, overrides, run_dir)
     publish_artifacts(cfg.run.name, run_dir)

@@ -12,18 +12,15 @@ from pathlib import Path
 
 from prefect import flow
 
-from distill.config import load_recipe
-from distill.pipeline import default_run_dir, recipe_path
 from distill.refresh import run_refresh
-from flows.distill_flow import publish_artifacts, run_stage_task
+from flows.distill_flow import publish_artifacts, resolve_run, run_stage_task
 
 
 @flow(name="refresh", log_prints=True)
 def refresh_flow(recipe: str = "smoke", run_dir: str | None = None,
                  overrides: list[str] | None = None) -> dict:
     overrides = overrides or []
-    cfg = load_recipe(recipe_path(recipe), overrides)
-    run_dir = str(Path(run_dir or default_run_dir(cfg)).resolve())
+    cfg, run_dir = resolve_run(recipe, run_dir, overrides)
     summary = run_refresh(cfg, Path(run_dir),
                           run=lambda name: run_stage_task(name, recipe, overrides, run_dir))
     publish_artifacts(cfg.run.name, run_dir, [("refresh/report.md", "refresh")])

@@ -53,7 +53,19 @@ def _git_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-class HubStandIn:
+class _Served:
+    """Serves `self.app` for the duration of a with-block; `self.url` is its address."""
+
+    def __enter__(self):
+        self._serving = serve_app(self.app)
+        self.url = self._serving.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._serving.__exit__(*exc)
+
+
+class HubStandIn(_Served):
     def __init__(self, token: str):
         self.token = token
         self.repos: dict[tuple[str, str], Repo] = {}
@@ -221,16 +233,8 @@ class HubStandIn:
                           methods=["GET", "HEAD"])(handler)
         return app
 
-    def __enter__(self) -> "HubStandIn":
-        self._serving = serve_app(self.app)
-        self.url = self._serving.__enter__()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self._serving.__exit__(*exc)
-
-
-class RecordingProxy:
+class RecordingProxy(_Served):
     """Forwards every request to `target` (http://host:port) and keeps the JSON body of each
     POST in `requests`, in arrival order."""
 
@@ -250,13 +254,6 @@ class RecordingProxy:
             return Response(r.content, status_code=r.status_code,
                             media_type=r.headers.get("content-type"))
 
-    def __enter__(self) -> "RecordingProxy":
-        self._serving = serve_app(self.app)
-        self.url = self._serving.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._serving.__exit__(*exc)
 
 
 @contextmanager

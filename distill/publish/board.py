@@ -12,7 +12,7 @@ model known only by its Hub id has no size and is left off the size plot.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import Recipe, load_recipe
@@ -38,8 +38,7 @@ class Run:
     kept: int | None
     cost: dict
     train_seconds: float | None
-    method: str = ""
-    extra: dict = field(default_factory=dict)
+    method: str
 
 
 def load_run(path: str | Path) -> Run:
@@ -73,7 +72,8 @@ def load_run(path: str | Path) -> Run:
 def long_rows(runs: list[Run]) -> list[dict]:
     """Every score row of every run with the run's facts; a teacher or base row that two runs
     share (same model, benchmark, category, metric, n and score) is kept once."""
-    out: dict[tuple, dict] = {}
+    shared: dict[tuple, dict] = {}
+    students: list[dict] = []
     for run in runs:
         for r in run.rows:
             est = run.retention.get((r["role"], r["benchmark"], r["category"]))
@@ -88,13 +88,16 @@ def long_rows(runs: list[Run]) -> list[dict]:
                    "gen_cost": run.cost["cost"] if student else None,
                    "gen_tokens": run.cost["completion_tokens"] if student else None,
                    "train_seconds": run.train_seconds if student else None}
+            if student:
+                students.append(row)
+                continue
             key = (r["role"], r["model"], r["benchmark"], r["category"], r["metric"], r["n"],
-                   round(r["score"], 6)) if not student else (run.name, id(run), id(r))
-            if key in out:
-                out[key]["run"] += f", {run.name}"
+                   round(r["score"], 6))
+            if key in shared:
+                shared[key]["run"] += f", {run.name}"
             else:
-                out[key] = row
-    return list(out.values())
+                shared[key] = row
+    return list(shared.values()) + students
 
 
 def _benchmarks(rows: list[dict]) -> list[str]:
