@@ -88,7 +88,7 @@ _stage_command("generate", "Ask the teacher for traces (resumable).")
 _stage_command("filter", "Verify, check and deduplicate the traces; write the training set.")
 _stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
 _stage_command("evaluate", "Score teacher, base student and distilled student.")
-_stage_command("publish", "Write the leaderboard, plots and model card.")
+_stage_command("publish", "Write the leaderboard, plots, model and dataset cards; push to the Hub.")
 
 
 @app.command()

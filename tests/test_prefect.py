@@ -25,6 +25,29 @@ FIRST = ["prompts.sources.0.count=60", "prompts.sources.1.count=40"]
 GROWN = ["prompts.sources.0.count=80", "prompts.sources.1.count=40"]  # 20 new arithmetic rows
 
 
+def test_every_recipe_has_a_deployment_and_a_scheduled_refresh():
+    """prefect.yaml against configs/, without a server: a new recipe without deployments,
+    or a refresh without a schedule, fails here rather than at `prefect deploy`."""
+    import yaml
+
+    from distill.pipeline import CONFIG_DIR
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    by_entry: dict[str, dict] = {}
+    for d in doc["deployments"]:
+        by_entry.setdefault(d["entrypoint"], {})[d["name"]] = d
+    recipes = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
+    runs = by_entry["flows/distill_flow.py:distill_flow"]
+    refreshes = by_entry["flows/refresh_flow.py:refresh_flow"]
+    assert set(runs) == set(refreshes) == recipes
+    for name, d in refreshes.items():
+        assert d["parameters"] == {"recipe": name} == runs[name]["parameters"]
+        assert [s["cron"] for s in d["schedules"]] and all(s["active"] for s in d["schedules"])
+        assert "schedules" not in runs[name]
+    for entry in by_entry:
+        path, fn = entry.split(":")
+        assert f"def {fn}(" in (ROOT / path).read_text()
+
+
 def _user_messages(requests: list[dict]) -> list[str]:
     return [next(m["content"] for m in r["messages"] if m["role"] == "user")
             for r in requests if "messages" in r]
