@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up distill on a fresh machine: bubblewrap (the code sandbox) from the system's packages,
-# and a virtual environment in .venv with the pinned dependencies. Safe to run again.
+# Sets up distill on a fresh machine: bubblewrap (the code sandbox) and chromium (headless, for
+# the leaderboard page's test) from the system's packages, and a virtual environment in .venv
+# with the pinned dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -8,6 +9,11 @@ if ! command -v bwrap >/dev/null 2>&1; then
   echo "setup: installing bubblewrap (sandbox for untrusted code)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (a test renders the HTML leaderboard in headless Chromium)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -66,7 +66,7 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
     rd = _run("smoke", override, run_dir, None)
     report = rd / "report"
     typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md, "
-               "economics.md, quality_vs_cost.png)")
+               "economics.md, quality_vs_cost.png, dataset_card.md)")
     md = report / "leaderboard.md"
     if md.exists():  # the per-benchmark rows; per-subcategory rows are in the files
         for line in md.read_text().splitlines():
@@ -92,7 +92,39 @@ _stage_command("generate", "Ask the teacher for traces (resumable).")
 _stage_command("filter", "Verify, check and deduplicate the traces; write the training set.")
 _stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
 _stage_command("evaluate", "Score teacher, base student and distilled student.")
-_stage_command("publish", "Write the leaderboard, plots and model card.")
+_stage_command("publish", "Write the leaderboard, plots, model and dataset cards; push to the Hub.")
+
+
+@app.command()
+def refresh(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
+            override: Optional[List[str]] = OverrideOpt):
+    """Add new prompts, generate only for them, re-filter; retrain past the recipe's threshold."""
+    from distill.refresh import run_refresh
+    try:
+        cfg, rd = _load(recipe, override, run_dir)
+        summary = run_refresh(cfg, rd)
+    except InputError as e:
+        _fail(e, 2)
+    except Exception as e:
+        import traceback
+        traceback.print_exc(limit=-3, file=sys.stderr)
+        _fail(e, 1)
+    typer.echo(f"refresh: {summary['new_prompts']} new prompts, {summary['new_samples']} new "
+               f"samples, kept {summary['kept_before']} -> {summary['kept_after']}; "
+               f"{'retrained' if summary['retrained'] else 'not retrained'}: {summary['reason']}")
+
+
+@app.command()
+def leaderboard(run_dirs: List[Path] = typer.Argument(..., help="Run directories to compare"),
+                out: Path = typer.Option(Path("leaderboard"), "--out", help="Output folder"),
+                title: str = typer.Option("Leaderboard", "--title")):
+    """One table across runs (Markdown, CSV, sortable HTML) and plots as PNG."""
+    from distill.publish.board import write_leaderboard
+    try:
+        written = write_leaderboard(run_dirs, out, title)
+    except InputError as e:
+        _fail(e, 2)
+    typer.echo(f"leaderboard of {len(run_dirs)} runs: " + ", ".join(str(p) for p in written))
 
 
 @app.command()

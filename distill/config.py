@@ -152,9 +152,28 @@ class EvalConfig(Section):
 
 
 class PublishConfig(Section):
-    hub_repo: str | None = None
-    push: bool = False
-    license: str | None = None
+    """Cards, the Hub push and its dry run. The token is read from the environment variable
+    `token_env` at push time and handed to huggingface_hub in memory, never written anywhere."""
+    hub_repo: str | None = None            # the model repo, e.g. org/r1-distill-7b
+    dataset_repo: str | None = None        # the kept traces (default: <hub_repo>-traces)
+    adapter_repo: str | None = None        # the LoRA / QLoRA adapter on its own (train.adapter)
+    push: bool = False                     # upload the staged folders to the Hub
+    dry_run: bool = False                  # stage publish/hub/<repo kind>/ exactly as pushed; upload nothing
+    private: bool = True                   # new repos are private until someone looks at them
+    token_env: str = "HF_TOKEN"
+    license: str | None = None             # None: the base model's license (its model card)
+    dataset_license: str | None = None     # None: the teacher's license (the traces are its outputs)
+
+
+class RefreshConfig(Section):
+    """A refresh (`distill refresh`, Prefect `refresh/<recipe>`) adds new prompts, generates
+    only for them and re-filters everything; it retrains and re-evaluates only when the kept
+    set grew by at least `min_new_kept` traces and `min_growth` of its size at the last
+    training, or (with `retrain_on_removal`) when re-filtering removed traces the current
+    student was trained on, e.g. ones found in a benchmark added since."""
+    min_new_kept: int = Field(1, ge=1)
+    min_growth: float = Field(0.0, ge=0.0)
+    retrain_on_removal: bool = True
 
 
 class PlanConfig(Section):
@@ -186,6 +205,7 @@ class Recipe(Section):
     eval: EvalConfig
     publish: PublishConfig = PublishConfig()
     plan: PlanConfig = PlanConfig()
+    refresh: RefreshConfig = RefreshConfig()
 
     def generation_hash(self) -> str:
         """What makes two teacher samples comparable: the teacher and the sampling settings.

@@ -2,18 +2,25 @@
 writes one problem record per prompt to `<run_dir>/prompts/`.
 
 A record's id is hash(source, prompt), so the same prompt is the same record in every run and a
-refresh with new rows only adds records.
+refresh with new rows only adds records. The manifest records each source's revision (the Hub
+commit of a dataset, a content hash of a local file or folder, the settings of toy tasks): a
+refresh re-reads only the sources whose revision or settings changed, and a Hub dataset is read
+at the commit that was recorded, so the prompts on disk always name the rows they came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Iterator
 
 from distill.config import PromptSource, Recipe
 from distill.errors import InputError
 from distill.records import RunDir, record_id
+
+log = logging.getLogger(__name__)
 
 
 def _toy_rows(src: PromptSource, seed: int) -> Iterator[dict]:
@@ -41,9 +48,11 @@ def _jsonl_rows(src: PromptSource) -> Iterator[dict]:
                     raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
 
 
-def _hf_rows(src: PromptSource) -> Iterator[dict]:
+def _hf_rows(src: PromptSource, revision: str | None) -> Iterator[dict]:
     import datasets
-    ds = datasets.load_dataset(src.path, src.config_name, split=src.split, revision=src.revision)
+    local = Path(src.path or "").exists()  # a local dataset folder has no Hub revision
+    ds = datasets.load_dataset(src.path, src.config_name, split=src.split,
+                               revision=None if local else (src.revision or revision))
     for n, row in enumerate(ds):
         yield _map_row(src, row, file=f"hf://{src.path}", line=n + 1)
 
@@ -67,24 +76,72 @@ def _map_row(src: PromptSource, row: dict, file: str, line: int) -> dict:
             "verifier": "code" if tests else ("math" if answer is not None else "none")}
 
 
-def _rows(src: PromptSource, seed: int) -> Iterator[dict]:
+def _rows(src: PromptSource, seed: int, revision: str | None) -> Iterator[dict]:
     if src.kind == "toy":
         yield from _toy_rows(src, seed)
     elif src.kind == "jsonl":
         yield from _jsonl_rows(src)
     else:
-        yield from _hf_rows(src)
+        yield from _hf_rows(src, revision)
+
+
+def _content_hash(path: Path) -> str:
+    """sha256 over a file, or over every file of a folder with its relative path."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def source_revision(src: PromptSource, seed: int) -> str | None:
+    """What names the rows a source yields now: the commit of a Hub dataset (None when the Hub
+    cannot be asked: the source is then read again), a content hash of a local file or dataset
+    folder, the generator settings of toy tasks."""
+    if src.kind == "toy":
+        return "toy-" + record_id(src.family, src.count, seed)
+    path = Path(src.path or "")
+    if path.exists():
+        return "sha256-" + _content_hash(path)
+    if src.kind == "jsonl":
+        return None  # _jsonl_rows names the missing file
+    try:
+        from huggingface_hub import HfApi
+        return HfApi().dataset_info(src.path, revision=src.revision, timeout=30).sha
+    except Exception as e:  # offline, or a gated dataset without a token: read it as before
+        log.warning("prompts: cannot resolve the revision of %s (%s); reading it again",
+                    src.path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None
+
+
+def _settings(src: PromptSource, cfg: Recipe) -> str:
+    """A source's settings that change which prompt records it makes."""
+    return record_id(src.model_dump(mode="json"), cfg.prompts.system_prompt, cfg.run.seed)
 
 
 def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
     stage = RunDir(run_dir).stage("prompts")
+    before = stage.manifest() or {}
     stage.start()
     done = stage.ids()
     counts: dict[str, int] = {}
+    revisions: dict[str, str | None] = {}
+    settings: dict[str, str] = {}
+    new: dict[str, int] = {}
     with stage.writer() as w:
         for src in cfg.prompts.sources:
-            n = 0
-            for row in _rows(src, cfg.run.seed):
+            rev = revisions[src.name] = source_revision(src, cfg.run.seed)
+            key = settings[src.name] = _settings(src, cfg)
+            if rev is not None and (before.get("revisions") or {}).get(src.name) == rev \
+                    and (before.get("settings") or {}).get(src.name) == key:
+                # Same rows, same settings: nothing can be new, so the source is not read.
+                counts[src.name], new[src.name] = before["sources"][src.name], 0
+                continue
+            n = added = 0
+            for row in _rows(src, cfg.run.seed, rev):
                 if src.count is not None and n >= src.count:
                     break
                 n += 1
@@ -98,7 +155,10 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                 w.write({"id": rid, "source": src.name, "category": src.category,
                          "subcategory": row["subcategory"], "messages": messages,
                          "verifier": row["verifier"], "answer": row["answer"],
-                         "tests": row["tests"], "entry_point": row["entry_point"]})
-            counts[src.name] = n
-    stage.complete(sources=counts)
+                         "tests": row["tests"], "entry_point": row["entry_point"],
+                         "source_revision": rev})
+                added += 1
+            counts[src.name], new[src.name] = n, added
+    stage.complete(sources=counts, revisions=revisions, settings=settings, new=new,
+                   new_prompts=sum(new.values()))
     return counts

@@ -1,6 +1,7 @@
 """The publish stage from a synthetic eval stage: tables, plot and a model card that loads back."""
 
 import csv
+import json
 
 import pytest
 from huggingface_hub import ModelCard
@@ -14,6 +15,9 @@ from distill.records import Stage
 # Ten questions; the student answers a subset of what the teacher answers.
 CORRECT = {"teacher": set(range(8)), "base": {0, 9}, "student": set(range(6))}
 NAMES = {"teacher": "big-moe", "base": "small-base", "student": "tiny-distilled"}
+COUNTS = {"total": 49, "kept": 42, "rejected": {"verify": 7},
+          "by_source": {"arith": {"total": 49, "kept": 42}},
+          "by_category": {"reasoning": {"total": 49, "kept": 42}}, "examples": {}}
 
 
 def recipe() -> Recipe:
@@ -63,7 +67,7 @@ def _write_eval(run_dir, with_questions=True):
 @pytest.fixture
 def report(tmp_path):
     _write_eval(tmp_path)
-    Stage(tmp_path, "filter").write_json("counts.json", {"kept": 42, "failed": {"verify": 7}})
+    Stage(tmp_path, "filter").write_json("counts.json", COUNTS)
     return run_publish(recipe(), tmp_path)
 
 
@@ -99,7 +103,7 @@ def test_markdown_and_html_tables(report):
     page = (report / "leaderboard.html").read_text()
     assert '<table class="sortable">' in page and page.count("<tr>") == 1 + 12
     assert "addEventListener(\"click\"" in page and "<script src" not in page
-    assert "<th>retention</th>" in page
+    assert '<th data-col="retention">retention</th>' in page
 
 
 def test_retention_plot_is_a_png(report):
@@ -114,8 +118,12 @@ def test_model_card_loads_back_with_eval_results(report):
     arith = next(r for r in results if r.dataset_name == "toy_arith")
     assert arith.metric_type == "pass@1" and arith.metric_value == pytest.approx(0.6)
     assert card.data.base_model == "small-base" and card.data.license == "apache-2.0"
-    assert card.data.datasets == ["data/arith.jsonl"]
-    assert "big-moe" in card.text and '"kept": 42' in card.text
+    # The pushed traces are the training data the Hub links; a local JSONL has no Hub id.
+    assert card.data.datasets == ["org/tiny-distilled-traces"]
+    assert "big-moe" in card.text and '"kept": 42' in card.text and "| verify | 7 |" in card.text
+    assert "License: apache-2.0 (from publish.license)" in card.text
+    assert "revision not pinned" in card.text and "distill 0.1.0" in card.text
+    assert "```yaml\nrun:\n  name: tiny" in card.text  # the resolved recipe
     assert "Retention" in card.text and "0.75 [" in card.text
     assert "Intended use" in card.text
     # Student 6/10 vs base 2/10 on the same questions: +40 points.
@@ -156,3 +164,182 @@ def test_publish_reads_what_the_eval_stage_writes(monkeypatch, tmp_path):
     card = ModelCard.load(report / "README.md")
     assert {r.metric_type for r in card.data.eval_results} == {"pass@1", "pass@2"}
     assert "0.67 [" in card.text
+
+
+# ------------------------------------------------------------------ dataset card, dry run, push
+
+TOKEN = "hf_standin_secret_0123456789"
+
+
+def _write_traces(run_dir, n=12):
+    """Generate records and the kept set (every other one) as the filter stage writes them."""
+    gen, data = Stage(run_dir, "generate"), Stage(run_dir, "dataset")
+    with gen.writer() as g, data.writer() as d:
+        for i in range(n):
+            prompt = [{"role": "user", "content": f"What is {i} + {i}?"}]
+            g.write({"id": f"g{i}", "prompt_id": f"p{i}", "source": "arith", "category": "reasoning",
+                     "messages": prompt, "teacher": "big-moe", "answer": str(2 * i), "tests": None,
+                     "reasoning": f"{i}+{i}", "content": f"\\\\boxed{{{2 * i}}}", "cost": 0.01,
+                     "gen_hash": "h1", "usage": {"completion_tokens": 40, "choices": 1}})
+            if i % 2 == 0:
+                d.write({"id": f"g{i}", "prompt_id": f"p{i}", "source": "arith",
+                         "category": "reasoning", "messages": prompt + [
+                             {"role": "assistant", "content": f"<think>{i}+{i}</think>\\\\boxed{{{2 * i}}}"}]})
+    gen.complete(samples=n, prompts=n, gen_hash="h1", cost=0.01 * n, completion_tokens=40)
+    data.complete(records=n // 2)
+    Stage(run_dir, "filter").write_json("counts.json", {**COUNTS, "total": n, "kept": n // 2})
+
+
+def _write_model(run_dir):
+    import shutil
+
+    from distill.toy import resolve_model
+    shutil.copytree(resolve_model("toy:student"), run_dir / "train" / "model")
+    (run_dir / "train" / "model" / "training_args.bin").write_bytes(b"pickle")
+    Stage(run_dir, "train").complete(records=6, method="sft", train_seconds=12.0, train_loss=0.5)
+
+
+@pytest.fixture
+def full_run(tmp_path):
+    run_dir = tmp_path / "run"
+    _write_eval(run_dir)
+    _write_traces(run_dir)
+    _write_model(run_dir)
+    return run_dir
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_dataset_card_and_dry_run_stage_exactly_what_a_push_sends(full_run, monkeypatch):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # a dry run needs no token
+    cfg = recipe().model_copy(update={"publish": recipe().publish.model_copy(update={"dry_run": True})})
+    report = run_publish(cfg, full_run)
+    card = DatasetCard.load(report / "dataset_card.md")
+    assert card.data.license is None or card.data.license == "apache-2.0"
+    assert card.data.configs[0]["data_files"][0]["path"] == "data/train-*"
+    assert card.data.size_categories == ["n<1K"] and "Kept 6 of 12 traces" in card.text
+    assert "| arith | jsonl | data/arith.jsonl |" in card.text
+    # Tokens and cost over every sample, not the manifest's last invocation.
+    assert "12 samples, 480 completion tokens, $0.12" in card.text
+
+    hub = full_run / "publish" / "hub"
+    model, dataset = _files(hub / "model"), _files(hub / "dataset")
+    assert model["README.md"] == (report / "README.md").read_bytes()
+    assert dataset["README.md"] == (report / "dataset_card.md").read_bytes()
+    assert {"config.json", "model.safetensors", "tokenizer.json", "distill_recipe.yaml"} <= set(model)
+    assert "training_args.bin" not in model  # pickles are not published
+    assert set(dataset) == {"README.md", "data/train-00000-of-00001.parquet"}
+    rows = datasets.load_dataset(str(hub / "dataset"), split="train")
+    assert len(rows) == 6 and rows[0]["messages"][1]["role"] == "assistant"
+    assert sorted(rows["answer"], key=int) == ["0", "4", "8", "12", "16", "20"]
+    plan = Stage(full_run, "publish").manifest()
+    assert plan["pushed"] == {} and set(plan["staged"]) == {"model", "dataset"}
+
+
+def test_push_without_a_token_stops_before_staging(full_run, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    cfg = recipe().model_copy(update={"publish": recipe().publish.model_copy(update={"push": True})})
+    with pytest.raises(InputError, match="environment variable HF_TOKEN is not set"):
+        run_publish(cfg, full_run)
+    assert not (full_run / "publish" / "hub").exists()
+    assert not Stage(full_run, "publish").is_complete()
+
+
+def test_license_is_inherited_from_the_base_model_card(full_run):
+    import shutil
+    base = full_run.parent / "base"
+    shutil.copytree(full_run / "train" / "model", base)
+    (base / "README.md").write_text("---\nlicense: mit\n---\n# base\n")
+    cfg = recipe().model_copy(update={
+        "train": recipe().train.model_copy(update={"student": str(base)}),
+        "publish": recipe().publish.model_copy(update={"license": None})})
+    report = run_publish(cfg, full_run)
+    card = ModelCard.load(report / "README.md")
+    assert card.data.license == "mit" and "mit (inherited from the base model)" in card.text
+
+
+def test_push_to_a_local_hub_stand_in(full_run, tmp_path, monkeypatch):
+    """The real push path (the CLI, HfApi over HTTP) against tests/standins.py: the Hub
+    cannot be reached from here. The repos receive exactly the staged folders, private; the
+    token comes from the environment and is written nowhere."""
+    import os
+    import subprocess
+    import sys
+
+    from huggingface_hub import constants, hf_hub_download
+
+    from distill.config import dump_recipe
+    from standins import HubStandIn
+
+    cfg = recipe().model_copy(update={"publish": recipe().publish.model_copy(update={"push": True})})
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(dump_recipe(cfg))
+    with HubStandIn(TOKEN) as hub:
+        env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        r = subprocess.run([sys.executable, "-m", "distill.cli", "publish", str(recipe_file),
+                            "--run-dir", str(full_run)], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        model, dataset = hub.repos[("model", "org/tiny-distilled")], \
+            hub.repos[("dataset", "org/tiny-distilled-traces")]
+        staged = full_run / "publish" / "hub"
+        assert model.files == _files(staged / "model")
+        assert dataset.files == _files(staged / "dataset")
+        assert model.private and dataset.private
+        assert ("POST", "/api/validate-yaml") in hub.requests  # the card's metadata was checked
+        pushed = Stage(full_run, "publish").manifest()["pushed"]
+        assert pushed["model"].startswith(f"{hub.url}/org/tiny-distilled/commit/")
+        # Read back through the client: the card loads with its eval results.
+        readme = hf_hub_download("org/tiny-distilled", "README.md", endpoint=hub.url,
+                                 cache_dir=str(tmp_path / "dl"))
+        assert {r.dataset_name for r in ModelCard.load(readme).data.eval_results} == \
+            {"toy_arith", "toy_code"}
+
+        # In this process from here on: a re-push replaces the repo's content, so a stale
+        # shard from an earlier push goes.
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        dataset.files["data/train-00000-of-00002.parquet"] = b"stale"
+        run_publish(cfg, full_run)
+        assert hub.repos[("dataset", "org/tiny-distilled-traces")].files == _files(staged / "dataset")
+        # A wrong token is refused by the Hub, and the stage does not look complete.
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        with pytest.raises(Exception, match="401"):
+            run_publish(cfg, full_run)
+        assert not Stage(full_run, "publish").is_complete()
+    leaks = [p for root in (full_run, tmp_path / "hf-home") if root.exists()
+             for p in root.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaks == [] and TOKEN not in r.stdout + r.stderr
+
+
+def test_an_adapter_is_staged_as_its_own_repo(full_run):
+    adapter = full_run / "train" / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 16}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    base = recipe()
+    cfg = base.model_copy(update={
+        "train": base.train.model_copy(update={"adapter": "lora"}),
+        "publish": base.publish.model_copy(update={"dry_run": True,
+                                                   "adapter_repo": "org/tiny-lora"})})
+    run_publish(cfg, full_run)
+    staged = _files(full_run / "publish" / "hub" / "adapter")
+    assert set(staged) >= {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    card = ModelCard.load(full_run / "publish" / "hub" / "adapter" / "README.md")
+    assert card.data.library_name == "peft" and card.data.base_model == "small-base"
+    assert "org/tiny-distilled" in card.text  # where the merged model and its scores are
+    plan = json.loads((full_run / "publish" / "hub" / "plan.json").read_text())
+    assert plan["adapter"]["repo_id"] == "org/tiny-lora"
+
+    no_adapter = base.model_copy(update={"publish": base.publish.model_copy(
+        update={"dry_run": True, "adapter_repo": "org/tiny-lora"})})
+    with pytest.raises(InputError, match="train.adapter is none"):
+        run_publish(no_adapter, full_run)

@@ -1,4 +1,5 @@
-"""The model card: reads the recipe, leaderboard rows and filter counts, writes report/README.md.
+"""The model card: reads the recipe, leaderboard rows and the run's lineage (publish/lineage.py),
+writes report/README.md (and the adapter's card when an adapter is pushed on its own).
 
 Metadata goes through huggingface_hub's ModelCardData and EvalResult, so the Hub renders the
 model-index and `ModelCard.load` reads it back; the body is written here rather than with a
@@ -41,22 +42,79 @@ def model_name(cfg: Recipe) -> str:
     return cfg.publish.hub_repo or f"{cfg.run.name}-distilled"
 
 
+def dataset_repo(cfg: Recipe) -> str | None:
+    """Where the kept traces go: publish.dataset_repo, else <hub_repo>-traces."""
+    p = cfg.publish
+    return p.dataset_repo or (f"{p.hub_repo}-traces" if p.hub_repo else None)
+
+
+def _hub_datasets(cfg: Recipe) -> list[str]:
+    """The Hub ids of the data: the pushed traces first, then the prompt sources that are Hub
+    datasets (local files and toy tasks have no id the Hub could link)."""
+    ids = [dataset_repo(cfg)] + [s.path for s in cfg.prompts.sources if s.kind == "hf"]
+    return [i for i in dict.fromkeys(ids) if i and "/" in i and not i.startswith(("/", "."))]
+
+
+def _lineage_lines(cfg: Recipe, lineage: dict, license: str | None) -> list[str]:
+    t, g = cfg.train, lineage.get("generate") or {}
+    trained = lineage.get("train") or {}
+    lines = [
+        "## Lineage",
+        "",
+        f"- Base model: `{t.student}`" + (f" at revision `{t.revision}`" if t.revision else ""),
+        f"- Teacher: `{cfg.teacher.model}`, revision "
+        + (f"`{cfg.teacher.revision}`" if cfg.teacher.revision else "not pinned (the endpoint's model)"),
+        f"- Recipe: `{cfg.run.name}` (recipe hash `{cfg.section_hash(*type(cfg).model_fields)}`; "
+        "the resolved recipe is below and in `distill_recipe.yaml`)",
+        f"- Code: {lineage.get('code_version', 'unknown')}",
+        f"- License: {license or 'not known: the base model card names none; set publish.license'}"
+        + (" (from publish.license)" if cfg.publish.license else " (inherited from the base model)"
+           if license else ""),
+    ]
+    repo = dataset_repo(cfg)
+    kept = lineage.get("kept")
+    lines.append(f"- Training data: {kept if kept is not None else 'the'} kept teacher traces"
+                 + (f", published with their dataset card as [`{repo}`](https://huggingface.co/datasets/{repo})"
+                    if repo else ""))
+    revisions = lineage.get("revisions") or {}
+    for src in cfg.prompts.sources:
+        n = (lineage.get("prompts") or {}).get(src.name)
+        rev = revisions.get(src.name)
+        lines.append(f"  - prompts `{src.name}`: {src.kind} `{src.path or src.family}`"
+                     + (f" (split {src.split})" if src.kind == "hf" else "")
+                     + (f", revision `{rev}`" if rev else "") + (f", {n} rows read" if n is not None else ""))
+    if g:
+        lines.append(f"- Teacher traces: {g.get('samples')} samples for {g.get('prompts')} prompts, "
+                     f"{g.get('completion_tokens') or 0:,} completion tokens, "
+                     f"${float(g.get('cost') or 0):.2f} at the recipe's prices")
+    if trained:
+        secs = trained.get("train_seconds")
+        lines.append(f"- Training: {trained.get('method', t.method)} on {trained.get('records')} "
+                     f"traces" + (f", {secs / 60:.1f} min" if secs else "")
+                     + (f", final loss {trained['train_loss']:.4f}" if trained.get("train_loss") is not None else ""))
+    return lines + [""]
+
+
 def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, str], Estimate],
-               differences: dict[tuple[str, str], Estimate], filter_counts: dict | None):
+               differences: dict[tuple[str, str], Estimate], lineage: dict,
+               license: str | None = None):
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    from distill.config import dump_recipe
+
     name = model_name(cfg)
+    filter_counts = lineage.get("filter_counts")
     student = [r for r in rows if r["role"] == "student"]
     overall = [r for r in student if "/" not in r["category"]]
-    datasets = [s.path or s.name for s in cfg.prompts.sources]
     data = ModelCardData(
         model_name=name,
-        base_model=cfg.train.student,
-        datasets=datasets,
-        license=cfg.publish.license,
+        base_model=cfg.train.student if not cfg.train.student.startswith("toy:") else None,
+        datasets=_hub_datasets(cfg) or None,
+        license=license,
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=["distillation", "reasoning", "code", f"recipe:{cfg.run.name}"],
+        tags=["distillation", "reasoning", "code", f"recipe:{cfg.run.name}",
+              f"teacher:{cfg.teacher.model}"],
         eval_results=[
             EvalResult(task_type="text-generation", dataset_type=_hub_id(r["benchmark"]),
                        dataset_name=r["benchmark"], metric_type=r["metric"],
@@ -76,17 +134,20 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         "",
         "## Training",
         "",
-        f"- Base model: `{cfg.train.student}`",
-        f"- Teacher: `{cfg.teacher.model}`",
-        f"- Prompts: {', '.join(f'`{d}`' for d in datasets)}",
         f"- Teacher sampling: {cfg.generate.samples_per_prompt} per prompt, temperature "
         f"{cfg.generate.temperature}, top-p {cfg.generate.top_p}",
         f"- Method: {cfg.train.method} (adapter: {cfg.train.adapter}), learning rate {cfg.train.learning_rate}, "
         f"{cfg.train.epochs} epochs, max length {cfg.train.max_length}",
         "",
     ]
-    if filter_counts:
-        lines += ["### Filtering of the teacher's traces", "", "```json",
+    lines += _lineage_lines(cfg, lineage, license)
+    if filter_counts:  # the filter stage's counts as it wrote them; its report has examples
+        lines += ["### Filtering of the teacher's traces", "",
+                  f"Kept {filter_counts.get('kept')} of {filter_counts.get('total')} traces.", "",
+                  "| filter | rejected |", "|---|--:|"]
+        lines += [f"| {k} | {v} |" for k, v in (filter_counts.get("rejected") or {}).items()] \
+            or ["| (none) | 0 |"]
+        lines += ["", "All counts (per filter, source and category):", "", "```json",
                   json.dumps(filter_counts, indent=2, sort_keys=True), "```", ""]
     lines += [
         "## Evaluation",
@@ -139,7 +200,36 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         "differences above, not by overlapping intervals alone.",
         "- Generated code must be run in a sandbox.",
         "",
+        "## Recipe",
+        "",
+        "<details><summary>The resolved recipe</summary>",
+        "",
+        "```yaml",
+        dump_recipe(cfg).rstrip(),
+        "```",
+        "",
+        "</details>",
+        "",
     ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def build_adapter_card(cfg: Recipe, license: str | None, model_repo: str | None):
+    """The card of the adapter on its own: PEFT metadata, the base it applies to, and where
+    the merged model and its evaluation are."""
+    from huggingface_hub import ModelCard, ModelCardData
+    t = cfg.train
+    data = ModelCardData(base_model=t.student if not t.student.startswith("toy:") else None,
+                         library_name="peft", license=license, pipeline_tag="text-generation",
+                         tags=["distillation", t.adapter, f"recipe:{cfg.run.name}"],
+                         datasets=_hub_datasets(cfg) or None)
+    lines = [f"# {cfg.publish.adapter_repo or model_name(cfg) + '-adapter'}", "",
+             f"A {t.adapter.upper()} adapter (r={t.lora.r}, alpha={t.lora.alpha}) for `{t.student}`, "
+             f"distilled from `{cfg.teacher.model}` with the recipe `{cfg.run.name}`.", ""]
+    if model_repo:
+        lines += [f"The merged model, with its evaluation, is [`{model_repo}`](https://huggingface.co/{model_repo}).", ""]
+    lines += ["```python", "from peft import AutoPeftModelForCausalLM",
+              f"model = AutoPeftModelForCausalLM.from_pretrained(\"{cfg.publish.adapter_repo}\")", "```", ""]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 

@@ -77,12 +77,12 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def to_csv(rows: list[dict]) -> str:
+def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: _fmt(r[c], 6) for c in COLUMNS})
+        w.writerow({c: _fmt(r.get(c), 6) for c in columns})
     return buf.getvalue()
 
 
@@ -103,58 +103,80 @@ def to_markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Click a header to sort by it; a second click reverses. Numbers sort as numbers.
+# Click a header to sort by it; a second click reverses. Numbers sort as numbers; empty cells
+# last. The page opens sorted when its address ends in #sort=column (ascending) or
+# #sort=-column (descending), so a sorted view can be linked.
 _SORT_JS = """
-document.querySelectorAll("table.sortable th").forEach(function (th, col) {
-  th.addEventListener("click", function () {
-    var body = th.closest("table").tBodies[0];
-    var asc = th.dataset.dir !== "asc";
-    th.closest("tr").querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
-    th.dataset.dir = asc ? "asc" : "desc";
-    var key = function (tr) {
-      var t = tr.cells[col].dataset.v || tr.cells[col].textContent;
-      var x = parseFloat(t);
-      return isNaN(x) ? t : x;
-    };
-    Array.from(body.rows).sort(function (a, b) {
-      var x = key(a), y = key(b);
-      var c = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
-      return asc ? c : -c;
-    }).forEach(function (tr) { body.appendChild(tr); });
-  });
+function sortBy(th, asc) {
+  var table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
+  th.closest("tr").querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
+  th.dataset.dir = asc ? "asc" : "desc";
+  var key = function (tr) {
+    var cell = tr.cells[col], t = cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent;
+    var x = parseFloat(t);
+    return t === "" ? null : (isNaN(x) ? t : x);
+  };
+  Array.from(body.rows).sort(function (a, b) {
+    var x = key(a), y = key(b);
+    if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
+    var c = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+    return asc ? c : -c;
+  }).forEach(function (tr) { body.appendChild(tr); });
+}
+document.querySelectorAll("table.sortable th").forEach(function (th) {
+  th.addEventListener("click", function () { sortBy(th, th.dataset.dir !== "asc"); });
 });
+var wanted = decodeURIComponent(location.hash).match(/^#sort=(-?)(.+)$/);
+if (wanted) {
+  document.querySelectorAll("table.sortable th").forEach(function (th) {
+    if (th.dataset.col === wanted[2]) { sortBy(th, wanted[1] !== "-"); }
+  });
+}
 """
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; }
-table { border-collapse: collapse; }
+table { border-collapse: collapse; margin-bottom: 2em; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
 th { cursor: pointer; background: #f4f4f4; user-select: none; }
 th[data-dir="asc"]::after { content: " \\25B2"; }
 th[data-dir="desc"]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; margin: 1em 0; }
 """
 
 
-def to_html(rows: list[dict], title: str) -> str:
-    """One self-contained page (inline CSS and JS, nothing fetched) with a sortable table."""
-    esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
+def html_table(rows: list[dict], columns: list[str], shown: dict | None = None) -> str:
+    """A sortable table. `shown` maps a column to a function giving the text of a value (the
+    cell keeps the raw value in data-v, so it sorts by number, not by text)."""
+    esc, shown = html.escape, shown or {}
+    head = "".join(f'<th data-col="{esc(c)}">{esc(c)}</th>' for c in columns)
     body = []
     for r in rows:
         cells = []
-        for c in COLUMNS:
-            v = r[c]
-            if isinstance(v, (int, float)) and v is not None:
-                shown = _pct(v) if c in ("score", "ci_low", "ci_high") else \
-                    (f"{v:.3f}" if isinstance(v, float) else str(v))
-                cells.append(f'<td class="num" data-v="{v!r}">{esc(shown)}</td>')
+        for c in columns:
+            v = r.get(c)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                text = shown[c](v) if c in shown else (f"{v:.3f}" if isinstance(v, float) else str(v))
+                cells.append(f'<td class="num" data-v="{v!r}">{esc(text)}</td>')
             else:
                 cells.append(f"<td>{esc('' if v is None else str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>\n'
+            + "\n".join(body) + "\n</tbody></table>\n")
+
+
+def html_page(title: str, parts: list[str]) -> str:
+    """One page: inline CSS and JS, nothing fetched from the network."""
+    esc = html.escape
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n<h1>{esc(title)}</h1>\n"
-            "<p>Scores in %, 95% intervals; retention = score / teacher score. "
-            "Click a column header to sort.</p>\n"
-            f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>\n'
-            + "\n".join(body) + f"\n</tbody></table>\n<script>{_SORT_JS}</script>\n</body></html>\n")
+            f"<style>{_CSS}</style></head><body>\n<h1>{esc(title)}</h1>\n" + "\n".join(parts)
+            + f"\n<script>{_SORT_JS}</script>\n</body></html>\n")
+
+
+def to_html(rows: list[dict], title: str) -> str:
+    """The run's leaderboard as one self-contained page with a sortable table."""
+    intro = ("<p>Scores in %, 95% intervals; retention = score / teacher score. "
+             "Click a column header to sort.</p>")
+    return html_page(title, [intro, html_table(rows, COLUMNS, {c: _pct for c in
+                                                                ("score", "ci_low", "ci_high")})])

@@ -1,6 +1,7 @@
-"""The publish stage: reads eval/scores.json, eval/questions.json and filter/counts.json, writes
-report/ (leaderboard.csv/.md/.html, retention.png, README.md model card, the economics section)
-and the publish marker.
+"""The publish stage: reads eval/scores.json, eval/questions.json and the run's lineage
+(publish/lineage.py), writes report/ (leaderboard.csv/.md/.html, retention.png, README.md model
+card, dataset_card.md, the economics section) and, with publish.push or publish.dry_run, the
+Hub folders of publish/hub.py (pushed with publish.push), then the publish marker.
 """
 
 from __future__ import annotations
@@ -10,23 +11,10 @@ from pathlib import Path
 
 from distill.config import Recipe
 from distill.errors import InputError
-from distill.publish import card, economics, leaderboard, plots
+from distill.publish import card, datacard, hub, economics, leaderboard, lineage, plots
 from distill.records import RunDir, Stage, write_text
 
 log = logging.getLogger(__name__)
-
-
-def _push(cfg: Recipe, run_dir: Path, readme: Path) -> None:
-    """Uploads the distilled model with its card; only when the recipe asks for it."""
-    from huggingface_hub import HfApi
-
-    if not cfg.publish.hub_repo:
-        raise InputError("publish.push needs publish.hub_repo", key="publish.hub_repo")
-    api = HfApi()
-    api.create_repo(cfg.publish.hub_repo, exist_ok=True)
-    api.upload_folder(repo_id=cfg.publish.hub_repo, folder_path=str(run_dir / "train" / "model"))
-    api.upload_file(repo_id=cfg.publish.hub_repo, path_or_fileobj=str(readme),
-                    path_in_repo="README.md")
 
 
 def run_publish(cfg: Recipe, run_dir: Path) -> Path:
@@ -42,9 +30,12 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     # tables still carry point estimates.
     has_questions = (evaluated.path / "questions.json").exists()
     questions = evaluated.read_json("questions.json") if has_questions else []
-    counts_path = run.path / "filter" / "counts.json"
-    filter_counts = Stage(run.path, "filter").read_json("counts.json") \
-        if counts_path.exists() else None
+    history = lineage.run_lineage(run.path)
+    p = cfg.publish
+    token = hub.hub_token(cfg) if p.push and not p.dry_run else None
+    model_license = p.license or lineage.model_license(cfg.train.student, cfg.train.revision)
+    data_license = p.dataset_license or lineage.model_license(cfg.teacher.model,
+                                                              cfg.teacher.revision)
 
     rows = leaderboard.leaderboard_rows(scores)
     retention = leaderboard.retention_intervals(questions)
@@ -56,10 +47,27 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     plots.plot_retention(rows, retention, report / "retention.png", f"Retention: {cfg.run.name}")
     economics.write_economics(cfg, run.path, rows, report)  # economics.md/.json, quality_vs_cost.png
     model_card = card.build_card(cfg, rows, retention, leaderboard.differences(questions),
-                                 filter_counts)
-    readme = card.write_card(model_card, report / "README.md")
-    if cfg.publish.push:
-        _push(cfg, run.path, readme)
-    stage.complete(report=str(report), rows=len(rows), pushed=bool(cfg.publish.push))
+                                 history, model_license)
+    cards = {"model": card.write_card(model_card, report / "README.md")}
+    if lineage.stage_complete(run.path, "dataset"):
+        cards["dataset"] = card.write_card(
+            datacard.build_dataset_card(cfg, history, data_license, card.dataset_repo(cfg)),
+            report / "dataset_card.md")
+    if p.adapter_repo:
+        cards["adapter"] = card.write_card(
+            card.build_adapter_card(cfg, model_license, p.hub_repo), report / "adapter_card.md")
+
+    staged, pushed = {}, {}
+    if p.push or p.dry_run:
+        repos = hub.stage_folders(cfg, run.path, cards)
+        staged = {kind: r["folder"] for kind, r in repos.items()}
+        if token:
+            pushed = hub.push_folders(cfg, repos, token)
+            log.info("pushed: %s", pushed)
+        else:
+            log.info("dry run: the folders a push would upload are in %s",
+                     run.path / "publish" / "hub")
+    stage.complete(report=str(report), rows=len(rows), license=model_license,
+                   staged=staged, pushed=pushed)
     log.info("report written to %s", report)
     return report
