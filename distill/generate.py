@@ -100,8 +100,9 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     gen_hash = cfg.generation_hash()
     ours = {p["id"] for p in prompts}
     done: set[str] = set()
-    cost_before, truncated_before = 0.0, 0
+    cost_before, truncated_before, records_before = 0.0, 0, 0
     for r in stage.read():  # the stored samples of these prompts under these settings
+        records_before += 1
         if r.get("gen_hash") == gen_hash and r.get("prompt_id") in ours:
             done.add(r["id"])
             cost_before += float(r.get("cost") or 0)
@@ -196,6 +197,7 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
                            "kind": f.kind if f else "short", "attempts": f.attempts if f else None,
                            "retryable": f.retryable if f else True})
     return {**t, "samples": len(done), "prompts": len(prompts), "cost_this_run": cost_now,
+            "records": records_before + t["new_samples"],
             "cost": cost_before + cost_now, "truncated_total": truncated_before + t["truncated"],
             "errors": errors, "failed": failed}
 
@@ -241,6 +243,10 @@ def run_generate(cfg, run_dir: Path) -> Path:
                            f"({', '.join(f'{k}: {v}' for k, v in kinds.most_common())}; see {path}); "
                            f"re-run the stage to retry them. {summary}")
     (stage.path / "failed.json").unlink(missing_ok=True)
+    if g.shards > 1:  # each shard counted the whole stage: count again
+        o.pop("records", None)
+    else:
+        counts["records"] = o["records"]
     stage.complete(samples=o["samples"], prompts=len(prompts), gen_hash=cfg.generation_hash(),
                    teacher=cfg.teacher.model, failures=0, truncated=o["truncated_total"],
                    cost_this_run=o["cost_this_run"], cost=o["cost"],

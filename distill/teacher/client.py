@@ -179,14 +179,13 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
     if own_progress:
         progress = Progress(len(jobs), desc, unit="req")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    pool = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
     failures: list[Failure] = []
     queue = _Queue(jobs)
     abort: list[RequestError] = []
 
     async def attempt(client: httpx.AsyncClient, job: Job, n_attempt: int) -> None:
         body = request_body(model, job)
-        estimate = limits.estimate(len(json.dumps(job.messages)), job.n, job.max_tokens)
+        estimate = limits.estimate(len(json.dumps(job.messages)), job.n, job.max_tokens) if limits.tokens else 0.0
         await limits.admit(estimate)
         progress.attempt()
         try:
@@ -223,21 +222,28 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
             finally:
                 queue.busy -= 1
 
+    # One client, hence one keep-alive connection, per worker: httpcore's shared pool scans
+    # every connection for every request (quadratic in the concurrency: measured 2x fewer
+    # requests/s at 32 in flight). One SSL context serves them all.
     timeout = httpx.Timeout(timeout_s + 5, connect=min(timeout_s, 30.0))
+    ssl_context = httpx.create_ssl_context() if url.startswith("https:") else False
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(headers=headers, limits=one, timeout=timeout, verify=ssl_context)
+               for _ in range(min(max_concurrency, len(jobs)) or 1)]
     try:
-        async with httpx.AsyncClient(headers=headers, limits=pool, timeout=timeout) as client:
-            tasks = [asyncio.ensure_future(worker(client)) for _ in range(min(max_concurrency, len(jobs)) or 1)]
-            try:
-                # The first exception (from on_done: a full disk, a bug) stops the run.
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for t in done:
-                    if t.exception():
-                        raise t.exception()
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [asyncio.ensure_future(worker(c)) for c in clients]
+        try:
+            # The first exception (from on_done: a full disk, a bug) stops the run.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if t.exception():
+                    raise t.exception()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
         if own_progress:
             progress.close()
     if abort:
