@@ -192,6 +192,9 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     for p in prompts:
         if m := missing(p):
             f = given_up.get(p["id"])
+            if f is None and empty_strikes[p["id"]]:
+                f = Failure(None, f"empty response {empty_strikes[p['id']]} times", "empty",
+                            empty_strikes[p["id"]], True)
             failed.append({"prompt_id": p["id"], "missing_samples": m,
                            "reason": f.reason if f else "the server returned fewer choices than asked",
                            "kind": f.kind if f else "short", "attempts": f.attempts if f else None,

@@ -328,3 +328,15 @@ def test_serves_toy_names_under_their_own_name(tmp_path, monkeypatch):
         r = httpx.post(f"{base_url}/chat/completions", timeout=120,
                        json={"model": name, "messages": MSG, "max_tokens": 3, "temperature": 0})
         assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in {"stop", "length"}
+
+
+def test_progress_projects_the_cost_of_the_whole_set(capsys):
+    from distill.teacher.progress import Progress
+    p = Progress(10, "generate (m)", initial=2, cost_before=0.20, log_every_s=0)
+    p.advance(2, tokens=100, cost=0.20)  # 4 of 10 samples for $0.40: $1.00 for all of them
+    p.error("http_429")
+    assert p.projected_cost() == pytest.approx(1.0)
+    p.close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # not a terminal: printed lines
+    assert line.startswith("generate (m): 4/10 samples") and "err=1 (http_429 1)" in line
+    assert "$=0.40 ~$1.00" in line

@@ -27,8 +27,7 @@ import httpx
 
 from distill.teacher.limits import Limits, RequestError, backoff, http_error
 from distill.teacher.progress import Progress
-
-THINK, END_THINK = "<think>", "</think>"
+from distill.teacher.protocol import split_reasoning
 
 
 @dataclass
@@ -77,12 +76,8 @@ def parse_choice(raw: dict) -> Choice:
     msg = raw.get("message") or {}
     content = msg.get("content") or ""
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-    if reasoning is None:
-        if END_THINK in content:
-            reasoning, content = content.split(END_THINK, 1)
-            reasoning = reasoning.split(THINK, 1)[1] if THINK in reasoning else reasoning
-        elif content.startswith(THINK):  # cut off before the think block closed
-            reasoning, content = content[len(THINK):], ""
+    if reasoning is None:  # the server has no reasoning parser: split as vLLM's would
+        reasoning, content = split_reasoning(content)
     logprobs = (raw.get("logprobs") or {}).get("content")
     return Choice(content=content, reasoning=reasoning, finish_reason=raw.get("finish_reason") or "",
                   logprobs=logprobs)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from distill.teacher.client import END_THINK, Failure, Job, Response, parse_choice
+from distill.teacher.client import Failure, Job, Response, parse_choice
 from distill.teacher.progress import Progress
+from distill.teacher.protocol import END_THINK
 
 
 def _logprobs(token_ids: list[int], steps: list[dict], k: int) -> list[dict]:
