@@ -91,26 +91,31 @@ def throughput(clients: list[str], a) -> None:
     print(f"\n## Throughput: {a.requests} requests, C = {a.concurrency} in flight, L = {a.latency:g} s "
           f"(bound C/L = {bound:.1f} req/s), median of {a.repeats}\n")
     rates: dict[str, list[float]] = {c: [] for c in clients}
+    cpu: dict[str, list[float]] = {c: [] for c in clients}
+    in_flight: dict[str, int] = {c: 0 for c in clients}
     for _ in range(a.repeats):
         for client in clients:
             server = StandIn("--latency", str(a.latency))
             try:
                 r = run_client(client, server.url, a.requests, a.concurrency, 60.0, 3)
+                in_flight[client] = max(in_flight[client], server.stats()["max_in_flight"])
             finally:
                 server.stop()
             if "error" in r or r["completed"] != a.requests:
                 print(f"  {client}: {r.get('error') or r}", file=sys.stderr)
                 continue
             rates[client].append(r["completed"] / r["wall_s"])
+            cpu[client].append(1000 * r["cpu_s"] / r["completed"])
     med = {c: statistics.median(v) for c, v in rates.items() if v}
-    print("| client | req/s (median) | runs | vs C/L | distill vs it |")
-    print("|---|---|---|---|---|")
+    print("| client | req/s (median) | runs | vs C/L | distill vs it | most in flight | client CPU ms/req |")
+    print("|---|---|---|---|---|---|---|")
     for c in clients:
         if c not in med:
-            print(f"| {c} | failed | 0 | - | - |")
+            print(f"| {c} | failed | 0 | - | - | - | - |")
             continue
         vs = f"{med['distill'] / med[c]:.2f}x" if "distill" in med else "-"
-        print(f"| {c} | {med[c]:.1f} | {len(rates[c])} | {med[c] / bound:.2f} | {vs} |")
+        print(f"| {c} | {med[c]:.1f} | {len(rates[c])} | {med[c] / bound:.2f} | {vs} | {in_flight[c]} | "
+              f"{statistics.median(cpu[c]):.2f} |")
 
 
 def faults(clients: list[str], a) -> None:

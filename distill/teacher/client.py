@@ -1,10 +1,14 @@
 """An async client for OpenAI-compatible chat servers: sends `Job`s, returns `Response`s through a
 callback as each finishes, and hands back the jobs that failed after the last retry.
 
-It speaks HTTP with httpx rather than through the `openai` package: reasoning arrives in
+It speaks HTTP with aiohttp rather than through the `openai` package: reasoning arrives in
 non-standard fields (`reasoning_content` from vLLM/DeepSeek, `reasoning` from others) that are
 plainest in the raw JSON, and the retry policy (which errors, how long to wait, when to give up
 and report instead of raising) is the stage's, not a second layer of retries inside the SDK.
+aiohttp rather than httpx: its C HTTP parser costs a fraction of h11's per request, and with
+64 requests answered at once the client's time per answer delays every next request (measured
+against the stand-in at L = 1 s, 64 in flight: 0.98 of the C/L bound with aiohttp, 0.93 with
+httpx, whose shared pool is besides quadratic in the number of connections).
 
 `max_concurrency` workers pull jobs from one queue, so a million jobs cost a million small
 objects, not a million tasks. A failed attempt goes back on a queue of retries with its
@@ -18,13 +22,12 @@ import asyncio
 import heapq
 import itertools
 import json
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple
 
-import httpx
+import aiohttp
 
 from distill.teacher.limits import Limits, RequestError, backoff, http_error
 from distill.teacher.progress import Progress
@@ -95,22 +98,26 @@ def request_body(model: str, job: Job) -> dict:
     return {k: v for k, v in body.items() if v is not None}
 
 
-async def _request(client: httpx.AsyncClient, url: str, body: dict) -> Response:
+async def _request(session: aiohttp.ClientSession, url: str, body: dict) -> Response:
     start = time.monotonic()
     try:
-        r = await client.post(url, json=body)
-    except httpx.TimeoutException as e:
+        async with session.post(url, json=body) as r:
+            raw = await r.read()
+            status, retry_after = r.status, r.headers.get("retry-after")
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
         raise RequestError(f"timeout ({type(e).__name__})", "timeout", True) from None
-    except httpx.TransportError as e:  # refused, reset, dropped before the answer
+    except aiohttp.ClientPayloadError as e:  # the body was cut off on the way
+        raise RequestError(f"malformed response: {type(e).__name__}: {e}", "malformed", True) from None
+    except (aiohttp.ClientError, OSError) as e:  # refused, reset, dropped before the answer
         raise RequestError(f"{type(e).__name__}: {e}", "connection", True) from None
-    if r.status_code != 200:
+    if status != 200:
         try:
-            detail = r.json()["error"]["message"]
+            detail = json.loads(raw)["error"]["message"]
         except Exception:
-            detail = r.text[:300]
-        raise http_error(r.status_code, detail, r.headers.get("retry-after"))
+            detail = raw[:300].decode(errors="replace")
+        raise http_error(status, detail, retry_after)
     try:
-        data = r.json()
+        data = json.loads(raw)
     except ValueError as e:  # a torn body: a proxy hiccup, worth another try
         raise RequestError(f"malformed response: {e}", "malformed", True) from None
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -179,14 +186,14 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
     queue = _Queue(jobs)
     abort: list[RequestError] = []
 
-    async def attempt(client: httpx.AsyncClient, job: Job, n_attempt: int) -> None:
+    async def attempt(session: aiohttp.ClientSession, job: Job, n_attempt: int) -> None:
         body = request_body(model, job)
         estimate = limits.estimate(len(json.dumps(job.messages)), job.n, job.max_tokens) if limits.tokens else 0.0
         await limits.admit(estimate)
         progress.attempt()
         try:
             async with asyncio.timeout(timeout_s):
-                resp = await _request(client, url, body)
+                resp = await _request(session, url, body)
         except TimeoutError:
             err = RequestError(f"timeout after {timeout_s:g} s", "timeout", True)
         except RequestError as e:
@@ -211,39 +218,29 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
         else:
             queue.retry(job, n_attempt + 1, backoff(n_attempt, backoff_s, max_backoff_s, err.retry_after))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(session: aiohttp.ClientSession) -> None:
         while not abort and (item := await queue.take()) is not None:
             try:
-                await attempt(client, *item)
+                await attempt(session, *item)
             finally:
                 queue.busy -= 1
 
-    # One client, hence one keep-alive connection, per worker: httpcore's shared pool scans
-    # every connection for every request (quadratic in the concurrency: measured 2x fewer
-    # requests/s at 32 in flight). One SSL context serves them all (a client makes its own
-    # otherwise: 2 ms each), and each worker makes its client when it starts, so the first
-    # requests leave while the others are still being made.
-    timeout = httpx.Timeout(timeout_s + 5, connect=min(timeout_s, 30.0))
-    ssl_context = httpx.create_ssl_context() if url.startswith("https:") else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-
-    async def worker_with_client() -> None:
-        async with httpx.AsyncClient(headers=headers, limits=one, timeout=timeout, verify=ssl_context) as client:
-            await worker(client)
-
+    connector = aiohttp.TCPConnector(limit=max_concurrency, limit_per_host=max_concurrency,
+                                     ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout_s, 30.0))
     try:
-        tasks = [asyncio.ensure_future(worker_with_client())
-                 for _ in range(min(max_concurrency, len(jobs)) or 1)]
-        try:
-            # The first exception (from on_done: a full disk, a bug) stops the run.
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                if t.exception():
-                    raise t.exception()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
+            tasks = [asyncio.ensure_future(worker(session)) for _ in range(min(max_concurrency, len(jobs)) or 1)]
+            try:
+                # The first exception (from on_done: a full disk, a bug) stops the run.
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for t in done:
+                    if t.exception():
+                        raise t.exception()
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if own_progress:
             progress.close()

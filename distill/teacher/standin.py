@@ -45,12 +45,14 @@ class Stats:
     auth: Counter = field(default_factory=Counter)          # Authorization headers seen
     first_s: float | None = None
     last_s: float | None = None
+    in_flight: int = 0
+    max_in_flight: int = 0                                  # the most requests open at once
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "outcomes": dict(self.outcomes),
                 "ok_per_key": dict(self.ok_per_key), "n_per_key": dict(self.n_per_key),
                 "log": self.log, "auth": dict(self.auth), "first_s": self.first_s,
-                "last_s": self.last_s}
+                "last_s": self.last_s, "max_in_flight": self.max_in_flight}
 
 
 def _key(body: dict) -> str:
@@ -133,8 +135,13 @@ class StandIn:
                            (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
                 keep = headers.get("connection", "").lower() != "close"
-                if not await self.route(method, path.split("?")[0], headers, body, writer):
-                    return
+                self.stats.in_flight += 1
+                self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+                try:
+                    if not await self.route(method, path.split("?")[0], headers, body, writer):
+                        return
+                finally:
+                    self.stats.in_flight -= 1
                 if not keep:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
