@@ -120,7 +120,7 @@ def throughput(clients: list[str], a) -> None:
 
 def faults(clients: list[str], a) -> None:
     n = a.fault_requests
-    print(f"\n## Faults: {n} prompts, {a.fault_rate:.0%} of requests fail (429 with Retry-After 0.2 s, 500, "
+    print(f"\n## Faults: {n} prompts, each attempt fails with probability {a.fault_rate:.0%} (429 with Retry-After 0.2 s, 500, "
           f"hang past the {a.fault_timeout:g} s timeout, dropped connection, torn JSON), "
           f"C = {a.concurrency}, L = {a.fault_latency:g} s\n")
     print("| client | prompts completed | requests | faults injected | duplicate answers | wasted ratio | wall s |")

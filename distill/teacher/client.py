@@ -192,9 +192,8 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
         await limits.admit(estimate)
         progress.attempt()
         try:
-            async with asyncio.timeout(timeout_s):
-                resp = await _request(session, url, body)
-        except TimeoutError:
+            resp = await asyncio.wait_for(_request(session, url, body), timeout_s)
+        except asyncio.TimeoutError:
             err = RequestError(f"timeout after {timeout_s:g} s", "timeout", True)
         except RequestError as e:
             err = e
