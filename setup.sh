@@ -23,5 +23,6 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q torch==2.13.0
 fi
-.venv/bin/pip install -q -e ".[test]"
+# ray: the slow tier shards generation across two local Ray workers.
+.venv/bin/pip install -q -e ".[test,ray]"
 echo "setup: ready (.venv/bin/distill)"

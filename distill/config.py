@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distill.errors import InputError
 
@@ -50,14 +50,42 @@ class PromptsConfig(Section):
     system_prompt: str | None = None
 
 
+class VllmConfig(Section):
+    """vLLM settings for a self-hosted teacher: the flags of a managed `vllm serve`
+    (`teacher.backend: vllm_serve`) and the engine arguments of the offline engine
+    (`teacher.backend: vllm_offline`)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    expert_parallel: bool = False          # --enable-expert-parallel (MoE experts across GPUs)
+    data_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(None, ge=16)  # context length (prompt + max_tokens)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    reasoning_parser: str | None = None    # e.g. deepseek_r1, qwen3: reasoning_content apart
+    dtype: str | None = None
+    extra_args: list[str] = []             # further `vllm serve` flags, verbatim
+    executable: str = "vllm"               # the vllm command (a path, or on PATH)
+    port: int | None = Field(None, ge=1, le=65535)  # None: a free port
+    startup_timeout_s: float = Field(3600.0, gt=0)  # loading a 671B model takes a while
+
+
 class TeacherConfig(Section):
-    """The teacher is always reached over the OpenAI chat-completions API. With `base_url`
-    unset, distill serves `model` (a local path, a Hub id, or `toy:teacher`) with its own
-    OpenAI-compatible server for the duration of the stage."""
+    """How the teacher is reached. `backend: http` (default) speaks the OpenAI chat-completions
+    API to `base_url`, or, with `base_url` unset, to distill's own server started for the
+    stage. `vllm_serve` starts `vllm serve` with the `vllm` settings and talks to it over HTTP;
+    `vllm_offline` runs the vLLM engine in process (single-node batch jobs on GPU)."""
     model: str
+    backend: Literal["http", "vllm_serve", "vllm_offline"] = "http"
     base_url: str | None = None
     api_key_env: str | None = None         # name of the environment variable holding the key
     revision: str | None = None
+    vllm: VllmConfig = VllmConfig()
+
+    @model_validator(mode="after")
+    def _one_endpoint(self):
+        if self.backend != "http" and self.base_url:
+            raise ValueError(f"base_url is for backend http; backend {self.backend} starts its own "
+                             "teacher (unset base_url, or set backend: http)")
+        return self
 
 
 class GenerateConfig(Section):
@@ -66,11 +94,26 @@ class GenerateConfig(Section):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(32768, ge=1)
     top_logprobs: int = Field(0, ge=0, le=20)  # >0 stores the teacher's top-k per token
+    seed: int | None = None                 # per-request seeds derived from it (servers that honour them)
+    extra_body: dict[str, Any] = {}         # merged into every request; a null drops a field
+    max_n_per_request: int | None = Field(None, ge=1)  # 1 for APIs that ignore n (DeepSeek)
+    # limits
     max_concurrency: int = Field(64, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)  # prompt + completion, as providers count
     max_retries: int = Field(5, ge=0)
-    timeout_s: float = Field(600.0, gt=0)
-    price_per_m_input: float = 0.0          # $ per million prompt tokens
-    price_per_m_output: float = 0.0         # $ per million completion tokens
+    timeout_s: float = Field(600.0, gt=0)   # per request, in total
+    backoff_s: float = Field(1.0, gt=0)     # first retry waits up to this (doubling, jittered)
+    max_backoff_s: float = Field(60.0, gt=0)
+    # cost ($ per million tokens)
+    price_per_m_input: float = 0.0          # prompt tokens
+    price_per_m_output: float = 0.0         # completion tokens (reasoning included, unless below)
+    price_per_m_reasoning: float | None = None  # reasoning tokens, when priced apart from output
+    price_per_m_cached_input: float | None = None  # prompt tokens served from the provider's cache
+    # sharding across machines (Ray)
+    shards: int = Field(1, ge=1)            # >1: the prompt set split by id across Ray tasks
+    ray_address: str | None = None          # None: a local Ray; "auto": the cluster this node is in
+    gpus_per_shard: float = Field(0.0, ge=0)  # GPUs a shard task reserves (its own vllm_serve)
 
 
 class FilterConfig(Section):
@@ -209,12 +252,17 @@ class Recipe(Section):
 
     def generation_hash(self) -> str:
         """What makes two teacher samples comparable: the teacher and the sampling settings.
-        Concurrency, timeouts, prices and the endpoint's address are left out on purpose:
-        changing them must not throw away finished samples."""
+        Concurrency, limits, timeouts, prices, the backend and the endpoint's address are left
+        out on purpose: changing them must not throw away finished samples."""
         g = self.generate
         data = {"model": self.teacher.model, "revision": self.teacher.revision,
                 "temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens,
                 "top_logprobs": g.top_logprobs}
+        # Added later: in the hash only when set, so existing samples keep their keys.
+        if g.seed is not None:
+            data["seed"] = g.seed
+        if g.extra_body:
+            data["extra_body"] = g.extra_body
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def section_hash(self, *sections: str) -> str:

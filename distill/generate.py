@@ -1,22 +1,29 @@
 """The generate stage: reads prompt records (stage `prompts`), asks the teacher for
 `samples_per_prompt` samples of each, writes one generation record per sample (stage
-`generate`), and `generate/failed.json` when some requests still failed after their retries.
+`generate`), and `generate/failed.json` naming every prompt that still misses samples after
+the retries, with the reason.
 
 Each sample is written the moment its response arrives, so a kill -9 loses only the requests
-in flight; a re-run asks only for the sample indices that have no record yet. Record ids are
-record_id(prompt_id, sample_index, gen_hash): a change of teacher or sampling settings starts
-a fresh set of samples beside the old ones.
+in flight; a re-run asks only for the sample indices that have no record yet (failed ones
+included). Record ids are record_id(prompt_id, sample_index, gen_hash): a change of teacher or
+sampling settings starts a fresh set of samples beside the old ones.
+
+The teacher is reached through `distill.teacher` (HTTP client with limits and retries, a managed
+`vllm serve`, or the vLLM offline engine); with `generate.shards > 1` the prompt set is split
+by id across Ray tasks (`distill.shard`), each running `generate_prompts` into its own shards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections import Counter
 from pathlib import Path
 
 from distill.records import RunDir, record_id
-from distill.teacher.client import Job, Response, complete_all
-from distill.teacher.local import teacher_endpoint
+from distill.teacher.client import Failure, Job, Response
+from distill.teacher.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,180 @@ def compact_logprobs(content: list[dict]) -> dict:
                              for t in content]}
 
 
+def usage_of(raw: dict, choices: int) -> dict:
+    """One request's usage in one shape, whatever the server's dialect: OpenAI and vLLM put
+    reasoning and cached tokens in *_details, DeepSeek reports prompt_cache_hit_tokens."""
+    details = raw.get("completion_tokens_details") or {}
+    cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens") or raw.get("prompt_cache_hit_tokens")
+    return {"prompt_tokens": int(raw.get("prompt_tokens") or 0),
+            "completion_tokens": int(raw.get("completion_tokens") or 0),
+            "reasoning_tokens": int(details.get("reasoning_tokens") or 0),
+            "cached_prompt_tokens": int(cached or 0), "choices": choices}
+
+
+def cost_of(g, usage: dict) -> float:
+    """Dollars for one request from the recipe's per-million prices."""
+    cached = usage["cached_prompt_tokens"]
+    p_cached = g.price_per_m_input if g.price_per_m_cached_input is None else g.price_per_m_cached_input
+    reasoning = usage["reasoning_tokens"]
+    p_reason = g.price_per_m_output if g.price_per_m_reasoning is None else g.price_per_m_reasoning
+    return ((usage["prompt_tokens"] - cached) * g.price_per_m_input + cached * p_cached
+            + (usage["completion_tokens"] - reasoning) * g.price_per_m_output + reasoning * p_reason) / 1e6
+
+
+@contextlib.contextmanager
+def _teacher(cfg, log_dir: Path):
+    """Yields (model name, complete(jobs, on_done, progress) -> failures)."""
+    t, g = cfg.teacher, cfg.generate
+    if t.backend == "vllm_offline":
+        from distill.teacher.offline import OfflineEngine
+        engine = OfflineEngine(t)
+        yield t.model, engine.complete_all
+        return
+    from distill.teacher.client import complete_all
+    from distill.teacher.local import teacher_endpoint
+    with teacher_endpoint(t, log_dir=log_dir) as (base_url, model, api_key):
+        yield model, functools.partial(
+            complete_all, base_url, model, api_key=api_key, max_concurrency=g.max_concurrency,
+            requests_per_minute=g.requests_per_minute, tokens_per_minute=g.tokens_per_minute,
+            max_retries=g.max_retries, timeout_s=g.timeout_s, backoff_s=g.backoff_s,
+            max_backoff_s=g.max_backoff_s)
+
+
+def _seed(g, prompt_id: str, index: int) -> dict:
+    # One seed per request, derived from the recipe's: requests for different sample indices
+    # of a prompt must not repeat each other.
+    return {} if g.seed is None else {"seed": int(record_id(g.seed, prompt_id, index), 16) % (1 << 31)}
+
+
+def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -> dict:
+    """Generates every missing sample of `prompts` into the generate stage and returns what
+    happened (JSON-able, so a Ray task can hand it back): counts, cost, failures per prompt."""
+    g = cfg.generate
+    stage = RunDir(run_dir).stage("generate")
+    gen_hash = cfg.generation_hash()
+    ours = {p["id"] for p in prompts}
+    done: set[str] = set()
+    cost_before, truncated_before, records_before = 0.0, 0, 0
+    for r in stage.read():  # the stored samples of these prompts under these settings
+        records_before += 1
+        if r.get("gen_hash") == gen_hash and r.get("prompt_id") in ours:
+            done.add(r["id"])
+            cost_before += float(r.get("cost") or 0)
+            truncated_before += r.get("finish_reason") == "length"
+    wanted = len(prompts) * g.samples_per_prompt
+    t = Counter(requests=0, answered=0, new_samples=0, prompt_tokens=0, completion_tokens=0,
+                reasoning_tokens=0, empty_responses=0, truncated=0)
+    cost_now = 0.0
+    given_up: dict[str, Failure] = {}
+    empty_strikes: Counter = Counter()
+
+    def missing(p: dict) -> list[int]:
+        return [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in done]
+
+    if any(missing(p) for p in prompts):  # nothing to ask: do not start or call a teacher
+        log_dir = stage.path / "logs"
+        with _teacher(cfg, log_dir) as (model, complete), stage.writer() as out:
+            progress = Progress(wanted, f"generate ({model}){label}", initial=len(done),
+                                cost_before=cost_before)
+            try:
+                for _ in range(MAX_ROUNDS):
+                    todo: dict[str, tuple[dict, list[int]]] = {}
+                    step = g.max_n_per_request or g.samples_per_prompt
+                    for p in prompts:
+                        if p["id"] in given_up or not (m := missing(p)):
+                            continue
+                        for k in range(0, len(m), step):
+                            todo[f"{p['id']}:{m[k]}"] = (p, m[k:k + step])
+                    if not todo:
+                        break
+                    jobs = [Job(key=key, messages=p["messages"], n=len(idx), temperature=g.temperature,
+                                top_p=g.top_p, max_tokens=g.max_tokens, top_logprobs=g.top_logprobs,
+                                extra_body={**_seed(g, p["id"], idx[0]), **g.extra_body})
+                            for key, (p, idx) in todo.items()]
+                    before = t["new_samples"]
+
+                    def on_done(job: Job, resp: Response) -> None:
+                        nonlocal cost_now
+                        problem, indices = todo[job.key]
+                        usage = usage_of(resp.usage, len(resp.choices))
+                        cost = cost_of(g, usage)
+                        t["answered"] += 1
+                        for f in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
+                            t[f] += usage[f]
+                        cost_now += cost
+                        stored = 0
+                        for index, choice in zip(indices, resp.choices):
+                            if choice.empty:  # asked again in the next round
+                                t["empty_responses"] += 1
+                                empty_strikes[problem["id"]] += 1
+                                continue
+                            key = record_id(problem["id"], index, gen_hash)
+                            rec = {**problem, "id": key, "prompt_id": problem["id"], "sample_index": index,
+                                   "gen_hash": gen_hash, "reasoning": choice.reasoning,
+                                   "content": choice.content, "finish_reason": choice.finish_reason,
+                                   # usage is the request's (n choices share one prompt); cost is
+                                   # this sample's share, so costs add up over records.
+                                   "usage": usage, "latency_s": round(resp.latency_s, 4),
+                                   "attempts": resp.attempts, "cost": cost / len(resp.choices),
+                                   "teacher": cfg.teacher.model}
+                            if g.top_logprobs and choice.logprobs is not None:
+                                rec["teacher_logprobs"] = compact_logprobs(choice.logprobs)
+                            out.write(rec)
+                            done.add(key)
+                            stored += 1
+                            t["truncated"] += choice.finish_reason == "length"
+                        t["new_samples"] += stored
+                        progress.advance(stored, usage["completion_tokens"], cost)
+
+                    failures = complete(jobs, on_done, progress=progress)
+                    for f in failures:
+                        given_up[todo[f.job.key][0]["id"]] = f
+                    for pid, strikes in empty_strikes.items():
+                        if strikes > g.max_retries and pid not in given_up:
+                            given_up[pid] = Failure(None, f"empty response {strikes} times", "empty",
+                                                    strikes, True)
+                    if t["new_samples"] == before:
+                        break
+            finally:
+                t["requests"] = progress.sent
+                errors = dict(progress.errors)
+                progress.close()
+    else:
+        errors = {}
+
+    failed = []
+    for p in prompts:
+        if m := missing(p):
+            f = given_up.get(p["id"])
+            if f is None and empty_strikes[p["id"]]:
+                f = Failure(None, f"empty response {empty_strikes[p['id']]} times", "empty",
+                            empty_strikes[p["id"]], True)
+            failed.append({"prompt_id": p["id"], "missing_samples": m,
+                           "reason": f.reason if f else "the server returned fewer choices than asked",
+                           "kind": f.kind if f else "short", "attempts": f.attempts if f else None,
+                           "retryable": f.retryable if f else True})
+    return {**t, "samples": len(done), "prompts": len(prompts), "cost_this_run": cost_now,
+            "records": records_before + t["new_samples"],
+            "cost": cost_before + cost_now, "truncated_total": truncated_before + t["truncated"],
+            "errors": errors, "failed": failed}
+
+
+def merge_outcomes(outcomes: list[dict]) -> dict:
+    """Adds up the outcomes of several shards."""
+    total: dict = {"errors": Counter(), "failed": []}
+    for o in outcomes:
+        for k, v in o.items():
+            if k == "errors":
+                total["errors"].update(v)
+            elif k == "failed":
+                total["failed"] += v
+            else:
+                total[k] = total.get(k, 0) + v
+    total["errors"] = dict(total["errors"])
+    return total
+
+
 def run_generate(cfg, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
     prompts = list(rd.stage("prompts").read())
@@ -47,78 +228,31 @@ def run_generate(cfg, run_dir: Path) -> Path:
     stage = rd.stage("generate")
     stage.start()
     g = cfg.generate
-    gen_hash = cfg.generation_hash()
-    wanted = {record_id(p["id"], i, gen_hash) for p in prompts for i in range(g.samples_per_prompt)}
-    done = stage.ids() & wanted
-    totals = dict(requests=0, new_samples=0, prompt_tokens=0, completion_tokens=0, cost=0.0)
-    failures: list[tuple[Job, str]] = []
-
-    def missing(p: dict) -> list[int]:
-        return [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in done]
-
-    if not any(missing(p) for p in prompts):  # nothing to ask: do not start or call a teacher
-        rounds = range(0)
-        endpoint = contextlib.nullcontext((None, cfg.teacher.model, None))
+    if g.shards > 1:
+        from distill.shard import generate_sharded
+        o = generate_sharded(cfg, Path(run_dir), prompts)
     else:
-        rounds = range(MAX_ROUNDS)
-        endpoint = teacher_endpoint(cfg.teacher)
-    with endpoint as (base_url, model, api_key), stage.writer() as out:
-        for round_ in rounds:
-            todo = {p["id"]: (p, m) for p in prompts if (m := missing(p))}
-            if not todo:
-                break
-            jobs = [Job(key=pid, messages=p["messages"], n=len(m), temperature=g.temperature,
-                        top_p=g.top_p, max_tokens=g.max_tokens, top_logprobs=g.top_logprobs)
-                    for pid, (p, m) in todo.items()]
-            before = totals["new_samples"]
-
-            def on_done(job: Job, resp: Response) -> None:
-                problem, indices = todo[job.key]
-                usage = resp.usage
-                p_tok, c_tok = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-                cost = (p_tok * g.price_per_m_input + c_tok * g.price_per_m_output) / 1e6
-                totals["requests"] += 1
-                totals["prompt_tokens"] += p_tok
-                totals["completion_tokens"] += c_tok
-                totals["cost"] += cost
-                for index, choice in zip(indices, resp.choices):
-                    key = record_id(problem["id"], index, gen_hash)
-                    rec = {**problem, "id": key, "prompt_id": problem["id"], "sample_index": index,
-                           "gen_hash": gen_hash, "reasoning": choice.reasoning, "content": choice.content,
-                           "finish_reason": choice.finish_reason,
-                           # usage is the request's (n choices share one prompt); cost is this
-                           # sample's share, so costs add up over records.
-                           "usage": {**usage, "choices": len(resp.choices)},
-                           "latency_s": round(resp.latency_s, 4), "cost": cost / len(resp.choices),
-                           "teacher": cfg.teacher.model}
-                    if g.top_logprobs and choice.logprobs is not None:
-                        rec["teacher_logprobs"] = compact_logprobs(choice.logprobs)
-                    out.write(rec)
-                    done.add(key)
-                    totals["new_samples"] += 1
-
-            failures = complete_all(base_url, model, jobs, on_done, api_key=api_key,
-                                    max_concurrency=g.max_concurrency, max_retries=g.max_retries,
-                                    timeout_s=g.timeout_s, desc=f"generate ({model})")
-            if failures or totals["new_samples"] == before:
-                break
-
-    short = [(p, m) for p in prompts if (m := missing(p))]
-    if failures or short:
-        reasons = {job.key: reason for job, reason in failures}
-        report = [{"prompt_id": p["id"], "missing_samples": m,
-                   "reason": reasons.get(p["id"], "the server returned fewer choices than asked")}
-                  for p, m in short]
-        path = stage.write_json("failed.json", report)
-        raise RuntimeError(f"{len(report)} of {len(prompts)} prompts still miss samples after "
-                           f"{g.max_retries} retries (see {path}); re-run the stage to retry them")
+        o = generate_prompts(cfg, Path(run_dir), prompts)
+    failed = o.pop("failed")
+    counts = {k: o[k] for k in ("requests", "answered", "new_samples", "prompt_tokens",
+                                "completion_tokens", "reasoning_tokens", "empty_responses", "errors")}
+    summary = (f"{o['samples']} samples ({o['new_samples']} new) from {o['requests']} requests "
+               f"({o['requests'] - o['answered']} failed attempts: {o['errors'] or 'none'}), "
+               f"${o['cost_this_run']:.4f} this run, ${o['cost']:.4f} in all")
+    if failed:
+        path = stage.write_json("failed.json", failed)
+        kinds = Counter(f["kind"] for f in failed)
+        raise RuntimeError(f"{len(failed)} of {len(prompts)} prompts still miss samples "
+                           f"({', '.join(f'{k}: {v}' for k, v in kinds.most_common())}; see {path}); "
+                           f"re-run the stage to retry them. {summary}")
     (stage.path / "failed.json").unlink(missing_ok=True)
-    records = [r for r in stage.read() if r.get("gen_hash") == gen_hash]
-    stage.complete(samples=len(records), prompts=len(prompts), gen_hash=gen_hash,
-                   teacher=cfg.teacher.model, failures=0, requests=totals["requests"],
-                   new_samples=totals["new_samples"], prompt_tokens=totals["prompt_tokens"],
-                   completion_tokens=totals["completion_tokens"], cost_this_run=totals["cost"],
-                   cost=sum(float(r.get("cost") or 0) for r in records))
-    log.info("generate: %d samples (%d new, %d requests)", len(records), totals["new_samples"],
-             totals["requests"])
+    if g.shards > 1:  # each shard counted the whole stage: count again
+        o.pop("records", None)
+    else:
+        counts["records"] = o["records"]
+    stage.complete(samples=o["samples"], prompts=len(prompts), gen_hash=cfg.generation_hash(),
+                   teacher=cfg.teacher.model, failures=0, truncated=o["truncated_total"],
+                   cost_this_run=o["cost_this_run"], cost=o["cost"],
+                   wasted_requests=o["requests"] - o["answered"], **counts)
+    log.info("generate: %s", summary)
     return stage.path

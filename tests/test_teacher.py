@@ -1,19 +1,18 @@
 """The teacher server (a real subprocess on 127.0.0.1 with a tiny random MoE model) and the
-async client (against a small fake server that fails on purpose)."""
+async client and its limits (against the stand-in server, which fails on purpose)."""
 
 import asyncio
-import threading
-import time
+import random
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from distill.errors import InputError
 from distill.teacher.client import Job, complete_all, parse_choice
+from distill.teacher.limits import Limits, backoff, http_error, parse_retry_after
+from distill.teacher.standin import Running, StandIn
 from distill.teacher.local import free_port, serve_local
 from distill.teacher.server import split_reasoning
 
@@ -192,39 +191,14 @@ def test_parse_choice_reads_every_reasoning_field():
 # ------------------------------------------------------------------------------ client retries
 
 @pytest.fixture
-def flaky_server():
-    """A fake chat server: key `flaky` fails with 503 then 429 then answers; `bad` is a 400;
-    `slow` sleeps past the client's timeout; others answer at once."""
-    attempts: dict[str, int] = {}
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat_route(request: Request):
-        body = await request.json()
-        key = body["messages"][0]["content"]
-        attempts[key] = attempts.get(key, 0) + 1
-        if key == "flaky" and attempts[key] == 1:
-            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
-        if key == "flaky" and attempts[key] == 2:
-            return JSONResponse({"error": {"message": "slow down"}}, status_code=429)
-        if key == "bad":
-            return JSONResponse({"error": {"message": "messages: bad"}}, status_code=400)
-        if key == "slow":
-            await asyncio.sleep(2)
-        choices = [{"index": i, "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": f"<think>r{i}</think>a{i}"}}
-                   for i in range(body.get("n", 1))]
-        return {"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 5 * len(choices)}}
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", attempts
-    srv.should_exit = True
-    t.join(5)
+def standin():
+    """The stand-in server: key `flaky` fails with 503-like 500 then 429 then answers; `bad` is
+    a 400; `slow` hangs past the client's timeout; `torn` is dropped, then malformed, then
+    answers; others answer at once."""
+    app = StandIn(retry_after_s=0.05, hang_s=3.0, script={
+        "flaky": ["500", "429"], "bad": ["400"], "slow": ["hang"] * 5, "torn": ["drop", "malformed"]})
+    with Running(app) as s:
+        yield s.url, app.stats
 
 
 def job(key: str, n: int = 1) -> Job:
@@ -232,34 +206,117 @@ def job(key: str, n: int = 1) -> Job:
                top_p=0.95, max_tokens=16)
 
 
-def test_client_retries_then_reports_failures(flaky_server):
-    base_url, attempts = flaky_server
+def attempts(stats) -> Counter:
+    return Counter(key for key, _, _ in stats.log)
+
+
+def test_client_retries_then_reports_failures(standin):
+    url, stats = standin
     done = {}
-    failures = complete_all(base_url, "m", [job("flaky", n=2), job("bad"), job("ok")],
+    failures = complete_all(url, "m", [job("flaky", n=2), job("bad"), job("ok"), job("torn")],
                             lambda j, r: done.__setitem__(j.key, r), max_retries=3, backoff_s=0.01,
                             api_key="secret")
-    assert attempts == {"flaky": 3, "bad": 1, "ok": 1}  # 400 is not retried
-    assert [(j.key, "HTTP 400" in why) for j, why in failures] == [("bad", True)]
-    assert set(done) == {"flaky", "ok"}
-    assert [(c.reasoning, c.content) for c in done["flaky"].choices] == [("r0", "a0"), ("r1", "a1")]
-    assert done["flaky"].usage["completion_tokens"] == 10
+    assert attempts(stats) == {"flaky": 3, "bad": 1, "ok": 1, "torn": 3}  # 400 is not retried
+    assert [(f.job.key, f.kind, f.retryable, "HTTP 400" in f.reason) for f in failures] == [
+        ("bad", "http_400", False, True)]
+    assert set(done) == {"flaky", "ok", "torn"}
+    assert done["flaky"].attempts == 3 and done["ok"].attempts == 1
+    assert [(c.reasoning, c.content) for c in done["flaky"].choices] == [
+        ("thinking about flaky (0)", "answer 0 to flaky"), ("thinking about flaky (1)", "answer 1 to flaky")]
+    assert done["flaky"].usage["completion_tokens"] == 32  # 2 x max_tokens
+    assert stats.auth == {"Bearer secret": 8}
 
 
-def test_client_gives_up_after_last_retry(flaky_server):
-    base_url, attempts = flaky_server
-    failures = complete_all(base_url, "m", [job("slow")], lambda j, r: None, max_retries=1,
+def test_client_gives_up_after_last_retry(standin):
+    url, stats = standin
+    failures = complete_all(url, "m", [job("slow")], lambda j, r: None, max_retries=1,
                             timeout_s=0.3, backoff_s=0.01)
-    assert attempts["slow"] == 2
-    assert len(failures) == 1 and "Timeout" in failures[0][1] and "2 attempts" in failures[0][1]
+    assert attempts(stats)["slow"] == 2
+    assert [(f.kind, f.attempts) for f in failures] == [("timeout", 2)]
+    assert "after 2 attempts" in failures[0].reason
 
 
-def test_client_on_done_error_propagates(flaky_server):
-    base_url, _ = flaky_server
+def test_client_stops_the_run_on_a_bad_key():
+    """A 401 means every request would fail: stop, and report the rest as not sent."""
+    app = StandIn(script={"a": ["401"]})
+    with Running(app) as s:
+        failures = complete_all(s.url, "m", [job(k) for k in "abcde"], lambda j, r: None,
+                                max_concurrency=1, backoff_s=0.01)
+    assert app.stats.requests == 1
+    assert [(f.job.key, f.kind) for f in failures] == [("a", "http_401")] + [(k, "not_sent") for k in "bcde"]
+    assert "HTTP 401" in failures[1].reason
+
+
+def test_client_on_done_error_propagates(standin):
+    url, _ = standin
 
     def boom(j, r):
         raise OSError("disk full")
     with pytest.raises(OSError, match="disk full"):
-        complete_all(base_url, "m", [job("ok"), job("ok2")], boom, backoff_s=0.01)
+        complete_all(url, "m", [job("ok"), job("ok2")], boom, backoff_s=0.01)
+
+
+def test_backoff_honours_retry_after_and_caps_jitter():
+    random.seed(0)
+    assert all(2.0 <= backoff(3, 1.0, 60.0, retry_after=2.0) <= 2.2 for _ in range(100))
+    waits = [backoff(a, 1.0, 8.0) for a in range(10) for _ in range(50)]
+    assert max(waits) <= 8.0 and min(waits) >= 0.0
+    assert max(backoff(0, 1.0, 60.0) for _ in range(100)) <= 1.0
+    assert parse_retry_after("7") == 7.0 and parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_error_classes():
+    assert http_error(429, "", "3").retryable and http_error(429, "", "3").retry_after == 3.0
+    assert http_error(503, "", None).retryable and http_error(529, "", None).retryable
+    assert not http_error(400, "context too long", None).retryable
+    assert http_error(401, "", None).abort and http_error(402, "no credit", None).abort
+    assert not http_error(400, "", None).abort
+
+
+class _Clock:
+    """A fake monotonic clock that asyncio.sleep advances: paces are checked by arithmetic."""
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    async def sleep(self, s):
+        self.now += max(s, 0)
+
+
+def test_pace_spreads_requests_and_corrects_tokens(monkeypatch):
+    import distill.teacher.limits as limits
+    clock = _Clock()
+    monkeypatch.setattr(limits.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(limits.asyncio, "sleep", clock.sleep)
+
+    async def run():
+        rpm = limits.Pace(600)  # 10 a second, one second of burst
+        times = []
+        for _ in range(30):
+            await rpm.acquire()
+            times.append(clock.now - 1000.0)
+        tpm = limits.Pace(6000)  # 100 tokens a second
+        await tpm.acquire(1000)  # an estimate of 1,000 tokens ...
+        tpm.adjust(100 - 1000)   # ... that used 100: the next request need not wait 10 s
+        t0 = clock.now
+        await tpm.acquire(50)
+        return times, clock.now - t0
+    times, waited = asyncio.run(run())
+    assert times[:10] == [0.0] * 10  # a second's worth at once, then one every 0.1 s
+    assert [round(b - a, 6) for a, b in zip(times[11:], times[12:])] == [0.1] * 18
+    assert times[-1] == pytest.approx(1.9, abs=1e-6)
+    assert waited == pytest.approx(0.0, abs=1e-9)
+
+
+def test_limits_estimate_learns_completion_length():
+    lim = Limits(tokens_per_minute=1e6)
+    assert lim.estimate(400, 2, 1000) == 100 + 2000  # max_tokens until an answer is seen
+    lim.settle(2100, 300, n=2, completion=200)
+    assert lim.estimate(400, 2, 1000) == 100 + 200
 
 
 def test_serves_toy_names_under_their_own_name(tmp_path, monkeypatch):
@@ -271,3 +328,15 @@ def test_serves_toy_names_under_their_own_name(tmp_path, monkeypatch):
         r = httpx.post(f"{base_url}/chat/completions", timeout=120,
                        json={"model": name, "messages": MSG, "max_tokens": 3, "temperature": 0})
         assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in {"stop", "length"}
+
+
+def test_progress_projects_the_cost_of_the_whole_set(capsys):
+    from distill.teacher.progress import Progress
+    p = Progress(10, "generate (m)", initial=2, cost_before=0.20, log_every_s=0)
+    p.advance(2, tokens=100, cost=0.20)  # 4 of 10 samples for $0.40: $1.00 for all of them
+    p.error("http_429")
+    assert p.projected_cost() == pytest.approx(1.0)
+    p.close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # not a terminal: printed lines
+    assert line.startswith("generate (m): 4/10 samples") and "err=1 (http_429 1)" in line
+    assert "$=0.40 ~$1.00" in line
