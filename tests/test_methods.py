@@ -70,7 +70,9 @@ def sft_student(traces, tmp_path_factory) -> Path:
 def test_logit_kd_student_beats_base(traces, tmp_path):
     from distill.toy import resolve_model
     run = _run_dir(traces, tmp_path)
-    model_dir = run_train(_cfg("train.method=logit_kd", "train.kd.weight=0.5", "train.epochs=4"), run)
+    # The smoke recipe's 8 epochs: at 4 the student is on the steep part of its curve, where
+    # runs on different machines landed 20 points apart (22% to 60% on code).
+    model_dir = run_train(_cfg("train.method=logit_kd", "train.kd.weight=0.5"), run)
     lineage = json.loads((run / "train" / "lineage.json").read_text())
     records = RunDir(run).stage("dataset").manifest()["records"]
     assert lineage["method"] == "logit_kd"
@@ -82,7 +84,7 @@ def test_logit_kd_student_beats_base(traces, tmp_path):
 
 def test_lora_student_beats_its_base(weak_student, traces, tmp_path):
     run = _run_dir(traces, tmp_path)
-    model_dir = run_train(_cfg("train.adapter=lora", f"train.student={weak_student}", "train.epochs=3",
+    model_dir = run_train(_cfg("train.adapter=lora", f"train.student={weak_student}", "train.epochs=6",
                                "train.lora.r=16", "train.lora.alpha=32", "train.lora.dropout=0"), run)
     assert (run / "train" / "adapter" / "adapter_model.safetensors").exists()
     base, trained = _score(weak_student), _score(model_dir)
