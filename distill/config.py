@@ -139,16 +139,34 @@ class TrainConfig(Section):
     revision: str | None = None
 
 
+class BenchmarkSettings(Section):
+    """Per-benchmark settings (eval.benchmark.<name>): sampling that wins over the eval-wide
+    values, and the loader's options (a LiveCodeBench release and date window, ...)."""
+    samples: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    options: dict[str, Any] = {}
+
+
 class EvalConfig(Section):
+    """Teacher, base student and distilled student answer the same questions with the same
+    sampling. Unset sampling fields take each benchmark's default (evals/<name>.py: AIME 64
+    samples, MATH-500 4, ...); set here they apply to every benchmark, and
+    `benchmark.<name>` wins over both."""
     benchmarks: list[str] = Field(min_length=1)
-    samples: int = Field(1, ge=1)          # completions per question; pass@1 is their mean
-    temperature: float = Field(0.6, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(32768, ge=1)
+    samples: int | None = Field(None, ge=1)        # completions per question; pass@1 is their mean
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    benchmark: dict[str, BenchmarkSettings] = {}
+    pass_k: list[int] = []                 # pass@k reported besides pass@1 and pass@n
     limit: int | None = None               # questions per benchmark (None: all)
     max_concurrency: int = Field(64, ge=1)
     data_files: dict[str, str] = {}        # benchmark -> local file instead of the Hub
     base_url: str | None = None            # where the students are served; None: served locally
+    server: Literal["distill", "vllm"] = "distill"   # what serves a local model path
+    server_args: list[str] = []            # extra arguments of that server (vllm serve ...)
 
 
 class PublishConfig(Section):

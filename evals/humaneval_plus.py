@@ -2,10 +2,11 @@
 every base and plus input compared with the canonical solution's outputs. A completion may be
 a whole function or only its body (the task prompt is prepended either way)."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, read_rows, user
+from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 from evals import _evalplus
 
 HUB = "evalplus/humanevalplus"
+PROMPT = "Complete the following Python function.\n```python\n{prompt}```\n" + CODE_INSTRUCTION
 
 
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
@@ -25,10 +26,7 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             "id": r["task_id"].replace("HumanEval", "humaneval_plus"),
             "task_id": r["task_id"],
             "source": "humaneval_plus",
-            "category": "coding",
-            "subcategory": "function completion",
-            "messages": user("Complete the following Python function.\n"
-                             f"```python\n{r['prompt']}```\n{CODE_INSTRUCTION}"),
+            "messages": user(fill(PROMPT, prompt=r["prompt"])),
             "verifier": "code",
             "answer": None,
             "tests": tests,
@@ -37,9 +35,10 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             "timeout_s": _evalplus.timeout_for(e["time_s"]),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
+            "categories": {},
         })
     return problems
 
 
 BENCHMARK = Benchmark(name="humaneval_plus", version="evalplus-v0.1.10", category="coding",
-                      hub=HUB, load=load)
+                      hub=HUB, load=load, scorer="code", prompt=PROMPT)

@@ -1,10 +1,11 @@
 """MBPP+ (evalplus v0.2.0: 378 tasks): the task's base `assertion`s, then every base and plus
 input compared with the canonical solution's outputs."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, read_rows, user
+from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 from evals import _evalplus
 
 HUB = "evalplus/mbppplus"
+PROMPT = "{prompt}\n" + CODE_INSTRUCTION
 
 
 def _as_tuples(task_id: str, inputs: list) -> list:
@@ -70,9 +71,7 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             "id": r["task_id"].replace("Mbpp", "mbpp_plus"),
             "task_id": r["task_id"],
             "source": "mbpp_plus",
-            "category": "coding",
-            "subcategory": "function from description",
-            "messages": user(f"{_prompt(r['prompt'])}\n{CODE_INSTRUCTION}"),
+            "messages": user(fill(PROMPT, prompt=_prompt(r["prompt"]))),
             "verifier": "code",
             "answer": None,
             "tests": tests,
@@ -80,9 +79,10 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             "timeout_s": _evalplus.timeout_for(e["time_s"]),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
+            "categories": {},
         })
     return problems
 
 
 BENCHMARK = Benchmark(name="mbpp_plus", version="evalplus-v0.2.0", category="coding", hub=HUB,
-                      load=load)
+                      load=load, scorer="code", prompt=PROMPT)

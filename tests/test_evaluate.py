@@ -12,14 +12,15 @@ import types
 import pytest
 
 from distill.config import Recipe
+from distill.eval.benchmark import Benchmark
 from distill.errors import InputError
 from distill.eval import run_evaluate
-from distill.filters.verify import Verdict
+from distill.filters.verify import Verdict, extract_answer
 from distill.records import Stage
 from distill.teacher.client import Choice, Job, Response
 
 QUESTIONS = [
-    {"id": f"q{i}", "source": "toy", "category": "reasoning", "subcategory": f"carries={i % 2}",
+    {"id": f"q{i}", "source": "toy", "categories": {"carries": i % 2},
      "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "verifier": "math",
      "answer": str(2 * i), "tests": None, "entry_point": None}
     for i in range(6)
@@ -48,7 +49,7 @@ class World:
             yield "http://teacher", "teacher-model", None
 
         @contextlib.contextmanager
-        def serve_local(model, revision=None):
+        def serve_local(model, revision=None, **kw):
             yield "http://local", "student-model" if model.endswith("model") else "base-model"
 
         def complete_all(base_url, model, jobs, on_done, **kw):
@@ -62,13 +63,13 @@ class World:
         def verify_many(items, workers=2, **kw):
             return [Verdict(c == f"\\boxed{{{p['answer']}}}", "ok") for p, c in items]
 
-        bench = types.SimpleNamespace(name="toy_arith", version="1", category="reasoning",
-                                      hub="local/toy_arith",
-                                      load=lambda data_file, limit: QUESTIONS[:limit])
+        bench = Benchmark(name="toy_arith", version="1", category="reasoning",
+                          hub="local/toy_arith", categories=("carries",),
+                          load=lambda data_file, limit: [dict(q) for q in QUESTIONS[:limit]])
         mods = {
             "distill.teacher.local": dict(teacher_endpoint=teacher_endpoint, serve_local=serve_local),
             "distill.teacher.client": dict(Job=Job, complete_all=complete_all),
-            "distill.filters.verify": dict(verify_many=verify_many),
+            "distill.filters.verify": dict(verify_many=verify_many, extract_answer=extract_answer),
             "distill.eval.benchmark": dict(get_benchmark=lambda name: bench),
         }
         for name, attrs in mods.items():
@@ -121,10 +122,26 @@ def test_all_three_models_are_scored_with_the_same_sampling(monkeypatch, run_dir
     assert rows[("student", "reasoning/carries=1", "pass@1")]["n"] == 3
     assert rows[("student", "reasoning", "pass@2")]["score"] == pytest.approx(4 / 6)
     assert set(student) == {"model", "role", "benchmark", "category", "metric", "score",
-                            "ci_low", "ci_high", "n"}
+                            "ci_low", "ci_high", "n", "samples", "retention", "retention_ci_low",
+                            "retention_ci_high"}
+    # Retention of the teacher's pass@1 (the teacher solves everything), with a paired interval.
+    assert student["retention"] == pytest.approx(4 / 6)
+    assert student["retention_ci_low"] < 4 / 6 < student["retention_ci_high"] <= 1.0
+    assert rows[("student", "reasoning/carries=1", "pass@1")]["retention"] == pytest.approx(2 / 3)
+    assert rows[("teacher", "reasoning", "pass@1")]["retention"] == 1.0
+    assert rows[("base", "reasoning", "pass@1")]["retention"] == 0.0
+    # A math benchmark with two samples per question also reports maj@2.
+    assert rows[("student", "reasoning", "maj@2")]["score"] == pytest.approx(4 / 6)
+    comparisons = {(c["a"], c["b"], c["category"]): c
+                   for c in Stage(run_dir, "eval").read_json("comparisons.json")}
+    vs_base = comparisons[("student", "base", "reasoning")]
+    assert vs_base["difference"] == pytest.approx(4 / 6) and vs_base["ci_low"] > 0
+    assert vs_base["gained"] == ["q1", "q2", "q4", "q5"] and vs_base["lost"] == []
+    vs_teacher = comparisons[("student", "teacher", "reasoning")]
+    assert vs_teacher["lost"] == ["q0", "q3"] and vs_teacher["p_value"] == pytest.approx(0.5)
     rec = next(Stage(run_dir, "eval").read())
-    for field in ("role", "model", "benchmark", "version", "task_id", "category", "subcategory",
-                  "sample", "correct", "reason", "content", "reasoning", "finish_reason"):
+    for field in ("role", "model", "benchmark", "version", "task_id", "categories", "sample",
+                  "correct", "reason", "answer", "content", "reasoning", "finish_reason"):
         assert field in rec
 
 
