@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.errors import InputError
 from distill.eval.benchmark import get_benchmark, list_benchmarks
 from distill.filters import verify, verify_many
 
@@ -19,9 +20,15 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewr
 FILES = {
     "gsm8k": DATA / "gsm8k" / "test.jsonl",
     "math500": DATA / "math500" / "test.jsonl",
+    "aime24": DATA / "aime" / "aime24.jsonl",
+    "aime25": DATA / "aime" / "aime25.jsonl",
+    "humaneval": DATA / "humaneval" / "HumanEval.jsonl.gz",
+    "mbpp": DATA / "mbpp" / "sanitized-mbpp.json",
     "humaneval_plus": DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz",
     "mbpp_plus": DATA / "evalplus" / "MbppPlus-v0.2.0.jsonl.gz",
 }
+ALL = {"toy_arith", "toy_code", "gsm8k", "math500", "aime24", "aime25", "gpqa_diamond",
+       "humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "livecodebench"}
 
 
 def _fenced(code: str) -> str:
@@ -30,13 +37,25 @@ def _fenced(code: str) -> str:
 
 def test_registry_discovers_every_benchmark_file():
     names = list_benchmarks()
-    assert {"toy_arith", "toy_code", "gsm8k", "math500", "humaneval_plus", "mbpp_plus"} <= set(names)
+    assert ALL <= set(names)
     assert not any(n.startswith("_") for n in names)
     for name in names:
         bench = get_benchmark(name)
         assert bench.name == name and bench.category in ("reasoning", "coding")
+        assert bench.scorer in ("math", "code", "choice") and bench.prompt and bench.version
+        assert bench.samples >= 1 and bench.max_tokens >= 1
     with pytest.raises(KeyError, match="unknown benchmark"):
         get_benchmark("nope")
+
+
+def test_a_benchmark_declares_its_categories_and_options():
+    assert get_benchmark("math500").categories == ("subject", "level")
+    assert get_benchmark("aime24").samples == 64    # open-r1's AIME setting
+    bench = get_benchmark("toy_arith")
+    p = bench.problems(None, 1)[0]
+    assert bench.category_labels(p) == ["reasoning", f"reasoning/carries={p['categories']['carries']}"]
+    with pytest.raises(InputError, match="unknown option 'release' for benchmark toy_arith"):
+        bench.problems(None, 1, {"release": "v1"})
 
 
 @needs_bwrap
@@ -70,12 +89,40 @@ def test_gsm8k_gold_answers_all_verify():
 
 @needs_data
 def test_math500_gold_answers_all_verify():
-    problems = get_benchmark("math500").load(str(FILES["math500"]), None)
+    problems = get_benchmark("math500").problems(str(FILES["math500"]))
     assert len(problems) == 500
-    assert {p["subcategory"] for p in problems} >= {"Algebra", "Geometry", "Precalculus"}
-    assert {p["level"] for p in problems} == {1, 2, 3, 4, 5}
+    assert {p["categories"]["subject"] for p in problems} == {
+        "Algebra", "Counting & Probability", "Geometry", "Intermediate Algebra",
+        "Number Theory", "Prealgebra", "Precalculus"}
+    assert {p["categories"]["level"] for p in problems} == {1, 2, 3, 4, 5}
     verdicts = verify_many([(p, f"so \\boxed{{{p['answer']}}}") for p in problems])
     assert [p["id"] for p, v in zip(problems, verdicts) if not v.ok] == []
+    wrong = verify_many([(p, f"so \\boxed{{{p['answer']}+1}}") for p in problems[:40]])
+    assert [p["id"] for p, v in zip(problems, wrong) if v.ok] == []
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["aime24", "aime25"])
+def test_aime_gold_answers_all_verify_and_wrong_ones_fail(name):
+    problems = get_benchmark(name).problems(str(FILES[name]))
+    assert len(problems) == 30
+    assert [p["categories"]["contest"] for p in problems].count("I") == 15
+    assert all(p["answer"].isdigit() and not p["answer"].startswith("0") for p in problems)
+    verdicts = verify_many([(p, f"The answer is \\boxed{{{p['answer']}}}.") for p in problems])
+    assert [p["id"] for p, v in zip(problems, verdicts) if not v.ok] == []
+    # A zero-padded answer is the same integer; a neighbour is not.
+    padded = verify_many([(p, f"\\boxed{{{int(p['answer']):03d}}}") for p in problems])
+    assert all(v.ok for v in padded)
+    wrong = verify_many([(p, f"\\boxed{{{int(p['answer']) + 1}}}") for p in problems])
+    assert not any(v.ok for v in wrong)
+
+
+@needs_data
+def test_aime25_repairs_the_escape_bug_of_its_copy():
+    raw = get_benchmark("aime25").problems(str(FILES["aime25"]))
+    fixed = get_benchmark("aime25").problems(str(DATA / "aime" / "aime25.escape_fixed.jsonl"))
+    assert [p["messages"] for p in raw] == [p["messages"] for p in fixed]
+    assert not any("\x0c" in p["messages"][0]["content"] for p in raw)
 
 
 def _broken(solution: str) -> str:
@@ -89,6 +136,15 @@ def _check_canonical_and_broken(problems: list[dict]) -> None:
     sample = random.Random(0).sample(problems, min(30, len(problems)))
     broken = verify_many([(p, _fenced(_broken(p["canonical_solution"]))) for p in sample])
     assert [p["id"] for p, v in zip(sample, broken) if v.ok] == []
+
+
+@needs_data
+@needs_bwrap
+@pytest.mark.parametrize("name,count", [("humaneval", 164), ("mbpp", 257)])
+def test_original_humaneval_and_mbpp_canonical_pass_broken_fail(name, count):
+    problems = get_benchmark(name).problems(str(FILES[name]))
+    assert len(problems) == count
+    _check_canonical_and_broken(problems)
 
 
 @needs_data
