@@ -102,6 +102,37 @@ def validate(recipe: str = RecipeArg, override: Optional[List[str]] = OverrideOp
 
 
 @app.command()
+def score(benchmark: str = typer.Argument(..., help="A benchmark in evals/ (humaneval_plus, math500, ...)"),
+          samples: Path = typer.Option(..., "--samples", help="JSONL: task_id and completion per line"),
+          data_file: Optional[Path] = typer.Option(None, "--data-file",
+                                                   help="Local benchmark file instead of the Hub"),
+          subset: bool = typer.Option(False, "--subset", help="Score only the tasks present"),
+          workers: int = typer.Option(2, "--workers", min=1),
+          k: Optional[List[int]] = typer.Option(None, "-k", help="Also report pass@k"),
+          option: Optional[List[str]] = typer.Option(None, "--option",
+                                                     help="Benchmark option, e.g. release=release_v5")):
+    """Grade completions you already have and print the score (writes FILE.<bench>.results.json)."""
+    from distill.eval.score import score_samples
+    try:
+        opts = {}
+        for o in option or []:
+            if "=" not in o:
+                raise InputError(f"--option {o!r} must look like name=value", key="--option")
+            name, value = o.split("=", 1)
+            opts[name] = value
+        rows, out = score_samples(benchmark, samples, data_file=str(data_file) if data_file else None,
+                                  options=opts, subset=subset, workers=workers, pass_k=k or [])
+    except InputError as e:
+        _fail(e, 2)
+    typer.echo(f"{'category':<40} {'metric':<8} {'score':>7}  {'95% CI':<15} {'n':>5}")
+    for r in rows:
+        typer.echo(f"{r['category']:<40} {r['metric']:<8} {100 * r['score']:6.1f}%  "
+                   f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]".ljust(74)
+                   + f" {r['n']:>5}")
+    typer.echo(f"per-sample verdicts: {out}")
+
+
+@app.command()
 def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teacher / toy:student"),
           port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
     """Serve a local model over the OpenAI chat-completions API."""

@@ -137,7 +137,10 @@ def _distill_is_big(x, limit=4096):
 def _distill_digest(x):
     import hashlib
     h = hashlib.sha256()
-    if isinstance(x, (list, tuple)):
+    if type(x) is int:
+        # Bytes, not repr: int -> str is quadratic (HumanEval/83 returns 10 ** 999998).
+        h.update(b"int:" + x.to_bytes(x.bit_length() // 8 + 1, "little", signed=True))
+    elif isinstance(x, (list, tuple)):
         h.update(("%s%d[" % (type(x).__name__, len(x))).encode())
         for i in range(0, len(x), 1024):
             h.update(repr(x[i:i + 1024]).encode("utf-8", "surrogatepass"))
