@@ -55,12 +55,14 @@ def write_samples(bench: str, out: Path) -> int:
 def run_evalplus(bench: str, samples: Path, workers: int) -> tuple[float, int]:
     dataset, path, var = SETS[bench]
     env = {**os.environ, var: str(path)}
+    result = samples.with_name(samples.stem + "_eval_results.json")
+    result.unlink(missing_ok=True)  # evalplus asks on stdin before overwriting it
     t = time.perf_counter()
     subprocess.run([str(PEER / "bin" / "evalplus.evaluate"), "--dataset", dataset,
                     "--samples", str(samples), "--parallel", str(workers),
                     "--i-just-wanna-run"], env=env, check=True, capture_output=True)
     took = time.perf_counter() - t
-    results = json.loads(samples.with_name(samples.stem + "_eval_results.json").read_text())
+    results = json.loads(result.read_text())
     passed = sum(all(r["base_status"] == r["plus_status"] == "pass" for r in rs)
                  for rs in results["eval"].values())
     return took, passed

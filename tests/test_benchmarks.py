@@ -2,6 +2,7 @@
 against gold answers and canonical solutions (which must pass) and broken ones (which must
 not)."""
 
+import json
 import random
 import re
 import shutil
@@ -186,3 +187,80 @@ def test_evalplus_wrong_answer_names_the_input():
             "    return s if len(a) == 4 else ()\n")
     v = verify(p, _fenced(fake))
     assert not v.ok and v.reason.startswith("AssertionError: wrong answer on input")
+
+
+# ------------------------------------------------------------------ differential: math-verify
+
+# (gold, response): equivalent and non-equivalent answers. The scorer must give math-verify's
+# own verdict on each, math-verify being called directly on the whole response.
+MATH_CASES = [
+    ("\\frac{1}{2}", "so \\boxed{0.5}"), ("\\frac{1}{2}", "\\boxed{\\frac{2}{4}}"),
+    ("\\frac{1}{2}", "\\boxed{\\frac{1}{3}}"), ("\\sqrt{2}+1", "\\boxed{1+\\sqrt{2}}"),
+    ("\\sqrt{2}+1", "\\boxed{\\sqrt{2}-1}"), ("3\\sqrt{13}", "It is \\boxed{3\\sqrt{13}}."),
+    ("3\\sqrt{13}", "\\boxed{3}"), ("(3, \\frac{\\pi}{2})", "\\boxed{(3, \\frac{\\pi}{2})}"),
+    ("(3, \\frac{\\pi}{2})", "\\boxed{(3, \\pi)}"), ("10", "\\boxed{10.0}"),
+    ("10", "\\boxed{10.5}"), ("x^2+2x+1", "\\boxed{(x+1)^2}"),
+    ("x^2+2x+1", "\\boxed{(x-1)^2}"), ("[0, 1)", "\\boxed{[0,1)}"), ("[0, 1)", "\\boxed{[0,1]}"),
+    ("\\dfrac{3}{4}", "\\boxed{\\tfrac34}"), ("2", "\\boxed{3}"), ("-3", "\\boxed{-3}"),
+    ("3", "\\boxed{-3}"), ("\\infty", "\\boxed{\\infty}"), ("5", "The answer is 5"),
+    ("5", "The answer is 6"), ("\\pi", "\\boxed{\\pi}"), ("\\pi", "\\boxed{3.14}"),
+    ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{1}{2}\\sqrt{3}}"),
+    ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{\\sqrt{2}}{2}}"), ("25", "\\boxed{025}"),
+    ("2^{10}", "\\boxed{1024}"), ("2^{10}", "\\boxed{1023}"),
+    ("\\{1, 2, 3\\}", "\\boxed{\\{3, 2, 1\\}}"), ("\\{1, 2, 3\\}", "\\boxed{\\{1, 2\\}}"),
+    ("100\\%", "\\boxed{100}"), ("\\text{(C)}", "\\boxed{\\text{(C)}}"),
+    ("7", "no answer here"), ("7", "\\boxed{}"),
+]
+
+
+def _math_verify_direct(gold: str, response: str) -> bool:
+    from math_verify import parse, verify as math_equal
+    return bool(math_equal(parse("\\boxed{" + gold + "}"), parse(response)))
+
+
+def test_math_verdicts_agree_with_math_verify_called_directly():
+    problems = [{"id": f"m{i}", "verifier": "math", "answer": g} for i, (g, _) in enumerate(MATH_CASES)]
+    ours = verify_many([(p, r) for p, (_, r) in zip(problems, MATH_CASES)])
+    direct = [_math_verify_direct(g, r) for g, r in MATH_CASES]
+    assert [(g, r) for (g, r), a, b in zip(MATH_CASES, ours, direct) if a.ok != b] == []
+    assert 10 < sum(direct) < len(direct) - 10    # both kinds are there
+
+
+def test_the_last_boxed_answer_is_the_final_one():
+    """The one place the scorer departs from math-verify's own extraction, on purpose: with
+    several \\boxed{} answers the last one counts (the MATH grader's rule; math-verify
+    called on the whole text rejects both)."""
+    text = "First \\boxed{4}, no wait: \\boxed{5}"
+    assert verify({"id": "m", "verifier": "math", "answer": "5"}, text).ok
+    assert not verify({"id": "m", "verifier": "math", "answer": "4"}, text).ok
+    assert _math_verify_direct("5", "\\boxed{5}") and not _math_verify_direct("5", text)
+
+
+def _math500_pairs(n: int | None):
+    rows = [json.loads(line) for line in open(FILES["math500"])][:n]
+    problems = get_benchmark("math500").problems(str(FILES["math500"]), n)
+    # Each reference solution against its own gold answer (equivalent) and against the next
+    # problem's (almost always not).
+    right = [(p, r["solution"]) for p, r in zip(problems, rows)]
+    wrong = [(p, r["solution"]) for p, r in zip(problems, rows[1:] + rows[:1])]
+    return right + wrong
+
+
+def _check_math500_differential(n: int | None) -> None:
+    pairs = _math500_pairs(n)
+    ours = verify_many(pairs)
+    direct = [_math_verify_direct(p["answer"], text) for p, text in pairs]
+    assert [p["id"] for (p, _), a, b in zip(pairs, ours, direct) if a.ok != b] == []
+    half = len(pairs) // 2
+    assert all(v.ok for v in ours[:half]) and sum(v.ok for v in ours[half:]) < half // 20
+
+
+@needs_data
+def test_math500_solutions_graded_as_math_verify_grades_them():
+    _check_math500_differential(120)
+
+
+@pytest.mark.slow
+@needs_data
+def test_math500_all_solutions_graded_as_math_verify_grades_them():
+    _check_math500_differential(None)

@@ -51,6 +51,24 @@ def sampling_for(cfg: Recipe, bench) -> Sampling:
     return Sampling(pick("samples"), pick("temperature"), pick("top_p"), pick("max_tokens"))
 
 
+def sampling_summary(cfg: Recipe) -> str:
+    """The recipe's eval sampling in words, per benchmark when they differ."""
+    from distill.eval.benchmark import get_benchmark
+
+    def words(sp: Sampling) -> str:
+        return (f"{sp.samples} sample(s) per question, temperature {sp.temperature}, top-p "
+                f"{sp.top_p}, at most {sp.max_tokens} new tokens")
+    per = {}
+    for name in cfg.eval.benchmarks:
+        try:
+            per[name] = words(sampling_for(cfg, get_benchmark(name)))
+        except KeyError:  # a benchmark file removed since the run: say nothing about it
+            continue
+    if len(set(per.values())) == 1:
+        return next(iter(per.values()))
+    return "; ".join(f"{name}: {w}" for name, w in per.items())
+
+
 def _sample_id(model: EvalModel, bench, problem: dict, sample: int, shash: str) -> str:
     # The role is part of the key: a recipe may name the same weights as teacher and base.
     # The prompt is too: a benchmark whose prompt changed must not reuse old answers.
