@@ -264,3 +264,63 @@ def test_math500_solutions_graded_as_math_verify_grades_them():
 @needs_data
 def test_math500_all_solutions_graded_as_math_verify_grades_them():
     _check_math500_differential(None)
+
+
+# ------------------------------------------------- benchmarks not on hand: fixtures of their schema
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_livecodebench_reads_its_hub_schema_and_keeps_a_date_window():
+    bench = get_benchmark("livecodebench")
+    path = str(FIXTURES / "livecodebench_lite.jsonl")
+    everything = bench.problems(path)
+    assert [p["id"] for p in everything] == ["livecodebench/abc901_a", "livecodebench/1999Z",
+                                             "livecodebench/9001", "livecodebench/9002"]
+    window = bench.problems(path, options={"start_date": "2024-07-01", "end_date": "2024-12-31"})
+    assert [p["task_id"] for p in window] == ["1999Z", "9001"]
+    stdin, functional = everything[0], everything[2]
+    # Public and private tests together; the private ones decoded from base64(zlib(pickle)).
+    assert len(stdin["io_tests"]) == 4 and stdin["io_tests"][1] == {
+        "input": "1\n-5\n", "output": "-5\n", "kind": "stdin"}
+    assert functional["fn_name"] == "countPairs" and functional["io_tests"][0]["kind"] == "functional"
+    assert "starter code" in functional["messages"][-1]["content"]
+    assert "def countPairs" in functional["messages"][-1]["content"]
+    assert "Read the inputs from stdin" in stdin["messages"][-1]["content"]
+    assert bench.category_labels(functional) == ["coding", "coding/difficulty=medium",
+                                                 "coding/platform=leetcode"]
+    with pytest.raises(InputError, match="unknown LiveCodeBench release 'release_v9'"):
+        bench.problems(path, options={"release": "release_v9"})
+    with pytest.raises(InputError, match="not an ISO date"):
+        bench.problems(path, options={"start_date": "last year"})
+
+
+def test_livecodebench_private_tests_never_unpickle_objects():
+    import base64
+    import pickle
+    import zlib
+
+    from evals.livecodebench import decode_tests
+
+    evil = base64.b64encode(zlib.compress(pickle.dumps(print))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+        decode_tests(evil)
+
+
+def test_gpqa_choices_are_shuffled_with_a_seed_per_question():
+    bench = get_benchmark("gpqa_diamond")
+    path = str(FIXTURES / "gpqa_diamond.csv")
+    problems = bench.problems(path)
+    assert len(problems) == 6 and {p["categories"]["domain"] for p in problems} == {
+        "Physics", "Chemistry", "Biology"}
+    again = bench.problems(path)
+    assert [p["messages"] for p in problems] == [p["messages"] for p in again]
+    for p in problems:
+        text = p["messages"][0]["content"]
+        gold = p["choices"]["ABCD".index(p["answer"])]
+        assert f"\n{p['answer']}) {gold}" in text and "Answer: $LETTER" in text
+    assert len({p["answer"] for p in problems}) > 1     # the gold letter is not always A
+    # The order depends on the question and the seed, not on the row's position.
+    assert [p["answer"] for p in bench.problems(path, 3)] == [p["answer"] for p in problems[:3]]
+    other = bench.problems(path, options={"seed": 7})
+    assert [p["answer"] for p in other] != [p["answer"] for p in problems]
