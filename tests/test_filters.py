@@ -165,3 +165,156 @@ def test_filter_stage_rerun_with_other_settings_replaces_outputs(tmp_path):
     assert second["kept"] == 7 and second["rejected"] == {"empty": 1}
     assert len(list(Stage(tmp_path, "filter").read())) == 8
     assert len(list(Stage(tmp_path, "dataset").read())) == 7
+
+
+# ------------------------------------------------------------------- answer extraction
+
+@pytest.mark.parametrize("text, answer", [
+    ("so \\boxed{42}", "42"),
+    ("The answer is 7.", "7"),
+    ("Final Answer: $\\frac{1}{2}$", "\\frac{1}{2}"),
+    ("work...\n**Final answer:** 12", "12"),
+    ("Natalia sold 72 clips.\n#### 72", "72"),
+    ("Answer: 3\\sqrt{2}", "3\\sqrt{2}"),
+    ("I think it is 5 but not sure", None),
+])
+def test_extract_answer(text, answer):
+    assert verify_mod.extract_answer(text) == answer
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("Reasoning...\nAnswer: C", "C"),
+    ("so the answer is (B).", "B"),
+    ("The final answer is $\\boxed{D}$", "D"),
+    ("\\boxed{\\text{A}}", "A"),
+    ("**Answer: B**", "B"),
+    ("Option A is wrong, option B is wrong.\nAnswer: (D)", "D"),
+    ("After all this:\n\nC", "C"),
+    ("After all this:\n\n(B) 42 kelvin", "B"),
+    ("Answer: E", None),                       # not one of A-D
+    ("A and B both look plausible", None),
+])
+def test_extract_choice(text, letter):
+    assert verify_mod.extract_choice(text) == letter
+
+
+def test_choice_verifier():
+    p = {"id": "gpqa/1", "verifier": "choice", "answer": "C", "choices": ["w", "x", "y", "z"]}
+    assert verify(p, "... Answer: C").ok
+    assert verify(p, "Answer: B").reason == "wrong choice: got B, want C"
+    assert verify(p, "no idea").reason == "no choice letter"
+    with pytest.raises(ValueError, match="not one of the letters ABCD"):
+        verify({**p, "answer": "F"}, "Answer: C")
+
+
+# ------------------------------------------------------------------------- code tests
+
+@pytest.mark.parametrize("got, want, ok", [
+    ("3\n", "3", True),
+    ("  1 2 3  \n\n", "1 2 3", True),
+    ("0.50\n", "0.5\n", True),
+    ("1e2", "100", True),
+    ("1 2", "12", False),
+    ("3\n4", "3", False),
+    ("YES", "yes", False),
+    ("abc 1.0", "abc 1", False),       # a non-number token: the lines must be equal strings
+])
+def test_compare_stdout_follows_livecodebench(got, want, ok):
+    assert verify_mod.compare_stdout(got, want) is ok
+
+
+SUM_STDIN = {"id": "cf/1", "verifier": "code", "stdio_tests": [
+    {"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6\n"},
+    {"input": "0.5 0.25\n", "output": "0.75\n"}]}
+
+
+@needs_bwrap
+def test_stdio_tests():
+    good = "```python\na, b = map(float, input().split())\nr = a + b\nprint(int(r) if r == int(r) else r)\n```"
+    assert verify(SUM_STDIN, good).ok
+    v = verify(SUM_STDIN, "```python\na, b = map(int, input().split())\nprint(a + b)\n```")
+    assert not v.ok and v.reason.startswith("ValueError") and v.reason.endswith("on test 2")
+    v = verify(SUM_STDIN, "print(3)")
+    assert v.reason == "wrong answer on test 1: got '3', want '6'"
+    slow = {**SUM_STDIN, "test_timeout_s": 0.5}
+    assert verify(slow, "import time; time.sleep(5)").reason == "timeout on test 0"
+
+
+SOLUTION_CLASS = {"id": "lcb/1", "verifier": "code", "entry_point": "twoSum",
+                  "functional_tests": {"mode": "exact", "inputs": [[[2, 7, 11, 15], 9], [[3, 3], 6]],
+                                       "outputs": [[0, 1], [0, 1]]}}
+
+
+@needs_bwrap
+def test_functional_tests_exact_mode_with_a_solution_class():
+    code = ("```python\nclass Solution:\n    def twoSum(self, nums, target):\n"
+            "        seen = {}\n        for i, x in enumerate(nums):\n"
+            "            if target - x in seen:\n                return (seen[target - x], i)\n"
+            "            seen[x] = i\n```")
+    assert verify(SOLUTION_CLASS, code).ok             # a tuple reads as a list, as in LCB
+    v = verify(SOLUTION_CLASS, code.replace("(seen[target - x], i)", "[i, seen[target - x]]"))
+    assert v.reason == "AssertionError: wrong answer on input 0: got [1, 0], want [0, 1]"
+    v = verify(SOLUTION_CLASS, "def other(): pass")
+    assert v.reason == "NameError: name 'twoSum' is not defined"
+
+
+def _fn(outputs, inputs=None, **kw):
+    return {"id": "fn", "verifier": "code", "entry_point": "f",
+            "functional_tests": {"inputs": inputs or [[i] for i in range(len(outputs))],
+                                 "outputs": outputs, **kw}}
+
+
+@needs_bwrap
+def test_functional_tests_evalplus_tolerances():
+    third = _fn([0.0, 1 / 3, 2 / 3])
+    assert verify(third, "def f(i): return i / 3").ok
+    assert verify(third, "def f(i): return round(i / 3, 7)").ok         # within 1e-6
+    assert not verify(third, "def f(i): return round(i / 3, 3)").ok     # not within 1e-6
+    assert verify(_fn([0, 2]), "def f(i): return 2.0 * i").ok           # == says 2 == 2.0
+    assert verify(_fn([[1.0, 2.5]], atol=0.1), "def f(i): return [1.05, 2.45]").ok
+    assert not verify(_fn([[1.0, 2.5]], atol=0.1), "def f(i): return (1.05, 2.45)").ok
+
+
+@needs_bwrap
+def test_functional_tests_compare_big_outputs_in_full():
+    # Expected outputs of megabytes are compared whole, inside the sandbox: one character
+    # off fails, and an equal value of another type passes only where == says so.
+    big = _fn([" ".join(map(str, range(300_000)))], inputs=[[300_000]])
+    assert verify(big, "def f(n): return ' '.join(str(i) for i in range(n))").ok
+    assert not verify(big, "def f(n): return ' '.join(str(i) for i in range(n)) + ' '").ok
+    floats = _fn([[float(i) for i in range(100_000)]], inputs=[[100_000]])
+    assert verify(floats, "def f(n): return list(range(n))").ok
+
+
+@needs_bwrap
+def test_reference_outputs_and_scaled_time_limits():
+    p = _fn(None, inputs=[[10], [20], [2_000_000]])
+    ref = "def f(n):\n    return sum(i * i for i in range(n))\n"
+    blob, times = verify_mod.record_outputs(p, ref)
+    assert len(times) == 3 and times[2] > times[0]
+    p["functional_tests"]["outputs_packed"] = blob
+    assert verify(p, "def f(n): return (n - 1) * n * (2 * n - 1) // 6").ok
+    assert verify(p, "def f(n): return n").reason.startswith("AssertionError: wrong answer on input 0")
+    # Limits follow the reference: 4x its time, at least MIN_TEST_S per input.
+    p["reference_times_s"] = verify_mod.reference_times(p, ref)
+    code_mod = importlib.import_module("distill.filters.code")
+    assert code_mod._limits(p, 3) == [max(4.0, 4 * t) for t in p["reference_times_s"]]
+    slow = "import time\ndef f(n):\n    if n > 100:\n        time.sleep(60)\n    return (n - 1) * n * (2 * n - 1) // 6"
+    v = verify(p, slow)
+    assert v.reason.startswith("TimeoutError: time limit of") and v.reason.endswith("on input 2")
+
+
+@needs_bwrap
+def test_exiting_before_the_tests_does_not_pass():
+    assert verify(ADD, "import sys\nsys.exit(0)").reason == "exited before the tests finished"
+    assert verify(ADD, "import os\nos._exit(0)").reason == "exited before the tests finished"
+    assert verify(_fn([1]), "import sys\nsys.exit(0)").reason == "exited before the tests finished"
+
+
+@needs_bwrap
+def test_stdio_reference_times():
+    ref = "a, b = map(float, input().split())\nr = a + b\nprint(int(r) if r == int(r) else r)"
+    times = verify_mod.reference_times(SUM_STDIN, ref)
+    assert len(times) == 3 and all(0 < t < 5 for t in times)
+    with pytest.raises(RuntimeError, match="fails stdin test 0"):
+        verify_mod.reference_times(SUM_STDIN, "print(0)")
