@@ -3,12 +3,14 @@
 
 - `tests`: an assert program run after the candidate (HumanEval / MBPP style);
 - `functional_tests`: {"inputs": [[args...], ...], "outputs": [...] (or "outputs_packed", an
-  opaque blob from `record_outputs`), "atol": 0.0, "mode": "evalplus" | "exact",
-  "checker": optional source of `check(inp, out, exp, atol) -> bool`}: the entry point (a
-  function, or a method of class `Solution` as in LeetCode / LiveCodeBench) is called on each
-  input inside the sandbox and its output compared there, against the full expected value:
-  "evalplus" is `==`, then allclose with rtol 1e-7 and `atol` (1e-6 for float outputs when
-  atol is 0), as evalplus does; "exact" is LiveCodeBench's `==` with tuples read as lists;
+  opaque blob from `record_outputs`), "atol": 0.0, "mode": "evalplus" | "exact" | "not_none",
+  "checker": optional source of `check(inp, out, exp, atol) -> bool`, which may call
+  `match(out, exp, atol)` for the mode's comparison}: the entry point (a function, or a
+  method of class `Solution` as in LeetCode / LiveCodeBench) is called on each input inside
+  the sandbox and its output compared there, against the full expected value: "evalplus" is
+  `==`, then allclose with rtol 1e-7 and `atol` (1e-6 for float outputs when atol is 0), as
+  evalplus does; "exact" is LiveCodeBench's `==` with tuples read as lists; "not_none" (MBPP+'s
+  regex tasks) compares only whether the output is None;
 - `stdio_tests`: [{"input": str, "output": str}, ...]: the program reads stdin and its stdout
   is compared by LiveCodeBench's rule (`compare_stdout`); one sandboxed run per test.
 
@@ -42,7 +44,7 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_TEST_TIMEOUT_S = 6.0   # LiveCodeBench's per-test limit, used without reference times
 TIME_FACTOR = 4.0              # evalplus: a candidate may take 4x the reference solution...
-MIN_TEST_S = 4.0               # ...and at least this long per test
+MIN_TEST_S = 1.0               # ...and at least this long per test (evalplus' default)
 SPEC_FILE = "functional_tests.pkl"
 
 
@@ -84,6 +86,8 @@ def _distill_as_lists(x):
 
 def _distill_match(out, exp, mode, atol):
     try:
+        if mode == "not_none":
+            return out == exp if isinstance(out, bool) else exp == (out is not None)
         if mode == "exact":
             return bool(_distill_as_lists(out) == _distill_as_lists(exp))
         exact = bool(out == exp)
@@ -97,7 +101,7 @@ def _distill_match(out, exp, mode, atol):
 
 
 def _distill_functional(spec_file, token):
-    import base64, copy, pickle, signal, sys, time, zlib
+    import base64, pickle, signal, sys, time, zlib
     with open(spec_file, "rb") as f:
         spec = pickle.load(f)
     name = spec["entry_point"]
@@ -108,7 +112,7 @@ def _distill_functional(spec_file, token):
         raise NameError("name %r is not defined" % name)
     check = None
     if spec["checker"]:
-        scope = {}
+        scope = {"match": lambda out, exp, atol: _distill_match(out, exp, spec["mode"], atol)}
         exec(spec["checker"], scope)
         check = scope["check"]
     expected = spec["outputs"]
@@ -130,7 +134,8 @@ def _distill_functional(spec_file, token):
         signal.setitimer(signal.ITIMER_REAL, limit)
         start = time.perf_counter()
         try:
-            out = fn(*copy.deepcopy(inp))
+            # Each input is a fresh unpickled copy, used once: no deepcopy needed.
+            out = fn(*inp)
         except _DistillTimeLimit:
             timed_out = True
         finally:
@@ -139,7 +144,7 @@ def _distill_functional(spec_file, token):
             raise TimeoutError("time limit of %.1f s on input %d" % (limit, i))
         times.append(time.perf_counter() - start)
         if record:
-            outs.append(out)
+            outs.append(out is not None if spec["mode"] == "not_none" else out)
             continue
         exp = expected[i]
         ok = check(inp, out, exp, spec["atol"]) if check else \
@@ -147,7 +152,7 @@ def _distill_functional(spec_file, token):
         if not ok:
             raise AssertionError("wrong answer on input %d: got %.80r, want %.80r" % (i, out, exp))
     if record:
-        sys.stdout.write("\n" + base64.b64encode(zlib.compress(pickle.dumps(outs, 4))).decode())
+        sys.stdout.write("\n" + base64.b64encode(zlib.compress(pickle.dumps(outs, 4), 1)).decode())
     sys.stdout.write("\n" + __import__("json").dumps(times) + "\n")
 
 '''
