@@ -67,7 +67,8 @@ def test_verify_many_keeps_order_and_mixes_kinds():
 
 
 def test_stuck_math_worker_is_killed(monkeypatch):
-    # A limit shorter than a worker's start-up behaves like a hung sympy call.
+    # A limit shorter than a fresh worker's start-up behaves like a hung sympy call.
+    verify_mod.close_math_workers()
     monkeypatch.setattr(verify_mod, "MATH_HARD_TIMEOUT_S", 0.01)
     assert [v.reason for v in verify_many([(HALF, "\\boxed{0.5}")], workers=1)] == ["timeout"]
 

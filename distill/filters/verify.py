@@ -28,6 +28,8 @@ Public functions (used by distill/filters, distill/eval and evals/):
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import select
 import subprocess
@@ -46,6 +48,16 @@ MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed 
 
 # ----------------------------------------------------------------------------------- math
 
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold_text: str, timeout: int | None):
+    """Parsed once per gold answer: a prompt's n samples share it."""
+    from math_verify import parse
+
+    # The gold is wrapped in \boxed{}: bare LaTeX such as `3\sqrt{13}` or `(3, \frac{\pi}{2})`
+    # parses to nothing or to a prefix, and math-verify then compares garbage.
+    return parse("\\boxed{" + gold_text + "}", parsing_timeout=timeout)
+
+
 def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
     from math_verify import parse, verify as math_equal
 
@@ -53,9 +65,7 @@ def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
     gold_text = problem.get("answer")
     if gold_text is None or not str(gold_text).strip():
         raise ValueError(f"problem {problem.get('id')!r} has verifier 'math' but no answer")
-    # The gold is wrapped in \boxed{}: bare LaTeX such as `3\sqrt{13}` or `(3, \frac{\pi}{2})`
-    # parses to nothing or to a prefix, and math-verify then compares garbage.
-    gold = parse("\\boxed{" + str(gold_text) + "}", parsing_timeout=pt)
+    gold = _parse_gold(str(gold_text), pt)
     if not gold:
         raise ValueError(f"gold answer of problem {problem.get('id')!r} does not parse: "
                          f"{gold_text!r}")
@@ -133,6 +143,39 @@ class _MathWorker:
         self.proc.kill()
         self.proc.wait()
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+# Warm workers are kept between calls (each costs an interpreter and a math-verify import,
+# seconds on a busy machine); they are killed at exit.
+_idle_workers: list[_MathWorker] = []
+_workers_lock = threading.Lock()
+
+
+def _take_worker() -> _MathWorker:
+    with _workers_lock:
+        while _idle_workers:
+            worker = _idle_workers.pop()
+            if worker.alive():
+                return worker
+    return _MathWorker()
+
+
+def _give_worker(worker: _MathWorker) -> None:
+    with _workers_lock:
+        _idle_workers.append(worker)
+
+
+def close_math_workers() -> None:
+    with _workers_lock:
+        workers, _idle_workers[:] = list(_idle_workers), []
+    for worker in workers:
+        worker.close()
+
+
+atexit.register(close_math_workers)
+
 
 def _serve() -> None:
     for line in sys.stdin:
@@ -158,24 +201,32 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
     errors: list[BaseException] = []
 
     def drain() -> None:
-        worker = _MathWorker()
+        worker = _take_worker()
+        healthy = True
         try:
             while True:
                 with lock:
                     if not queue or errors:
                         return
                     i, problem, content = queue.pop()
+                # Only what the check reads: a generation record also carries its messages,
+                # reasoning and logprobs.
+                slim = {"id": problem.get("id"), "answer": problem.get("answer")}
                 try:
-                    done[i] = worker.ask(problem, content, MATH_HARD_TIMEOUT_S)
+                    done[i] = worker.ask(slim, content, MATH_HARD_TIMEOUT_S)
                 except TimeoutError:
                     done[i] = Verdict(False, "timeout")
                     worker.close()
                     worker = _MathWorker()
                 except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
                     errors.append(e)
+                    healthy = False
                     return
         finally:
-            worker.close()
+            if healthy and worker.alive():
+                _give_worker(worker)
+            else:
+                worker.close()
 
     threads = [threading.Thread(target=drain) for _ in range(min(workers, len(jobs)))]
     for t in threads:
