@@ -84,7 +84,21 @@ def _stage_command(name: str, doc: str) -> None:
 
 _stage_command("prompts", "Collect prompts from the recipe's sources.")
 _stage_command("generate", "Ask the teacher for traces (resumable).")
-_stage_command("filter", "Verify, check and deduplicate the traces; write the training set.")
+
+
+@app.command(name="filter")
+def filter_(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
+            override: Optional[List[str]] = OverrideOpt,
+            input: Optional[str] = typer.Option(
+                None, "--input", help="Filter these traces instead of the generate stage's: a "
+                "JSONL / JSON / Parquet file or a Hub dataset of chat `messages` with gold "
+                "answers or tests (same as -o filter.input=...)")):
+    """Verify, check, decontaminate and deduplicate the traces; write the training set."""
+    import json
+    extra = [f"filter.input={json.dumps(input)}"] if input else []
+    _run(recipe, list(override or []) + extra, run_dir, ["filter"])
+
+
 _stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
 _stage_command("evaluate", "Score teacher, base student and distilled student.")
 _stage_command("publish", "Write the leaderboard, plots and model card.")

@@ -169,23 +169,27 @@ class _Server:
         """One reply, or None when the server died or said nothing within `timeout`."""
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        buf = b""
-        need = 4
-        header = True
-        while True:
-            while len(buf) < need:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    return None
-                chunk = os.read(fd, max(need - len(buf), 1 << 20))
-                if not chunk:
-                    return None
-                buf += chunk
-            if header:
-                need = 4 + struct.unpack("<I", buf[:4])[0]
-                header = False
-                continue
-            return json.loads(buf[4:need])
+        header = self._read_exact(fd, 4, deadline)
+        if header is None:
+            return None
+        body = self._read_exact(fd, struct.unpack("<I", header)[0], deadline)
+        return None if body is None else json.loads(body)
+
+    @staticmethod
+    def _read_exact(fd: int, n: int, deadline: float) -> bytearray | None:
+        # Into one preallocated buffer: replies of tens of megabytes arrive 64 KB at a time.
+        buf = bytearray(n)
+        view = memoryview(buf)
+        pos = 0
+        while pos < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            got = os.readv(fd, [view[pos:]])
+            if got == 0:
+                return None
+            pos += got
+        return buf
 
     def run(self, job: dict) -> dict | None:
         data = pickle.dumps(job, protocol=4)

@@ -12,16 +12,14 @@ PROMPT = "Complete the following Python function.\n```python\n{prompt}```\n" + C
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     rows = read_rows(data_file, HUB)[:limit]
     tasks = [{"task_id": r["task_id"], "code": r["prompt"] + r["canonical_solution"],
-              "entry_point": r["entry_point"], "not_none": False,
+              "entry_point": r["entry_point"],
               "inputs": _evalplus.parse_inputs(r.get("base_input"))
               + _evalplus.parse_inputs(r.get("plus_input"))} for r in rows]
     expected = _evalplus.expected_outputs("humaneval_plus", tasks)
     problems = []
     for r, t in zip(rows, tasks):
         e = expected[r["task_id"]]
-        tests = (r["test"] + f"\n\ncheck({r['entry_point']})\n"
-                 + _evalplus.differential_tests(r["entry_point"], "humaneval", t["inputs"],
-                                                e["expected"], float(r.get("atol") or 0)))
+        tests = r["test"] + f"\n\ncheck({r['entry_point']})\n"
         problems.append({
             "id": r["task_id"].replace("HumanEval", "humaneval_plus"),
             "task_id": r["task_id"],
@@ -30,9 +28,12 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             "verifier": "code",
             "answer": None,
             "tests": tests,
+            "functional_tests": _evalplus.functional_tests(
+                r["entry_point"], "humaneval", t["inputs"], e["expected"], float(r.get("atol") or 0)),
+            "reference_times_s": e["times_s"],
             "entry_point": r["entry_point"],
             "code_prefix": r["prompt"],
-            "timeout_s": _evalplus.timeout_for(e["time_s"]),
+            "timeout_s": _evalplus.timeout_for(e["times_s"]),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
             "categories": {},

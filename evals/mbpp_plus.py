@@ -55,7 +55,6 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     rows = read_rows(data_file, HUB)[:limit]
     tasks = [{"task_id": r["task_id"], "code": r["canonical_solution"],
               "entry_point": r["entry_point"],
-              "not_none": r["entry_point"] in _evalplus.MBPP_OUTPUT_NOT_NONE_TASKS,
               "inputs": _as_tuples(r["task_id"], _evalplus.parse_inputs(r.get("base_input"))
                                    + _evalplus.parse_inputs(r.get("plus_input")))}
              for r in rows]
@@ -65,8 +64,7 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
         e = expected[r["task_id"]]
         # The base asserts use math.isclose without importing math.
         base = "import math\n" + (r.get("assertion") or r.get("test") or "")
-        tests = base + "\n" + _evalplus.differential_tests(
-            r["entry_point"], "mbpp", t["inputs"], e["expected"], float(r.get("atol") or 0))
+        tests = base
         problems.append({
             "id": r["task_id"].replace("Mbpp", "mbpp_plus"),
             "task_id": r["task_id"],
@@ -75,8 +73,11 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             "verifier": "code",
             "answer": None,
             "tests": tests,
+            "functional_tests": _evalplus.functional_tests(
+                r["entry_point"], "mbpp", t["inputs"], e["expected"], float(r.get("atol") or 0)),
+            "reference_times_s": e["times_s"],
             "entry_point": r["entry_point"],
-            "timeout_s": _evalplus.timeout_for(e["time_s"]),
+            "timeout_s": _evalplus.timeout_for(e["times_s"]),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
             "categories": {},
