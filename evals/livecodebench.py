@@ -26,6 +26,13 @@ from distill.eval.benchmark import Benchmark, fill, read_rows, user
 from distill.errors import InputError
 
 HUB = "livecodebench/code_generation_lite"
+TEST_TIMEOUT_S = 6.0   # LiveCodeBench's limit per test
+# What LiveCodeBench's harness puts before every candidate: LeetCode starter code uses
+# `List[int]` without importing it, and solutions lean on these modules.
+_MODULES = ["string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math",
+            "random", "statistics", "itertools", "functools", "operator", "io", "sys", "json"]
+PREAMBLE = ("".join(f"from {m} import *\n" for m in _MODULES + ["builtins", "typing"])
+            + "".join(f"import {m}\n" for m in _MODULES) + "sys.setrecursionlimit(50000)\n")
 _FILES = ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, 7)]
 RELEASES = {f"release_v{i}": _FILES[:i] for i in range(1, 7)}
 RELEASES |= {"release_latest": _FILES} | {f"v{i}": [_FILES[i - 1]] for i in range(1, 7)}
@@ -96,7 +103,8 @@ def load(data_file: str | None = None, limit: int | None = None, release: str = 
         starter = (row.get("starter_code") or "").strip()
         fmt = fill(STARTER_FORMAT, starter=starter) if starter else STDIN_FORMAT
         tests = decode_tests(row["public_test_cases"]) + decode_tests(row["private_test_cases"])
-        problems.append({
+        functional = [t for t in tests if t.get("testtype") == "functional"]
+        problem = {
             "id": f"livecodebench/{row['question_id']}",
             "task_id": row["question_id"],
             "source": "livecodebench",
@@ -105,11 +113,22 @@ def load(data_file: str | None = None, limit: int | None = None, release: str = 
             "verifier": "code",
             "answer": None,
             "tests": None,
-            "io_tests": [{"input": t["input"], "output": t["output"],
-                          "kind": "functional" if t.get("testtype") == "functional" else "stdin"}
-                         for t in tests],
-            "fn_name": meta.get("func_name"),
             "entry_point": meta.get("func_name"),
+            "test_timeout_s": TEST_TIMEOUT_S,
+            "preamble": PREAMBLE,
+        }
+        if functional:
+            # A LeetCode call: one JSON value per input line, the expected return value in
+            # JSON, compared with == (tuples read as lists), as LiveCodeBench does.
+            problem["functional_tests"] = {
+                "inputs": [[json.loads(a) for a in t["input"].split("\n") if a.strip()]
+                           for t in functional],
+                "outputs": [json.loads(t["output"]) for t in functional],
+                "mode": "exact", "atol": 0.0}
+        else:
+            problem["stdio_tests"] = [{"input": t["input"], "output": t["output"]} for t in tests]
+        problems.append({
+            **problem,
             "contest_date": day.isoformat(),
             "categories": {"difficulty": row.get("difficulty"), "platform": row.get("platform")},
         })

@@ -281,9 +281,14 @@ def test_livecodebench_reads_its_hub_schema_and_keeps_a_date_window():
     assert [p["task_id"] for p in window] == ["1999Z", "9001"]
     stdin, functional = everything[0], everything[2]
     # Public and private tests together; the private ones decoded from base64(zlib(pickle)).
-    assert len(stdin["io_tests"]) == 4 and stdin["io_tests"][1] == {
-        "input": "1\n-5\n", "output": "-5\n", "kind": "stdin"}
-    assert functional["fn_name"] == "countPairs" and functional["io_tests"][0]["kind"] == "functional"
+    assert stdin["stdio_tests"] == [{"input": "3\n1 2 3\n", "output": "6\n"},
+                                    {"input": "1\n-5\n", "output": "-5\n"},
+                                    {"input": "4\n10 20 30 40\n", "output": "100\n"},
+                                    {"input": "2\n1000000000 1000000000\n", "output": "2000000000\n"}]
+    assert functional["entry_point"] == "countPairs"
+    assert functional["functional_tests"]["inputs"] == [[[1, 2, 3, 4], 5], [[1, 1, 1], 2],
+                                                        [[], 0], [[5, -5, 0], 0]]
+    assert functional["functional_tests"]["outputs"] == [2, 3, 0, 1]
     assert "starter code" in functional["messages"][-1]["content"]
     assert "def countPairs" in functional["messages"][-1]["content"]
     assert "Read the inputs from stdin" in stdin["messages"][-1]["content"]
@@ -324,3 +329,53 @@ def test_gpqa_choices_are_shuffled_with_a_seed_per_question():
     assert [p["answer"] for p in bench.problems(path, 3)] == [p["answer"] for p in problems[:3]]
     other = bench.problems(path, options={"seed": 7})
     assert [p["answer"] for p in other] != [p["answer"] for p in problems]
+
+
+LCB_SOLUTIONS = {  # task -> (a correct solution, a wrong one)
+    "abc901_a": ("n = int(input())\nprint(sum(map(int, input().split())))\n",
+                 "n = int(input())\nprint(sum(map(int, input().split())) % 1000000000)\n"),
+    # Prints the mean as 4.5 where the expected output says 4.50: equal as decimals.
+    "1999Z": ("import sys\nxs = [int(x) for x in sys.stdin.read().split()[1:]]\n"
+              "print(*sorted(xs), sep='\\n')\nprint(sum(xs) / len(xs))\n",
+              "import sys\nxs = [int(x) for x in sys.stdin.read().split()[1:]]\n"
+              "print(*xs, sep='\\n')\nprint(sum(xs) / len(xs))\n"),
+    # LeetCode style: `List` comes from the preamble, as in LiveCodeBench's harness.
+    "9001": ("class Solution:\n    def countPairs(self, nums: List[int], target: int) -> int:\n"
+             "        return sum(1 for i, j in combinations(range(len(nums)), 2)\n"
+             "                   if nums[i] + nums[j] == target)\n",
+             "class Solution:\n    def countPairs(self, nums: List[int], target: int) -> int:\n"
+             "        return sum(1 for i in range(len(nums)) for j in range(len(nums))\n"
+             "                   if i != j and nums[i] + nums[j] == target)\n"),
+    "9002": ("class Solution:\n    def reverseWords(self, s: str) -> List[str]:\n"
+             "        return s.split()[::-1]\n",
+             "class Solution:\n    def reverseWords(self, s: str) -> List[str]:\n"
+             "        return s.split(' ')[::-1]\n"),
+}
+
+
+@needs_bwrap
+def test_livecodebench_stdin_and_functional_tests_grade_right_and_wrong_programs():
+    problems = get_benchmark("livecodebench").problems(str(FIXTURES / "livecodebench_lite.jsonl"))
+    items = []
+    for p in problems:
+        right, wrong = LCB_SOLUTIONS[p["task_id"]]
+        items += [(p, _fenced(right)), (p, _fenced(wrong))]
+    verdicts = verify_many(items)
+    assert [v.ok for v in verdicts] == [True, False] * 4, [v.reason for v in verdicts]
+    assert "wrong answer on test" in verdicts[1].reason
+
+
+def test_gpqa_grades_the_final_letter_and_votes_on_it():
+    from distill.eval import scoring
+
+    bench = get_benchmark("gpqa_diamond")
+    p = bench.problems(str(FIXTURES / "gpqa_diamond.csv"), 1)[0]
+    wrong = next(x for x in "ABCD" if x != p["answer"])
+    answers = [f"Thinking...\nAnswer: {p['answer']}", f"Answer: {wrong}", f"Answer: {wrong}",
+               "I cannot decide."]
+    verdicts = verify_many([(p, a) for a in answers])
+    assert [v.ok for v in verdicts] == [True, False, False, False]
+    q = scoring.Question(p["id"], bench.category_labels(p), [v.ok for v in verdicts],
+                         [scoring.voted_answer(p, a) for a in answers])
+    assert q.answers == [p["answer"], wrong, wrong, None]
+    assert scoring.metric_value(q, "maj@4") == 0.0 and scoring.metric_value(q, "pass@4") == 1.0

@@ -36,7 +36,7 @@ def voted_answer(problem: dict, content: str) -> str | None:
         return extract_answer(content or "")
     if kind == "choice":
         from distill.filters.verify import extract_choice
-        return extract_choice(content or "", problem)
+        return extract_choice(content or "", "ABCDEFGHIJ"[:len(problem.get("choices") or "ABCD")])
     return None
 
 
