@@ -379,3 +379,53 @@ def test_gpqa_grades_the_final_letter_and_votes_on_it():
                          [scoring.voted_answer(p, a) for a in answers])
     assert q.answers == [p["answer"], wrong, wrong, None]
     assert scoring.metric_value(q, "maj@4") == 0.0 and scoring.metric_value(q, "pass@4") == 1.0
+
+
+# --------------------------------------------------------------------- differential: evalplus
+
+MUTANTS = FIXTURES / "evalplus_humaneval_mutants.json"
+
+
+def _mutant_verdicts(count: int | None):
+    """distill's and evalplus' verdicts on the recorded mutants (record_evalplus_verdicts.py);
+    in the default tier a seeded sample of `count` of the tasks whose canonical solutions are
+    fast, all of them in the slow tier."""
+    recorded = json.loads(MUTANTS.read_text())["samples"]
+    problems = {p["task_id"]: p for p in get_benchmark("humaneval_plus").problems(
+        str(FILES["humaneval_plus"]))}
+    if count is not None:
+        fast = sorted({s["task_id"] for s in recorded
+                       if sum(problems[s["task_id"]]["reference_times_s"]) < 0.05})
+        tasks = set(random.Random(0).sample(fast, count))
+        recorded = [s for s in recorded if s["task_id"] in tasks]
+    verdicts = verify_many([(problems[s["task_id"]], _fenced(s["solution"])) for s in recorded])
+    return recorded, verdicts
+
+
+def _check_agreement(recorded, verdicts):
+    """Every mutant's verdict is evalplus' verdict. Canonical solutions must pass here; evalplus
+    itself rejected three of them when the fixture was recorded (HumanEval/32, its own
+    find_zero solution, and the plus inputs of HumanEval/15 and /59, past their time limits on
+    a loaded machine), so for those the fixture's verdict is not the truth."""
+    mutants = [(s, v) for s, v in zip(recorded, verdicts) if s["kind"] == "mutant"]
+    disagree = [(s["task_id"], s["evalplus_status"], v.reason) for s, v in mutants
+                if v.ok != s["evalplus_pass"]]
+    assert disagree == []
+    canonical = [(s["task_id"], v.reason) for s, v in zip(recorded, verdicts)
+                 if s["kind"] == "canonical" and not v.ok]
+    assert canonical == []
+    # Both kinds are there: mutants that still pass (equivalent) and mutants that fail.
+    assert 0 < sum(s["evalplus_pass"] for s, _ in mutants) < len(mutants)
+
+
+@needs_data
+@needs_bwrap
+def test_humaneval_plus_verdicts_agree_with_evalplus_on_mutants():
+    _check_agreement(*_mutant_verdicts(40))
+
+
+@pytest.mark.slow
+@needs_data
+@needs_bwrap
+def test_humaneval_plus_verdicts_agree_with_evalplus_on_every_mutant():
+    _check_agreement(*_mutant_verdicts(None))
