@@ -88,7 +88,6 @@ def _evaluate_model(cfg: Recipe, stage: Stage, model: EvalModel, benches: list, 
                     sampling: dict, done: set[str]) -> int:
     """Asks `model` for every missing sample and writes one scored record per sample.
     Returns the number of requests that failed after retries."""
-    from distill.filters.verify import verify_many
     from distill.teacher.client import Job, complete_all
 
     pending: dict[str, tuple] = {}  # job key -> (bench, problem, sample indices)
@@ -128,9 +127,9 @@ def _evaluate_model(cfg: Recipe, stage: Stage, model: EvalModel, benches: list, 
                     items.append((p, choice.content or ""))
                     meta.append((bench, p, sample, choice))
             # The filter stage's scorer settings: a student is graded as its teacher's traces were.
-            verdicts = verify_many(items, workers=cfg.filter.workers,
-                                   timeout_s=cfg.filter.code_timeout_s,
-                                   memory_mb=cfg.filter.code_memory_mb) if items else []
+            verdicts = scoring.grade(items, workers=cfg.filter.workers,
+                                     timeout_s=cfg.filter.code_timeout_s,
+                                     memory_mb=cfg.filter.code_memory_mb)
             with stage.writer() as w:
                 for (bench, p, sample, choice), verdict in zip(meta, verdicts):
                     shash = sampling[bench.name].hash()

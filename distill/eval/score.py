@@ -61,8 +61,6 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
                   options: dict | None = None, subset: bool = False, workers: int = 2,
                   pass_k: list[int] | tuple = ()) -> tuple[list[dict], Path]:
     from distill.eval.benchmark import get_benchmark
-    from distill.filters.verify import verify_many
-
     try:
         bench = get_benchmark(benchmark)
     except KeyError as e:
@@ -104,7 +102,7 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
             cached = {}  # a damaged results file is only a cache: grade again
     todo = [g for g in graded if g["key"] not in cached]
-    verdicts = verify_many([(g["problem"], g["text"]) for g in todo], workers=workers) if todo else []
+    verdicts = scoring.grade([(g["problem"], g["text"]) for g in todo], workers=workers)
     for g, v in zip(todo, verdicts):
         cached[g["key"]] = {"key": g["key"], "task_id": g["task_id"], "sample": g["sample"],
                             "correct": bool(v.ok), "reason": v.reason,

@@ -40,6 +40,20 @@ def voted_answer(problem: dict, content: str) -> str | None:
     return None
 
 
+def grade(items: list[tuple[dict, str]], **kw) -> list:
+    """`verify_many` with the slowest problems first (by their reference solution's time), so
+    that with a few workers one long task does not run alone at the end; verdicts come back in
+    the order of `items`."""
+    from distill.filters.verify import verify_many
+
+    order = sorted(range(len(items)), key=lambda i: -sum(items[i][0].get("reference_times_s") or ()))
+    verdicts = verify_many([items[i] for i in order], **kw) if items else []
+    out: list = [None] * len(items)
+    for i, v in zip(order, verdicts):
+        out[i] = v
+    return out
+
+
 def questions_from(bench, problems: list[dict], samples: list[dict]) -> list[Question]:
     """Questions in the benchmark's order, each with its samples' verdicts and answers sorted
     by sample index. `samples` are records with task_id, sample, correct and answer."""
