@@ -508,3 +508,17 @@ def test_cli_filter_input(tmp_path):
     result = CliRunner().invoke(app, ["filter", "smoke", "--run-dir", str(tmp_path / "run"),
                                       "--input", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2 and "input file not found" in result.output
+
+
+@needs_bwrap
+def test_livecodebench_test_cases_become_problem_tests():
+    functional = verify_mod.livecodebench_tests(
+        [{"input": "[1, 2, 3]\n2", "output": "2", "testtype": "functional"},
+         {"input": "[5]\n5", "output": "1", "testtype": "functional"}], "countAtLeast")
+    p = {"id": "lcb/2", "verifier": "code", **functional}
+    code = ("```python\nclass Solution:\n    def countAtLeast(self, nums, k):\n"
+            "        return sum(x >= k for x in nums)\n```")
+    assert verify(p, code).ok
+    assert not verify(p, code.replace(">= k", "> k")).ok
+    stdin = verify_mod.livecodebench_tests([{"input": "3\n", "output": "6\n", "testtype": "stdin"}])
+    assert verify({"id": "lcb/3", "verifier": "code", **stdin}, "print(int(input()) * 2)").ok

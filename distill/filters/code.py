@@ -360,6 +360,22 @@ def reference_times(problem: dict, solution: str, *, timeout_s: float = 300.0,
     return times
 
 
+def livecodebench_tests(test_cases: list[dict], fn_name: str | None = None) -> dict:
+    """LiveCodeBench's test cases ({"input", "output", "testtype": "stdin" | "functional"})
+    as problem fields: `stdio_tests`, or `functional_tests` in "exact" mode, where each input is
+    one JSON value per line (the method's arguments) and the output one JSON value, as
+    LiveCodeBench parses them."""
+    if any(t.get("testtype") == "functional" for t in test_cases):
+        if not fn_name:
+            raise ValueError("functional LiveCodeBench tests need the method name (func_name)")
+        return {"functional_tests": {
+            "entry_point": fn_name, "mode": "exact",
+            "inputs": [[json.loads(line) for line in t["input"].split("\n") if line.strip()]
+                       for t in test_cases],
+            "outputs": [json.loads(t["output"]) for t in test_cases]}}
+    return {"stdio_tests": [{"input": t["input"], "output": t["output"]} for t in test_cases]}
+
+
 def pack(obj) -> str:
     """Packs trusted values for `functional_tests["outputs_packed"]`."""
     return base64.b64encode(zlib.compress(pickle.dumps(obj, 4))).decode()

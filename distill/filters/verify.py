@@ -21,6 +21,8 @@ Public functions (used by distill/filters, distill/eval and evals/):
 - `extract_answer(text)`, `last_boxed(text)`, `extract_choice(text, letters)`,
   `extract_code(text)`: what a grader reads out of a model's text;
 - `compare_stdout(got, want) -> bool`: LiveCodeBench's stdout comparison;
+- `livecodebench_tests(test_cases, fn_name) -> dict`: LiveCodeBench's test cases as the
+  `stdio_tests` or `functional_tests` of a problem;
 - `candidate_program(problem, content)`, `build_program(problem, content)`: the code as it runs;
 - `record_outputs(problem, solution)`, `reference_times(problem, solution)`: run a reference
   solution to get expected outputs (an opaque blob) and per-test times for the limits.
@@ -39,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from distill.filters.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,  # noqa: F401
                                   _short, build_program, candidate_program, compare_stdout,
+                                  livecodebench_tests,
                                   record_outputs, reference_times, verify_code)
 from distill.filters.extract import extract_answer, extract_choice, extract_code, last_boxed  # noqa: F401
 
