@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import select
 import subprocess
 import sys
@@ -154,10 +155,15 @@ class _MathWorker:
 # seconds on a busy machine); they are killed at exit.
 _idle_workers: list[_MathWorker] = []
 _workers_lock = threading.Lock()
+_workers_pid = os.getpid()
 
 
 def _take_worker() -> _MathWorker:
+    global _workers_pid
     with _workers_lock:
+        if _workers_pid != os.getpid():     # a forked caller must not share its parent's workers
+            _idle_workers.clear()
+            _workers_pid = os.getpid()
         while _idle_workers:
             worker = _idle_workers.pop()
             if worker.alive():
