@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -348,11 +349,14 @@ def test_quality_answer_repetition_and_length():
     assert quality.final_answer({"verifier": "code", "content": "def f(x):\n    return x"}) is None
     loop = {"reasoning": "Let me add. " + "Wait, 2+2=4. " * 30, "content": ""}
     assert quality.repetition(loop) == "repetition loop: 'Wait, 2+2=4.' x30 at the end"
+    # A looping thought followed by a final answer is still caught.
+    assert quality.repetition({**loop, "content": "So \\boxed{4}."}).startswith("repetition loop")
     varied = {"reasoning": " ".join(f"Step {i}: {i} * {i + 3} = {i * (i + 3)}." for i in range(300)),
               "content": "\\boxed{1}"}
     assert quality.repetition(varied) is None
-    blocks = {"reasoning": "".join(f"Check {i % 7}: the same paragraph about the sum again. "
-                                   for i in range(300)), "content": "x"}
+    rng = random.Random(0)        # the same paragraph in no periodic order: no loop at the end
+    blocks = {"reasoning": "".join(f"Check {rng.randrange(7)}: the same paragraph about the sum "
+                                   "again. " for i in range(300)), "content": "x"}
     assert quality.repetition(blocks).startswith("repetitive (compresses to")
     assert quality.length(10, 20, None) == "too short (10 tokens < 20)"
     assert quality.length(10, None, 5) == "too long (10 tokens > 5)"
