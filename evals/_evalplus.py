@@ -20,7 +20,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from distill.filters import code as code_tests
+from distill.filters.harness import HARNESS
 from distill.filters.verify import record_outputs
 from distill.records import write_json
 
@@ -103,7 +103,7 @@ def expected_outputs(name: str, tasks: list[dict], workers: int = 2) -> dict[str
     """task_id -> {"expected": packed outputs, "times_s": per input} for tasks with fields
     task_id, code (canonical program), entry_point, inputs (list); cached on disk."""
     dataset = "mbpp" if name.startswith("mbpp") else "humaneval"
-    key = hashlib.sha256(json.dumps([code_tests._HARNESS] + [
+    key = hashlib.sha256(json.dumps([HARNESS] + [
         [t["task_id"], t["code"], t["inputs"], _mode(dataset, t["entry_point"])]
         for t in tasks], sort_keys=True, default=repr).encode()).hexdigest()[:16]
     path = _cache_dir() / f"{name}-{key}.json"
