@@ -414,11 +414,11 @@ def test_select_shortest_and_at_most_k(tmp_path):
 
 def test_length_bounds_count_with_the_students_tokenizer(tmp_path):
     gens = [_gen("l1", MATH_P, "So \\boxed{13}.", reasoning="short"),
-            _gen("l2", MATH_P, "So \\boxed{13}.", reasoning="x" * 400)]
+            _gen("l2", MATH_P, "So \\boxed{13}.", reasoning=" ".join(map(str, range(120))))]
     _write(tmp_path, gens)
     c = run_filter(_recipe(verify=False, max_tokens=100), tmp_path)   # toy:student, per character
     verdicts = {r["id"]: r for r in Stage(tmp_path, "filter").read()}
-    assert verdicts["l2"]["reasons"]["length"].startswith("too long (4")
+    assert verdicts["l2"]["reasons"]["length"] == "too long (384 tokens > 100)"
     assert c["kept"] == 1
     with pytest.raises(InputError, match="filter.tokenizer: cannot load tokenizer"):
         run_filter(_recipe(verify=False, max_tokens=100, tokenizer="/no/such/tokenizer"), tmp_path)
