@@ -31,6 +31,7 @@ Public functions (used by distill/filters, distill/eval and evals/):
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import json
 import os
@@ -48,6 +49,7 @@ from distill.filters.extract import extract_answer, extract_choice, extract_code
 
 MATH_TIMEOUT_S = 5           # math-verify's own SIGALRM limits, per parse and per comparison
 MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed past it
+MATH_WINDOW = 8              # questions in flight per worker
 
 
 # ----------------------------------------------------------------------------------- math
@@ -129,9 +131,17 @@ class _MathWorker:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
 
-    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
+    def send(self, problem: dict, content: str) -> None:
         self.proc.stdin.write((json.dumps({"problem": problem, "content": content}) + "\n").encode())
         self.proc.stdin.flush()
+
+    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
+        self.send(problem, content)
+        return self.receive(timeout)
+
+    def receive(self, timeout: float) -> Verdict:
+        """The reply to the oldest question sent; TimeoutError when the worker takes longer
+        than `timeout` on it."""
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             raise TimeoutError
@@ -210,23 +220,33 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
     errors: list[BaseException] = []
 
     def drain() -> None:
+        # Up to WINDOW questions in flight per worker, so it never waits for the next one
+        # (on a busy machine each round trip costs a scheduling delay); the worker answers in
+        # order, so the hard limit applies to the question it is working on.
         worker = _take_worker()
         healthy = True
+        pending: collections.deque = collections.deque()
         try:
             while True:
                 with lock:
-                    if not queue or errors:
+                    while len(pending) < MATH_WINDOW and queue and not errors:
+                        i, problem, content = queue.pop()
+                        # Only what the check reads: a generation record also carries its
+                        # messages, reasoning and logprobs.
+                        pending.append((i, {"id": problem.get("id"),
+                                            "answer": problem.get("answer")}, content))
+                        worker.send(pending[-1][1], content)
+                    if not pending or errors:
                         return
-                    i, problem, content = queue.pop()
-                # Only what the check reads: a generation record also carries its messages,
-                # reasoning and logprobs.
-                slim = {"id": problem.get("id"), "answer": problem.get("answer")}
                 try:
-                    done[i] = worker.ask(slim, content, MATH_HARD_TIMEOUT_S)
+                    v = worker.receive(MATH_HARD_TIMEOUT_S)
+                    done[pending.popleft()[0]] = v
                 except TimeoutError:
-                    done[i] = Verdict(False, "timeout")
+                    done[pending.popleft()[0]] = Verdict(False, "timeout")
                     worker.close()
                     worker = _MathWorker()
+                    for _, slim, content in pending:
+                        worker.send(slim, content)
                 except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
                     errors.append(e)
                     healthy = False
