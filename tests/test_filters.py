@@ -526,3 +526,21 @@ def test_livecodebench_test_cases_become_problem_tests():
     assert not verify(p, code.replace(">= k", "> k")).ok
     stdin = verify_mod.livecodebench_tests([{"input": "3\n", "output": "6\n", "testtype": "stdin"}])
     assert verify({"id": "lcb/3", "verifier": "code", **stdin}, "print(int(input()) * 2)").ok
+
+
+def test_filter_traces_from_parquet_and_a_saved_dataset(tmp_path):
+    from datasets import Dataset, DatasetDict
+    rows = [{"messages": [{"role": "user", "content": "6+7?"},
+                          {"role": "assistant", "content": "<think>6+7</think>\\boxed{13}"}],
+             "answer": "13"},
+            {"messages": [{"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "<think>2+2</think>\\boxed{5}"}],
+             "answer": "4"}]
+    ds = Dataset.from_list(rows)
+    ds.to_parquet(str(tmp_path / "t.parquet"))
+    DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
+    for spec in (tmp_path / "t.parquet", tmp_path / "saved"):
+        c = run_filter(_recipe(input=str(spec)), tmp_path / "runs" / spec.name)
+        assert c["total"] == 2 and c["kept"] == 1 and c["reasons"]["verify"] == {"wrong answer": 1}
+    with pytest.raises(InputError, match="filter.input_split: no split 'test'"):
+        run_filter(_recipe(input=str(tmp_path / "saved"), input_split="test"), tmp_path / "x")
