@@ -8,8 +8,8 @@ only when both match. The host never unpickles what a sandbox printed: the outpu
 opaque blob that is unpickled inside the sandbox that grades a candidate, where each output is
 compared in full with the expected value as evalplus compares it (`==`, then allclose with the
 task's atol, 1e-6 for float outputs, rtol 1e-7), with evalplus' special oracles for find_zero
-and eight MBPP tasks. A candidate gets max(1 s, 4 x the canonical time) per input, as in
-evalplus, and 4 GiB of address space.
+and eight MBPP tasks. A candidate gets 4 x the canonical time per input (at least 4 s;
+evalplus' floor is 1 s) and 4 GiB of address space, as in evalplus.
 """
 
 from __future__ import annotations

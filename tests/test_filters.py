@@ -312,7 +312,7 @@ def test_reference_outputs_and_scaled_time_limits():
     p["functional_tests"]["outputs_packed"] = blob
     assert verify(p, "def f(n): return (n - 1) * n * (2 * n - 1) // 6").ok
     assert verify(p, "def f(n): return n").reason.startswith("AssertionError: wrong answer on input 0")
-    # Limits follow the reference: 4x its time, at least MIN_TEST_S (1 s) per input.
+    # Limits follow the reference: 4x its time, at least MIN_TEST_S (4 s) per input.
     p["reference_times_s"] = verify_mod.reference_times(p, ref)
     code_mod = importlib.import_module("distill.filters.code")
     assert code_mod._limits(p, 3) == [max(code_mod.MIN_TEST_S, 4 * t) for t in p["reference_times_s"]]

@@ -75,24 +75,30 @@ def _distill_functional(spec_file, token):
         raise _DistillTimeLimit()
 
     signal.signal(signal.SIGALRM, _alarm)
+    # The inputs and expected outputs can be millions of objects (Mbpp/255's are a gigabyte):
+    # frozen, the garbage collector stops walking them during every call of the candidate.
+    import gc
+    gc.freeze()
     outs, times = [], []
     for i, inp in enumerate(spec["inputs"]):
         limit = spec["limits"][i]
         timed_out = False
-        signal.setitimer(signal.ITIMER_REAL, limit)
-        start = time.perf_counter()
         try:
-            # Each input is a fresh unpickled copy, used once: no deepcopy needed.
-            out = fn(*inp)
-        except _DistillTimeLimit:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            start = time.perf_counter()
+            try:
+                # Each input is a fresh unpickled copy, used once: no deepcopy needed.
+                out = fn(*inp)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _DistillTimeLimit:        # also when it fires as the call returns
             timed_out = True
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
         if timed_out:
             raise TimeoutError("time limit of %.1f s on input %d" % (limit, i))
         times.append(time.perf_counter() - start)
         if record:
             outs.append(out is not None if spec["mode"] == "not_none" else out)
+            gc.freeze()
             continue
         exp = expected[i]
         ok = check(inp, out, exp, spec["atol"]) if check else \
