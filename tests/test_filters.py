@@ -544,3 +544,13 @@ def test_filter_traces_from_parquet_and_a_saved_dataset(tmp_path):
         assert c["total"] == 2 and c["kept"] == 1 and c["reasons"]["verify"] == {"wrong answer": 1}
     with pytest.raises(InputError, match="filter.input_split: no split 'test'"):
         run_filter(_recipe(input=str(tmp_path / "saved"), input_split="test"), tmp_path / "x")
+
+
+def test_pipelined_math_workers_answer_every_question_in_order():
+    # Several questions in flight on one warm worker: every reply is read, none is left in a
+    # buffer (which would turn the last ones into timeouts).
+    items = [({"id": f"q{i}", "verifier": "math", "answer": str(i)}, f"\\boxed{{{i + i % 2}}}")
+             for i in range(12)]
+    for _ in range(2):
+        assert [v.reason for v in verify_many(items, workers=1)] == [
+            "ok" if i % 2 == 0 else f"wrong answer: got {i + 1}, want {i}" for i in range(12)]

@@ -39,6 +39,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from distill.filters.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,  # noqa: F401
@@ -130,6 +131,7 @@ class _MathWorker:
         self.proc = subprocess.Popen([sys.executable, "-m", "distill.filters.verify"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
+        self._buf = b""
 
     def send(self, problem: dict, content: str) -> None:
         self.proc.stdin.write((json.dumps({"problem": problem, "content": content}) + "\n").encode())
@@ -141,13 +143,19 @@ class _MathWorker:
 
     def receive(self, timeout: float) -> Verdict:
         """The reply to the oldest question sent; TimeoutError when the worker takes longer
-        than `timeout` on it."""
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("math verification worker died")
+        than `timeout` on it. Reads the pipe itself: a buffered reader could hold a second
+        reply that select() then never reports."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError("math verification worker died")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
         reply = json.loads(line)
         if "error" in reply:
             raise ValueError(reply["error"])
@@ -236,7 +244,10 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
                         pending.append((i, {"id": problem.get("id"),
                                             "answer": problem.get("answer")}, content))
                         worker.send(pending[-1][1], content)
-                    if not pending or errors:
+                    if not pending:
+                        return
+                    if errors:      # unread replies: this worker must not serve anyone else
+                        healthy = False
                         return
                 try:
                     v = worker.receive(MATH_HARD_TIMEOUT_S)
