@@ -320,6 +320,9 @@ def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
         return Result("timeout" if late else "error", None, "",
                       "sandbox stopped answering" if late else "sandbox died during the run",
                       time.monotonic() - start)
+    if "setup_error" in reply:
+        _pool.give(server)
+        return Result("error", None, "", reply["setup_error"], 0.0)
     if reply["recycle"]:
         server.close()
     else:

@@ -226,11 +226,20 @@ class _Tail:
         return self.kept().decode("utf-8", "replace")
 
 
-def _run(job):
-    for name, content in {"main.py": job["code"].encode(), **job["files"]}.items():
+def _place_files(job):
+    for name, content in {"main.py": job["code"].encode("utf-8", "replace"),
+                          **job["files"]}.items():
         with open(f"/work/{name}", "wb") as f:
             f.write(content)
         os.chmod(f"/work/{name}", 0o444)
+
+
+def _run(job):
+    try:
+        _place_files(job)
+    except OSError as e:        # e.g. files larger than the tmpfs
+        _clean(job["uid"])
+        return {"setup_error": f"cannot place the program's files: {e}"}
     # Standard input: a file the server opens and unlinks, so the job sees only the descriptor.
     with open("/tmp/.stdin", "wb") as f:
         f.write(job["stdin"] or b"")

@@ -8,8 +8,8 @@ only when both match. The host never unpickles what a sandbox printed: the outpu
 opaque blob that is unpickled inside the sandbox that grades a candidate, where each output is
 compared in full with the expected value as evalplus compares it (`==`, then allclose with the
 task's atol, 1e-6 for float outputs, rtol 1e-7), with evalplus' special oracles for find_zero
-and eight MBPP tasks. A candidate gets max(1 s, 4 x the canonical time) per input, as in
-evalplus, and 4 GiB of address space.
+and eight MBPP tasks. A candidate gets 4 x the canonical time per input (at least 4 s;
+evalplus' floor is 1 s) and 4 GiB of address space, as in evalplus.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from distill.filters import code as code_tests
+from distill.filters.harness import HARNESS
 from distill.filters.verify import record_outputs
 from distill.records import write_json
 
@@ -103,7 +103,7 @@ def expected_outputs(name: str, tasks: list[dict], workers: int = 2) -> dict[str
     """task_id -> {"expected": packed outputs, "times_s": per input} for tasks with fields
     task_id, code (canonical program), entry_point, inputs (list); cached on disk."""
     dataset = "mbpp" if name.startswith("mbpp") else "humaneval"
-    key = hashlib.sha256(json.dumps([code_tests._HARNESS] + [
+    key = hashlib.sha256(json.dumps([HARNESS] + [
         [t["task_id"], t["code"], t["inputs"], _mode(dataset, t["entry_point"])]
         for t in tasks], sort_keys=True, default=repr).encode()).hexdigest()[:16]
     path = _cache_dir() / f"{name}-{key}.json"

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def test_reference_outputs_and_scaled_time_limits():
     p["functional_tests"]["outputs_packed"] = blob
     assert verify(p, "def f(n): return (n - 1) * n * (2 * n - 1) // 6").ok
     assert verify(p, "def f(n): return n").reason.startswith("AssertionError: wrong answer on input 0")
-    # Limits follow the reference: 4x its time, at least MIN_TEST_S (1 s) per input.
+    # Limits follow the reference: 4x its time, at least MIN_TEST_S (4 s) per input.
     p["reference_times_s"] = verify_mod.reference_times(p, ref)
     code_mod = importlib.import_module("distill.filters.code")
     assert code_mod._limits(p, 3) == [max(code_mod.MIN_TEST_S, 4 * t) for t in p["reference_times_s"]]
@@ -348,11 +349,14 @@ def test_quality_answer_repetition_and_length():
     assert quality.final_answer({"verifier": "code", "content": "def f(x):\n    return x"}) is None
     loop = {"reasoning": "Let me add. " + "Wait, 2+2=4. " * 30, "content": ""}
     assert quality.repetition(loop) == "repetition loop: 'Wait, 2+2=4.' x30 at the end"
+    # A looping thought followed by a final answer is still caught.
+    assert quality.repetition({**loop, "content": "So \\boxed{4}."}).startswith("repetition loop")
     varied = {"reasoning": " ".join(f"Step {i}: {i} * {i + 3} = {i * (i + 3)}." for i in range(300)),
               "content": "\\boxed{1}"}
     assert quality.repetition(varied) is None
-    blocks = {"reasoning": "".join(f"Check {i % 7}: the same paragraph about the sum again. "
-                                   for i in range(300)), "content": "x"}
+    rng = random.Random(0)        # the same paragraph in no periodic order: no loop at the end
+    blocks = {"reasoning": "".join(f"Check {rng.randrange(7)}: the same paragraph about the sum "
+                                   "again. " for i in range(300)), "content": "x"}
     assert quality.repetition(blocks).startswith("repetitive (compresses to")
     assert quality.length(10, 20, None) == "too short (10 tokens < 20)"
     assert quality.length(10, None, 5) == "too long (10 tokens > 5)"
@@ -410,11 +414,11 @@ def test_select_shortest_and_at_most_k(tmp_path):
 
 def test_length_bounds_count_with_the_students_tokenizer(tmp_path):
     gens = [_gen("l1", MATH_P, "So \\boxed{13}.", reasoning="short"),
-            _gen("l2", MATH_P, "So \\boxed{13}.", reasoning="x" * 400)]
+            _gen("l2", MATH_P, "So \\boxed{13}.", reasoning=" ".join(map(str, range(120))))]
     _write(tmp_path, gens)
     c = run_filter(_recipe(verify=False, max_tokens=100), tmp_path)   # toy:student, per character
     verdicts = {r["id"]: r for r in Stage(tmp_path, "filter").read()}
-    assert verdicts["l2"]["reasons"]["length"].startswith("too long (4")
+    assert verdicts["l2"]["reasons"]["length"] == "too long (384 tokens > 100)"
     assert c["kept"] == 1
     with pytest.raises(InputError, match="filter.tokenizer: cannot load tokenizer"):
         run_filter(_recipe(verify=False, max_tokens=100, tokenizer="/no/such/tokenizer"), tmp_path)
@@ -508,3 +512,45 @@ def test_cli_filter_input(tmp_path):
     result = CliRunner().invoke(app, ["filter", "smoke", "--run-dir", str(tmp_path / "run"),
                                       "--input", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2 and "input file not found" in result.output
+
+
+@needs_bwrap
+def test_livecodebench_test_cases_become_problem_tests():
+    functional = verify_mod.livecodebench_tests(
+        [{"input": "[1, 2, 3]\n2", "output": "2", "testtype": "functional"},
+         {"input": "[5]\n5", "output": "1", "testtype": "functional"}], "countAtLeast")
+    p = {"id": "lcb/2", "verifier": "code", **functional}
+    code = ("```python\nclass Solution:\n    def countAtLeast(self, nums, k):\n"
+            "        return sum(x >= k for x in nums)\n```")
+    assert verify(p, code).ok
+    assert not verify(p, code.replace(">= k", "> k")).ok
+    stdin = verify_mod.livecodebench_tests([{"input": "3\n", "output": "6\n", "testtype": "stdin"}])
+    assert verify({"id": "lcb/3", "verifier": "code", **stdin}, "print(int(input()) * 2)").ok
+
+
+def test_filter_traces_from_parquet_and_a_saved_dataset(tmp_path):
+    from datasets import Dataset, DatasetDict
+    rows = [{"messages": [{"role": "user", "content": "6+7?"},
+                          {"role": "assistant", "content": "<think>6+7</think>\\boxed{13}"}],
+             "answer": "13"},
+            {"messages": [{"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "<think>2+2</think>\\boxed{5}"}],
+             "answer": "4"}]
+    ds = Dataset.from_list(rows)
+    ds.to_parquet(str(tmp_path / "t.parquet"))
+    DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
+    for spec in (tmp_path / "t.parquet", tmp_path / "saved"):
+        c = run_filter(_recipe(input=str(spec)), tmp_path / "runs" / spec.name)
+        assert c["total"] == 2 and c["kept"] == 1 and c["reasons"]["verify"] == {"wrong answer": 1}
+    with pytest.raises(InputError, match="filter.input_split: no split 'test'"):
+        run_filter(_recipe(input=str(tmp_path / "saved"), input_split="test"), tmp_path / "x")
+
+
+def test_pipelined_math_workers_answer_every_question_in_order():
+    # Several questions in flight on one warm worker: every reply is read, none is left in a
+    # buffer (which would turn the last ones into timeouts).
+    items = [({"id": f"q{i}", "verifier": "math", "answer": str(i)}, f"\\boxed{{{i + i % 2}}}")
+             for i in range(12)]
+    for _ in range(2):
+        assert [v.reason for v in verify_many(items, workers=1)] == [
+            "ok" if i % 2 == 0 else f"wrong answer: got {i + 1}, want {i}" for i in range(12)]

@@ -287,3 +287,11 @@ def test_a_sandbox_that_cannot_start_raises(monkeypatch):
     with pytest.raises(sandbox.SandboxUnavailable, match="could not set up"):
         run_python("print(1)")
     sandbox.close_sandboxes()
+
+
+def test_files_too_big_for_the_sandbox_are_an_error_not_a_crash():
+    r = run_python("print(1)", files={"big.bin": b"x" * (9 << 20)}, file_mb=8)
+    assert r.status == "error" and "cannot place the program's files" in r.stderr
+    assert run_python("print('next')", file_mb=8).ok
+    r = run_python("print('\\ud800')")          # a lone surrogate in the source
+    assert r.status == "fail" and "UnicodeEncodeError" in r.stderr

@@ -9,7 +9,9 @@ Two checks, as open-r1 and the dedup literature do them:
   its template ("Please reason step by step...", "Complete the following Python function"),
   not its content, and are ignored; an item shorter than n words is matched as a whole;
 - MinHash: a prompt whose estimated Jaccard similarity (word 5-gram shingles) with an item is
-  at least `threshold` (catches paraphrases with few long exact runs).
+  at least `threshold` (catches paraphrases with few long exact runs). Template shingles
+  (in `BOILERPLATE_ITEMS` or more items of a benchmark) are left out on both sides, so two
+  prompts of one template ("...returns x plus 90" and "...returns x plus 91") are not a hit.
 
 A benchmark that cannot be loaded here (no local file and no Hub access, or gated) is skipped
 and named with the reason, never an error: the report says what was not checked.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from distill.filters.dedup import Signer, _lsh
 
 BOILERPLATE_ITEMS = 5
+MIN_SHINGLES = 3     # MinHash needs a few content shingles; shorter texts: the n-gram check
 _WORD = re.compile(r"\w+")
 
 
@@ -36,7 +39,7 @@ class Hit:
     evidence: str      # the shared n-gram, or the estimated Jaccard similarity
 
     def reason(self) -> str:
-        return f"{self.method} overlap with {self.benchmark} item {self.item}: {self.evidence}"
+        return f"{self.method} overlap with {self.benchmark} (item {self.item}): {self.evidence}"
 
 
 def prompt_text(messages: list[dict]) -> str:
@@ -127,16 +130,36 @@ class Index:
         self.threshold = minhash_threshold
         self.lsh = None
         if minhash_threshold is not None:
-            self.signer = Signer()
-            self.lsh = _lsh(minhash_threshold, self.signer.num_perm)
-            self.sigs = {}
-            for bench, rows in items.items():
-                for item, text in rows:
-                    key = (bench, item)
-                    if key in self.sigs or not self._words(text):
-                        continue
-                    self.sigs[key] = self.signer.sign(text)
-                    self.lsh.insert(key, self.sigs[key], check_duplication=False)
+            self._index_minhash(items)
+
+    def _index_minhash(self, items: dict[str, list[tuple[str, str]]]) -> None:
+        import numpy as np
+
+        from distill.filters.dedup import shingle_hashes
+
+        self.signer = Signer()
+        self.lsh = _lsh(self.threshold, self.signer.num_perm)
+        self.sigs = {}
+        hashed = {b: [(item, np.unique(shingle_hashes(text))) for item, text in rows]
+                  for b, rows in items.items()}
+        common = []
+        for rows in hashed.values():
+            values, counts = np.unique(np.concatenate([h for _, h in rows] or [np.zeros(0, np.uint64)]),
+                                       return_counts=True)
+            common.append(values[counts >= BOILERPLATE_ITEMS])
+        self.template_shingles = np.unique(np.concatenate(common or [np.zeros(0, np.uint64)]))
+        for bench, rows in hashed.items():
+            for item, hashes in rows:
+                hashes = self._content(hashes)
+                key = (bench, item)
+                if key in self.sigs or len(hashes) < MIN_SHINGLES:
+                    continue
+                self.sigs[key] = self.signer.sign_hashes(hashes)
+                self.lsh.insert(key, self.sigs[key], check_duplication=False)
+
+    def _content(self, hashes):
+        import numpy as np
+        return hashes[~np.isin(hashes, self.template_shingles)]
 
     @staticmethod
     def _words(text: str) -> list[str]:
@@ -158,7 +181,14 @@ class Index:
                 if hit:
                     return Hit(hit[0], hit[1], "ngram", repr(" ".join(words[i:i + size])))
         if self.lsh is not None and words:
-            sig = self.signer.sign(text)
+            import numpy as np
+
+            from distill.filters.dedup import shingle_hashes
+
+            hashes = self._content(np.unique(shingle_hashes(text)))
+            if len(hashes) < MIN_SHINGLES:
+                return None
+            sig = self.signer.sign_hashes(hashes)
             best = None
             for key in self.lsh.query(sig):
                 j = sig.jaccard(self.sigs[key])

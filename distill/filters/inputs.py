@@ -1,6 +1,7 @@
-"""Traces a user brings: reads a JSONL / JSON / Parquet file or a Hub dataset of chat
-`messages` (the last one the assistant's) with gold fields, and returns generation records
-like the generate stage's, so the filter stage treats both the same.
+"""Traces a user brings: reads a JSONL / JSON / Parquet file, a dataset saved with
+`save_to_disk`, or a Hub dataset of chat `messages` (the last one the assistant's) with gold
+fields, and returns generation records like the generate stage's, so the filter stage treats
+both the same.
 
 Per row: `messages` (required); the assistant's reasoning from its `reasoning_content` (or
 `reasoning`) field or from a `<think>...</think>` block at the start of its content; gold
@@ -27,6 +28,15 @@ _THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>(.*)$", re.DOTALL)
 
 def _rows(spec: str, split: str) -> tuple[list[dict], str]:
     path = Path(spec)
+    if path.is_dir():                       # a dataset saved with `save_to_disk`
+        from datasets import DatasetDict, load_from_disk
+        ds = load_from_disk(str(path))
+        if isinstance(ds, DatasetDict):
+            if split not in ds:
+                raise InputError(f"no split {split!r} (has: {', '.join(ds)})", file=spec,
+                                 key="filter.input_split")
+            ds = ds[split]
+        return list(ds), path.name
     if path.exists():
         if path.suffix == ".parquet":
             from datasets import load_dataset

@@ -68,10 +68,7 @@ MIN_COMPRESSION = 0.12
 COMPRESSION_MIN_CHARS = 2000
 
 
-def repetition(gen: dict, min_compression: float = MIN_COMPRESSION) -> str | None:
-    import zlib
-
-    text = (gen.get("reasoning") or "") + "\n" + (gen.get("content") or "")
+def _tail_loop(text: str) -> str | None:
     tail = text.rstrip()[-(LOOP_MAX_PERIOD * LOOP_MIN_REPEATS + LOOP_MAX_PERIOD):]
     for period in range(1, min(LOOP_MAX_PERIOD, len(tail) // LOOP_MIN_REPEATS) + 1):
         unit = tail[-period:]
@@ -80,6 +77,19 @@ def repetition(gen: dict, min_compression: float = MIN_COMPRESSION) -> str | Non
             repeats += 1
         if repeats >= LOOP_MIN_REPEATS and repeats * period >= LOOP_MIN_CHARS:
             return f"repetition loop: {unit.strip()[:40]!r} x{repeats} at the end"
+    return None
+
+
+def repetition(gen: dict, min_compression: float = MIN_COMPRESSION) -> str | None:
+    """A loop at the end of the reasoning or of the answer (a looping thought followed by a
+    final answer is still a degenerate trace), or a text that is repetitive throughout."""
+    import zlib
+
+    for part in (gen.get("reasoning") or "", gen.get("content") or ""):
+        why = _tail_loop(part)
+        if why:
+            return why
+    text = (gen.get("reasoning") or "") + "\n" + (gen.get("content") or "")
     if len(text) >= COMPRESSION_MIN_CHARS:
         ratio = len(zlib.compress(text.encode(), 6)) / len(text.encode())
         if ratio < min_compression:

@@ -167,7 +167,7 @@ def _select(cfg, ledger: _Ledger) -> None:
         if fc.select == "shortest":
             gens.sort(key=lambda g: (len(_trace_text(g)), g["id"]))
             for g in gens[1:]:
-                ledger.mark(g, "select", f"longer than {gens[0]['id']} (shortest correct)")
+                ledger.mark(g, "select", f"not the shortest correct (kept {gens[0]['id']})")
             gens = gens[:1]
         if fc.max_per_prompt is not None:
             # In id order (ids are hashes): the same samples survive on every run.

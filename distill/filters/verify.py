@@ -21,6 +21,8 @@ Public functions (used by distill/filters, distill/eval and evals/):
 - `extract_answer(text)`, `last_boxed(text)`, `extract_choice(text, letters)`,
   `extract_code(text)`: what a grader reads out of a model's text;
 - `compare_stdout(got, want) -> bool`: LiveCodeBench's stdout comparison;
+- `livecodebench_tests(test_cases, fn_name) -> dict`: LiveCodeBench's test cases as the
+  `stdio_tests` or `functional_tests` of a problem;
 - `candidate_program(problem, content)`, `build_program(problem, content)`: the code as it runs;
 - `record_outputs(problem, solution)`, `reference_times(problem, solution)`: run a reference
   solution to get expected outputs (an opaque blob) and per-test times for the limits.
@@ -29,21 +31,26 @@ Public functions (used by distill/filters, distill/eval and evals/):
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import json
+import os
 import select
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from distill.filters.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,  # noqa: F401
                                   _short, build_program, candidate_program, compare_stdout,
+                                  livecodebench_tests,
                                   record_outputs, reference_times, verify_code)
 from distill.filters.extract import extract_answer, extract_choice, extract_code, last_boxed  # noqa: F401
 
 MATH_TIMEOUT_S = 5           # math-verify's own SIGALRM limits, per parse and per comparison
 MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed past it
+MATH_WINDOW = 8              # questions in flight per worker
 
 
 # ----------------------------------------------------------------------------------- math
@@ -124,16 +131,31 @@ class _MathWorker:
         self.proc = subprocess.Popen([sys.executable, "-m", "distill.filters.verify"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
+        self._buf = b""
 
-    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
+    def send(self, problem: dict, content: str) -> None:
         self.proc.stdin.write((json.dumps({"problem": problem, "content": content}) + "\n").encode())
         self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("math verification worker died")
+
+    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
+        self.send(problem, content)
+        return self.receive(timeout)
+
+    def receive(self, timeout: float) -> Verdict:
+        """The reply to the oldest question sent; TimeoutError when the worker takes longer
+        than `timeout` on it. Reads the pipe itself: a buffered reader could hold a second
+        reply that select() then never reports."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError("math verification worker died")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
         reply = json.loads(line)
         if "error" in reply:
             raise ValueError(reply["error"])
@@ -151,10 +173,15 @@ class _MathWorker:
 # seconds on a busy machine); they are killed at exit.
 _idle_workers: list[_MathWorker] = []
 _workers_lock = threading.Lock()
+_workers_pid = os.getpid()
 
 
 def _take_worker() -> _MathWorker:
+    global _workers_pid
     with _workers_lock:
+        if _workers_pid != os.getpid():     # a forked caller must not share its parent's workers
+            _idle_workers.clear()
+            _workers_pid = os.getpid()
         while _idle_workers:
             worker = _idle_workers.pop()
             if worker.alive():
@@ -201,23 +228,36 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
     errors: list[BaseException] = []
 
     def drain() -> None:
+        # Up to WINDOW questions in flight per worker, so it never waits for the next one
+        # (on a busy machine each round trip costs a scheduling delay); the worker answers in
+        # order, so the hard limit applies to the question it is working on.
         worker = _take_worker()
         healthy = True
+        pending: collections.deque = collections.deque()
         try:
             while True:
                 with lock:
-                    if not queue or errors:
+                    while len(pending) < MATH_WINDOW and queue and not errors:
+                        i, problem, content = queue.pop()
+                        # Only what the check reads: a generation record also carries its
+                        # messages, reasoning and logprobs.
+                        pending.append((i, {"id": problem.get("id"),
+                                            "answer": problem.get("answer")}, content))
+                        worker.send(pending[-1][1], content)
+                    if not pending:
                         return
-                    i, problem, content = queue.pop()
-                # Only what the check reads: a generation record also carries its messages,
-                # reasoning and logprobs.
-                slim = {"id": problem.get("id"), "answer": problem.get("answer")}
+                    if errors:      # unread replies: this worker must not serve anyone else
+                        healthy = False
+                        return
                 try:
-                    done[i] = worker.ask(slim, content, MATH_HARD_TIMEOUT_S)
+                    v = worker.receive(MATH_HARD_TIMEOUT_S)
+                    done[pending.popleft()[0]] = v
                 except TimeoutError:
-                    done[i] = Verdict(False, "timeout")
+                    done[pending.popleft()[0]] = Verdict(False, "timeout")
                     worker.close()
                     worker = _MathWorker()
+                    for _, slim, content in pending:
+                        worker.send(slim, content)
                 except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
                     errors.append(e)
                     healthy = False
