@@ -24,6 +24,7 @@ from datetime import date, datetime
 
 from distill.eval.benchmark import Benchmark, fill, read_rows, user
 from distill.errors import InputError
+from distill.filters.verify import livecodebench_tests
 
 HUB = "livecodebench/code_generation_lite"
 TEST_TIMEOUT_S = 6.0   # LiveCodeBench's limit per test
@@ -103,7 +104,6 @@ def load(data_file: str | None = None, limit: int | None = None, release: str = 
         starter = (row.get("starter_code") or "").strip()
         fmt = fill(STARTER_FORMAT, starter=starter) if starter else STDIN_FORMAT
         tests = decode_tests(row["public_test_cases"]) + decode_tests(row["private_test_cases"])
-        functional = [t for t in tests if t.get("testtype") == "functional"]
         problem = {
             "id": f"livecodebench/{row['question_id']}",
             "task_id": row["question_id"],
@@ -116,17 +116,9 @@ def load(data_file: str | None = None, limit: int | None = None, release: str = 
             "entry_point": meta.get("func_name"),
             "test_timeout_s": TEST_TIMEOUT_S,
             "preamble": PREAMBLE,
+            # stdin/stdout programs, or LeetCode calls compared with == (exact mode)
+            **livecodebench_tests(tests, meta.get("func_name")),
         }
-        if functional:
-            # A LeetCode call: one JSON value per input line, the expected return value in
-            # JSON, compared with == (tuples read as lists), as LiveCodeBench does.
-            problem["functional_tests"] = {
-                "inputs": [[json.loads(a) for a in t["input"].split("\n") if a.strip()]
-                           for t in functional],
-                "outputs": [json.loads(t["output"]) for t in functional],
-                "mode": "exact", "atol": 0.0}
-        else:
-            problem["stdio_tests"] = [{"input": t["input"], "output": t["output"]} for t in tests]
         problems.append({
             **problem,
             "contest_date": day.isoformat(),
