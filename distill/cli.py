@@ -89,7 +89,21 @@ def _stage_command(name: str, doc: str) -> None:
 
 _stage_command("prompts", "Collect prompts from the recipe's sources.")
 _stage_command("generate", "Ask the teacher for traces (resumable).")
-_stage_command("filter", "Verify, check and deduplicate the traces; write the training set.")
+
+
+@app.command(name="filter")
+def filter_(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
+            override: Optional[List[str]] = OverrideOpt,
+            input: Optional[str] = typer.Option(
+                None, "--input", help="Filter these traces instead of the generate stage's: a "
+                "JSONL / JSON / Parquet file or a Hub dataset of chat `messages` with gold "
+                "answers or tests (same as -o filter.input=...)")):
+    """Verify, check, decontaminate and deduplicate the traces; write the training set."""
+    import json
+    extra = [f"filter.input={json.dumps(input)}"] if input else []
+    _run(recipe, list(override or []) + extra, run_dir, ["filter"])
+
+
 _stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
 _stage_command("evaluate", "Score teacher, base student and distilled student.")
 _stage_command("publish", "Write the leaderboard, plots, model and dataset cards; push to the Hub.")
@@ -163,6 +177,37 @@ def plan(recipe: Optional[str] = typer.Argument(None, help="Recipe YAML or name 
     else:
         title = f"{cfg.run.name} ({cfg.teacher.model} -> {cfg.train.student})" if cfg else ""
         typer.echo(format_plan(result, title) + (f"\nRun directory: {rd}" if rd else ""))
+
+
+@app.command()
+def score(benchmark: str = typer.Argument(..., help="A benchmark in evals/ (humaneval_plus, math500, ...)"),
+          samples: Path = typer.Option(..., "--samples", help="JSONL: task_id and completion per line"),
+          data_file: Optional[Path] = typer.Option(None, "--data-file",
+                                                   help="Local benchmark file instead of the Hub"),
+          subset: bool = typer.Option(False, "--subset", help="Score only the tasks present"),
+          workers: int = typer.Option(2, "--workers", min=1),
+          k: Optional[List[int]] = typer.Option(None, "-k", help="Also report pass@k"),
+          option: Optional[List[str]] = typer.Option(None, "--option",
+                                                     help="Benchmark option, e.g. release=release_v5")):
+    """Grade completions you already have and print the score (writes FILE.<bench>.results.json)."""
+    from distill.eval.score import score_samples
+    try:
+        opts = {}
+        for o in option or []:
+            if "=" not in o:
+                raise InputError(f"--option {o!r} must look like name=value", key="--option")
+            name, value = o.split("=", 1)
+            opts[name] = value
+        rows, out = score_samples(benchmark, samples, data_file=str(data_file) if data_file else None,
+                                  options=opts, subset=subset, workers=workers, pass_k=k or [])
+    except InputError as e:
+        _fail(e, 2)
+    typer.echo(f"{'category':<40} {'metric':<8} {'score':>7}  {'95% CI':<15} {'n':>5}")
+    for r in rows:
+        typer.echo(f"{r['category']:<40} {r['metric']:<8} {100 * r['score']:6.1f}%  "
+                   f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]".ljust(74)
+                   + f" {r['n']:>5}")
+    typer.echo(f"per-sample verdicts: {out}")
 
 
 @app.command()

@@ -117,11 +117,27 @@ class GenerateConfig(Section):
 
 
 class FilterConfig(Section):
+    """The filter stage, cheapest checks first (distill/filters/stage.py). `input` filters a
+    JSONL file or Hub dataset of chat `messages` (with gold answers or tests) instead of the
+    traces of the generate stage."""
+    input: str | None = None               # JSONL / JSON / Parquet file, or a Hub dataset id
+    input_split: str = "train"             # split of a Hub dataset
     verify: bool = True                    # math-verify answers, run code tests in the sandbox
     drop_truncated: bool = True            # finish_reason == "length"
     require_think: bool = True             # balanced <think>...</think>
-    dedup: Literal["exact", "none"] = "exact"
-    max_per_prompt: int | None = None      # keep at most k correct samples per prompt
+    require_answer: bool = True            # a final answer the verifier can read
+    drop_repetition: bool = True           # repetition loops at the end, or highly repetitive text
+    min_tokens: int | None = Field(None, ge=0)   # length bounds on reasoning + answer
+    max_tokens: int | None = Field(None, ge=1)
+    tokenizer: str | None = None           # counts tokens for the bounds (default: the teacher's
+                                           # usage.completion_tokens)
+    decontaminate: list[str] | Literal["all", "none"] = "all"   # benchmarks in evals/
+    decontaminate_ngram: int = Field(8, ge=1)                   # open-r1's default
+    decontaminate_minhash: float | None = Field(0.8, gt=0, le=1)  # Jaccard; None: n-grams only
+    dedup: Literal["exact", "minhash", "none"] = "exact"   # minhash: exact first, then near
+    dedup_threshold: float = Field(0.8, gt=0, le=1)        # MinHash Jaccard for near duplicates
+    select: Literal["all", "shortest"] = "all"   # per prompt: every correct sample, or the shortest
+    max_per_prompt: int | None = Field(None, ge=1)   # keep at most k correct samples per prompt
     code_timeout_s: float = Field(10.0, gt=0)
     code_memory_mb: int = Field(1024, ge=64)
     workers: int = Field(2, ge=1)
@@ -182,16 +198,34 @@ class TrainConfig(Section):
     revision: str | None = None
 
 
+class BenchmarkSettings(Section):
+    """Per-benchmark settings (eval.benchmark.<name>): sampling that wins over the eval-wide
+    values, and the loader's options (a LiveCodeBench release and date window, ...)."""
+    samples: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    options: dict[str, Any] = {}
+
+
 class EvalConfig(Section):
+    """Teacher, base student and distilled student answer the same questions with the same
+    sampling. Unset sampling fields take each benchmark's default (evals/<name>.py: AIME 64
+    samples, MATH-500 4, ...); set here they apply to every benchmark, and
+    `benchmark.<name>` wins over both."""
     benchmarks: list[str] = Field(min_length=1)
-    samples: int = Field(1, ge=1)          # completions per question; pass@1 is their mean
-    temperature: float = Field(0.6, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(32768, ge=1)
+    samples: int | None = Field(None, ge=1)        # completions per question; pass@1 is their mean
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    benchmark: dict[str, BenchmarkSettings] = {}
+    pass_k: list[int] = []                 # pass@k reported besides pass@1 and pass@n
     limit: int | None = None               # questions per benchmark (None: all)
     max_concurrency: int = Field(64, ge=1)
     data_files: dict[str, str] = {}        # benchmark -> local file instead of the Hub
     base_url: str | None = None            # where the students are served; None: served locally
+    server: Literal["distill", "vllm"] = "distill"   # what serves a local model path
+    server_args: list[str] = []            # extra arguments of that server (vllm serve ...)
 
 
 class PublishConfig(Section):

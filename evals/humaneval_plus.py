@@ -2,44 +2,44 @@
 every base and plus input compared with the canonical solution's outputs. A completion may be
 a whole function or only its body (the task prompt is prepended either way)."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, read_rows, user
+from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 from evals import _evalplus
 
 HUB = "evalplus/humanevalplus"
+PROMPT = "Complete the following Python function.\n```python\n{prompt}```\n" + CODE_INSTRUCTION
 
 
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     rows = read_rows(data_file, HUB)[:limit]
     tasks = [{"task_id": r["task_id"], "code": r["prompt"] + r["canonical_solution"],
-              "entry_point": r["entry_point"], "not_none": False,
+              "entry_point": r["entry_point"],
               "inputs": _evalplus.parse_inputs(r.get("base_input"))
               + _evalplus.parse_inputs(r.get("plus_input"))} for r in rows]
     expected = _evalplus.expected_outputs("humaneval_plus", tasks)
     problems = []
     for r, t in zip(rows, tasks):
         e = expected[r["task_id"]]
-        tests = (r["test"] + f"\n\ncheck({r['entry_point']})\n"
-                 + _evalplus.differential_tests(r["entry_point"], "humaneval", t["inputs"],
-                                                e["expected"], float(r.get("atol") or 0)))
+        tests = r["test"] + f"\n\ncheck({r['entry_point']})\n"
         problems.append({
             "id": r["task_id"].replace("HumanEval", "humaneval_plus"),
             "task_id": r["task_id"],
             "source": "humaneval_plus",
-            "category": "coding",
-            "subcategory": "function completion",
-            "messages": user("Complete the following Python function.\n"
-                             f"```python\n{r['prompt']}```\n{CODE_INSTRUCTION}"),
+            "messages": user(fill(PROMPT, prompt=r["prompt"])),
             "verifier": "code",
             "answer": None,
             "tests": tests,
+            "functional_tests": _evalplus.functional_tests(
+                r["entry_point"], "humaneval", t["inputs"], e["expected"], float(r.get("atol") or 0)),
+            "reference_times_s": e["times_s"],
             "entry_point": r["entry_point"],
             "code_prefix": r["prompt"],
-            "timeout_s": _evalplus.timeout_for(e["time_s"]),
+            "timeout_s": _evalplus.timeout_for(e["times_s"]),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
+            "categories": {},
         })
     return problems
 
 
 BENCHMARK = Benchmark(name="humaneval_plus", version="evalplus-v0.1.10", category="coding",
-                      hub=HUB, load=load)
+                      hub=HUB, load=load, scorer="code", prompt=PROMPT)

@@ -1,9 +1,10 @@
-"""MATH-500 (HuggingFaceH4/MATH-500, test: the 500-problem split of PRM800K); subcategory is
-the subject, `level` 1-5 rides along; graded with math-verify on the last \\boxed{}."""
+"""MATH-500 (HuggingFaceH4/MATH-500, test: the 500-problem split of PRM800K); categories are
+the subject (7) and the level (1-5); graded with math-verify on the last \\boxed{}."""
 
-from distill.eval.benchmark import BOXED_INSTRUCTION, Benchmark, read_rows, user
+from distill.eval.benchmark import BOXED_INSTRUCTION, Benchmark, fill, read_rows, user
 
 HUB = "HuggingFaceH4/MATH-500"
+PROMPT = "{problem}\n" + BOXED_INSTRUCTION
 
 
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
@@ -11,17 +12,16 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     return [{
         "id": f"math500/{row['unique_id']}",
         "source": "math500",
-        "category": "reasoning",
-        "subcategory": row["subject"],
-        "level": int(row["level"]),
-        "messages": user(f"{row['problem']}\n{BOXED_INSTRUCTION}"),
+        "messages": user(fill(PROMPT, problem=row["problem"])),
         "verifier": "math",
         "answer": row["answer"],
         "tests": None,
         "entry_point": None,
+        "categories": {"subject": row["subject"], "level": int(row["level"])},
     } for row in rows]
 
 
 # open-r1 / lighteval take 4 samples per MATH-500 question.
 BENCHMARK = Benchmark(name="math500", version="prm800k@7ecc794", category="reasoning", hub=HUB,
-                      load=load, samples=4)
+                      load=load, scorer="math", prompt=PROMPT, categories=("subject", "level"),
+                      samples=4)

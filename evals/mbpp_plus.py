@@ -1,10 +1,11 @@
 """MBPP+ (evalplus v0.2.0: 378 tasks): the task's base `assertion`s, then every base and plus
 input compared with the canonical solution's outputs."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, read_rows, user
+from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 from evals import _evalplus
 
 HUB = "evalplus/mbppplus"
+PROMPT = "{prompt}\n" + CODE_INSTRUCTION
 
 
 def _as_tuples(task_id: str, inputs: list) -> list:
@@ -54,7 +55,6 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     rows = read_rows(data_file, HUB)[:limit]
     tasks = [{"task_id": r["task_id"], "code": r["canonical_solution"],
               "entry_point": r["entry_point"],
-              "not_none": r["entry_point"] in _evalplus.MBPP_OUTPUT_NOT_NONE_TASKS,
               "inputs": _as_tuples(r["task_id"], _evalplus.parse_inputs(r.get("base_input"))
                                    + _evalplus.parse_inputs(r.get("plus_input")))}
              for r in rows]
@@ -64,25 +64,26 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
         e = expected[r["task_id"]]
         # The base asserts use math.isclose without importing math.
         base = "import math\n" + (r.get("assertion") or r.get("test") or "")
-        tests = base + "\n" + _evalplus.differential_tests(
-            r["entry_point"], "mbpp", t["inputs"], e["expected"], float(r.get("atol") or 0))
+        tests = base
         problems.append({
             "id": r["task_id"].replace("Mbpp", "mbpp_plus"),
             "task_id": r["task_id"],
             "source": "mbpp_plus",
-            "category": "coding",
-            "subcategory": "function from description",
-            "messages": user(f"{_prompt(r['prompt'])}\n{CODE_INSTRUCTION}"),
+            "messages": user(fill(PROMPT, prompt=_prompt(r["prompt"]))),
             "verifier": "code",
             "answer": None,
             "tests": tests,
+            "functional_tests": _evalplus.functional_tests(
+                r["entry_point"], "mbpp", t["inputs"], e["expected"], float(r.get("atol") or 0)),
+            "reference_times_s": e["times_s"],
             "entry_point": r["entry_point"],
-            "timeout_s": _evalplus.timeout_for(e["time_s"]),
+            "timeout_s": _evalplus.timeout_for(e["times_s"]),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
+            "categories": {},
         })
     return problems
 
 
 BENCHMARK = Benchmark(name="mbpp_plus", version="evalplus-v0.2.0", category="coding", hub=HUB,
-                      load=load)
+                      load=load, scorer="code", prompt=PROMPT)

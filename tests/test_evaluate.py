@@ -6,20 +6,24 @@ writes, and how it scores.
 """
 
 import contextlib
+import json
+import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
-from distill.config import Recipe
+from distill.config import BenchmarkSettings, Recipe
+from distill.eval.benchmark import Benchmark
 from distill.errors import InputError
 from distill.eval import run_evaluate
-from distill.filters.verify import Verdict
+from distill.filters.verify import Verdict, extract_answer
 from distill.records import Stage
 from distill.teacher.client import Choice, Job, Response
 
 QUESTIONS = [
-    {"id": f"q{i}", "source": "toy", "category": "reasoning", "subcategory": f"carries={i % 2}",
+    {"id": f"q{i}", "source": "toy", "categories": {"carries": i % 2},
      "messages": [{"role": "user", "content": f"What is {i}+{i}?"}], "verifier": "math",
      "answer": str(2 * i), "tests": None, "entry_point": None}
     for i in range(6)
@@ -27,7 +31,7 @@ QUESTIONS = [
 
 
 def _answer(model: str, question: str) -> str:
-    a, b = question.removeprefix("What is ").removesuffix("?").split("+")
+    a, b = question.removeprefix("Now: ").removeprefix("What is ").removesuffix("?").split("+")
     right = int(a) + int(b)
     if model == "teacher-model":
         return str(right)
@@ -48,7 +52,7 @@ class World:
             yield "http://teacher", "teacher-model", None
 
         @contextlib.contextmanager
-        def serve_local(model, revision=None):
+        def serve_local(model, revision=None, **kw):
             yield "http://local", "student-model" if model.endswith("model") else "base-model"
 
         def complete_all(base_url, model, jobs, on_done, **kw):
@@ -62,13 +66,13 @@ class World:
         def verify_many(items, workers=2, **kw):
             return [Verdict(c == f"\\boxed{{{p['answer']}}}", "ok") for p, c in items]
 
-        bench = types.SimpleNamespace(name="toy_arith", version="1", category="reasoning",
-                                      hub="local/toy_arith",
-                                      load=lambda data_file, limit: QUESTIONS[:limit])
+        bench = Benchmark(name="toy_arith", version="1", category="reasoning",
+                          hub="local/toy_arith", categories=("carries",),
+                          load=lambda data_file, limit: [dict(q) for q in QUESTIONS[:limit]])
         mods = {
             "distill.teacher.local": dict(teacher_endpoint=teacher_endpoint, serve_local=serve_local),
             "distill.teacher.client": dict(Job=Job, complete_all=complete_all),
-            "distill.filters.verify": dict(verify_many=verify_many),
+            "distill.filters.verify": dict(verify_many=verify_many, extract_answer=extract_answer),
             "distill.eval.benchmark": dict(get_benchmark=lambda name: bench),
         }
         for name, attrs in mods.items():
@@ -121,10 +125,26 @@ def test_all_three_models_are_scored_with_the_same_sampling(monkeypatch, run_dir
     assert rows[("student", "reasoning/carries=1", "pass@1")]["n"] == 3
     assert rows[("student", "reasoning", "pass@2")]["score"] == pytest.approx(4 / 6)
     assert set(student) == {"model", "role", "benchmark", "category", "metric", "score",
-                            "ci_low", "ci_high", "n"}
+                            "ci_low", "ci_high", "n", "samples", "retention", "retention_ci_low",
+                            "retention_ci_high"}
+    # Retention of the teacher's pass@1 (the teacher solves everything), with a paired interval.
+    assert student["retention"] == pytest.approx(4 / 6)
+    assert student["retention_ci_low"] < 4 / 6 < student["retention_ci_high"] <= 1.0
+    assert rows[("student", "reasoning/carries=1", "pass@1")]["retention"] == pytest.approx(2 / 3)
+    assert rows[("teacher", "reasoning", "pass@1")]["retention"] == 1.0
+    assert rows[("base", "reasoning", "pass@1")]["retention"] == 0.0
+    # A math benchmark with two samples per question also reports maj@2.
+    assert rows[("student", "reasoning", "maj@2")]["score"] == pytest.approx(4 / 6)
+    comparisons = {(c["a"], c["b"], c["category"]): c
+                   for c in Stage(run_dir, "eval").read_json("comparisons.json")}
+    vs_base = comparisons[("student", "base", "reasoning")]
+    assert vs_base["difference"] == pytest.approx(4 / 6) and vs_base["ci_low"] > 0
+    assert vs_base["gained"] == ["q1", "q2", "q4", "q5"] and vs_base["lost"] == []
+    vs_teacher = comparisons[("student", "teacher", "reasoning")]
+    assert vs_teacher["lost"] == ["q0", "q3"] and vs_teacher["p_value"] == pytest.approx(0.5)
     rec = next(Stage(run_dir, "eval").read())
-    for field in ("role", "model", "benchmark", "version", "task_id", "category", "subcategory",
-                  "sample", "correct", "reason", "content", "reasoning", "finish_reason"):
+    for field in ("role", "model", "benchmark", "version", "task_id", "categories", "sample",
+                  "correct", "reason", "answer", "content", "reasoning", "finish_reason"):
         assert field in rec
 
 
@@ -264,3 +284,185 @@ def test_end_to_end_with_real_servers_and_client(monkeypatch, tmp_path):
     asked.clear()
     run_evaluate(cfg, run_dir)
     assert asked == []
+
+
+# ------------------------------------------------------------------------ distill score
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"evaluation data not found at {DATA}")
+
+
+def _score(*args):
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+    return CliRunner().invoke(app, ["score", *map(str, args)])
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@needs_data
+def test_score_grades_a_users_completions_and_caches_the_verdicts(tmp_path, monkeypatch):
+    import gzip
+
+    rows = [json.loads(line) for line in gzip.open(DATA / "humaneval" / "HumanEval.jsonl.gz", "rt")]
+    samples = []
+    for r in rows[:6]:  # evalplus' two spellings: a whole solution, or a completion of the prompt
+        samples.append({"task_id": r["task_id"], "solution": r["prompt"] + r["canonical_solution"]})
+        samples.append({"task_id": r["task_id"], "completion": "    return None\n"})
+    path = _write(tmp_path / "samples.jsonl", samples)
+    data = DATA / "humaneval" / "HumanEval.jsonl.gz"
+
+    result = _score("humaneval", "--samples", path, "--data-file", data, "--subset")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"coding\s+pass@1\s+50\.0%", result.output)
+    assert re.search(r"coding\s+pass@2\s+100\.0%", result.output)
+    out = json.loads((tmp_path / "samples.humaneval.results.json").read_text())
+    assert (out["tasks"], out["of_tasks"]) == (6, 164)
+    assert [s["correct"] for s in out["samples"]] == [True, False] * 6
+    assert out["samples"][1]["line"] == 2 and out["samples"][1]["reason"]
+
+    # A second run grades only what it has not graded before.
+    verify_mod = sys.modules["distill.filters.verify"]  # (distill.filters.verify is also a function)
+    graded = []
+    real = verify_mod.verify_many
+    monkeypatch.setattr(verify_mod, "verify_many",
+                        lambda items, **kw: graded.extend(items) or real(items, **kw))
+    samples[1]["completion"] = "    return []\n"
+    _write(path, samples)
+    assert _score("humaneval", "--samples", path, "--data-file", data, "--subset").exit_code == 0
+    assert len(graded) == 1
+
+
+@needs_data
+def test_score_refuses_missing_tasks_unknown_ids_and_bad_lines(tmp_path):
+    data = DATA / "gsm8k" / "test.jsonl"
+    path = _write(tmp_path / "s.jsonl", [{"task_id": "gsm8k/0", "completion": "\\boxed{18}"}])
+    result = _score("gsm8k", "--samples", path, "--data-file", data)
+    assert result.exit_code == 2 and "1318 of 1319 tasks have no sample" in result.output
+    assert "--subset" in result.output
+
+    path.write_text('{"task_id": "gsm8k/0", "completion": "\\\\boxed{18}"}\n{"task_id": \n')
+    result = _score("gsm8k", "--samples", path, "--data-file", data, "--subset")
+    assert result.exit_code == 2 and f"{path}:2: not valid JSON" in result.output
+
+    _write(path, [{"task_id": "gsm8k/0", "completion": "\\boxed{18}"}, {"task_id": "nope", "completion": ""}])
+    result = _score("gsm8k", "--samples", path, "--data-file", data, "--subset")
+    assert result.exit_code == 2 and f"{path}:2: unknown task id 'nope'" in result.output
+
+    _write(path, [{"task_id": "gsm8k/0", "text": "18"}])
+    result = _score("gsm8k", "--samples", path, "--data-file", data, "--subset")
+    assert result.exit_code == 2 and "completion, solution, response, content" in result.output
+
+    assert _score("no_such_bench", "--samples", path).exit_code == 2
+
+
+@needs_data
+def test_score_reports_maj_at_k_for_answers_it_can_vote_on(tmp_path):
+    data = DATA / "gsm8k" / "test.jsonl"
+    rows = [{"task_id": "gsm8k/0", "completion": t} for t in ("\\boxed{18}", "\\boxed{17}", "\\boxed{18}")]
+    rows += [{"task_id": "gsm8k/1", "completion": t} for t in ("\\boxed{2}", "\\boxed{5}", "\\boxed{5}")]
+    result = _score("gsm8k", "--samples", _write(tmp_path / "s.jsonl", rows), "--data-file", data,
+                    "--subset", "-k", "2")
+    assert result.exit_code == 0, result.output
+    # gsm8k/0: 2 of 3 right (maj right); gsm8k/1: gold 3, two wrong "5" outvote nothing right.
+    assert re.search(r"reasoning\s+pass@1\s+33\.3%", result.output)
+    assert re.search(r"reasoning\s+pass@2\s+", result.output)
+    assert re.search(r"reasoning\s+maj@3\s+50\.0%", result.output)
+
+
+# ----------------------------------------------------------------------------- models
+
+def test_a_local_model_is_keyed_by_its_files(tmp_path):
+    from distill.eval.models import weights_key
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"\0" * 64)
+    key = weights_key(str(model), None)
+    assert key.startswith("local@") and weights_key(str(model), None) == key
+    (model / "model.safetensors").write_bytes(b"\1" * 64)   # re-trained at the same path
+    assert weights_key(str(model), None) != key
+    assert weights_key("deepseek-reasoner", None) == "deepseek-reasoner@"
+    assert weights_key("org/model", "abc123") == "org/model@abc123"
+
+
+def test_vllm_serves_a_local_model_with_the_recipes_arguments(tmp_path, monkeypatch):
+    """A stand-in `vllm` on PATH records its command line and answers /health the way
+    `vllm serve` does; the stage waits for it, uses its URL and stops it."""
+    import os
+    import stat
+
+    from distill.eval.models import serve_vllm
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "health").write_text("ok")
+    fake = tmp_path / "bin" / "vllm"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!/bin/sh
+echo "$@" > {tmp_path}/argv
+while [ "$1" != "--port" ]; do shift; done
+exec {sys.executable} -m http.server "$2" --bind 127.0.0.1 --directory {tmp_path}/www
+""")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    import httpx
+
+    with serve_vllm("org/student", revision="r1", extra_args=["--tensor-parallel-size", "2"]) \
+            as (url, name):
+        assert name == "org/student" and url.startswith("http://127.0.0.1:")
+        assert httpx.get(url.removesuffix("/v1") + "/health").status_code == 200
+        argv = (tmp_path / "argv").read_text().split()
+    assert argv[:2] == ["serve", "org/student"]
+    assert argv[argv.index("--served-model-name") + 1] == "org/student"
+    assert argv[-4:] == ["--revision", "r1", "--tensor-parallel-size", "2"]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url.removesuffix("/v1") + "/health", timeout=2)
+
+
+def test_vllm_missing_is_bad_input(monkeypatch, tmp_path):
+    from distill.eval.models import serve_vllm
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(InputError, match="eval.server: .*vllm. is not on PATH"):
+        with serve_vllm("org/student"):
+            pass
+
+
+def test_each_benchmark_samples_as_declared_unless_the_recipe_says_otherwise():
+    from distill.eval.benchmark import get_benchmark
+    from distill.eval.runner import sampling_for
+
+    cfg = recipe(samples=None, temperature=None)
+    cfg.eval.benchmarks = ["toy_arith", "aime24"]
+    aime, toy = get_benchmark("aime24"), get_benchmark("toy_arith")
+    assert sampling_for(cfg, aime).samples == 64 and sampling_for(cfg, aime).temperature == 0.6
+    assert sampling_for(cfg, toy).temperature == 0.0
+    cfg.eval.samples = 4
+    cfg.eval.benchmark = {"aime24": BenchmarkSettings(samples=16, max_tokens=1000)}
+    assert sampling_for(cfg, toy).samples == 4
+    assert (sampling_for(cfg, aime).samples, sampling_for(cfg, aime).max_tokens) == (16, 1000)
+    assert sampling_for(cfg, aime).hash() != sampling_for(cfg, toy).hash()
+
+
+def test_settings_for_a_benchmark_not_evaluated_are_bad_input(monkeypatch, run_dir):
+    World().install(monkeypatch)
+    cfg = recipe()
+    cfg.eval.benchmark = {"aime24": BenchmarkSettings(samples=2)}
+    with pytest.raises(InputError, match="eval.benchmark.aime24: settings for 'aime24'"):
+        run_evaluate(cfg, run_dir)
+
+
+def test_a_changed_prompt_draws_new_samples(monkeypatch, run_dir):
+    world = World().install(monkeypatch)
+    run_evaluate(recipe(samples=1), run_dir)
+    assert world.samples() == 18
+    for q in QUESTIONS[:2]:
+        monkeypatch.setitem(q, "messages", [{"role": "user", "content": "Now: " + q["messages"][0]["content"]}])
+    world = World().install(monkeypatch)
+    run_evaluate(recipe(samples=1), run_dir)
+    assert world.samples() == 3 * 2

@@ -94,3 +94,54 @@ def test_paired_difference_detects_a_clear_gap_and_not_a_tie():
     assert tie.value == 0.0 and tie.ci_low < 0 < tie.ci_high
     with pytest.raises(ValueError):
         m.paired_difference([1.0], [1.0, 0.0])
+
+
+def test_majority_vote_counts_the_correct_class_once_and_splits_ties():
+    # Correct answers spelled differently are one class: 2 correct vs 1 "7".
+    assert m.majority_vote([(True, "1/2"), (True, "0.5"), (False, "7")]) == 1.0
+    assert m.majority_vote([(False, "7"), (False, " 7"), (True, "3")]) == 0.0
+    # A tie between the correct class and one wrong class scores one half.
+    assert m.majority_vote([(True, "3"), (False, "7")]) == 0.5
+    # Samples without an answer do not vote.
+    assert m.majority_vote([(True, "3"), (False, None), (False, None)]) == 1.0
+    assert m.majority_vote([(False, None)]) == 0.0
+    # maj@k looks at the first k samples only.
+    assert m.majority_vote([(True, "3"), (False, "7"), (False, "7")], k=1) == 1.0
+    with pytest.raises(ValueError):
+        m.majority_vote([(True, "3")], k=2)
+
+
+def test_mcnemar_exact_p_values():
+    assert m.mcnemar_exact(0, 0) == 1.0
+    assert m.mcnemar_exact(5, 0) == pytest.approx(2 / 32)      # 2 * 0.5**5
+    assert m.mcnemar_exact(3, 3) == 1.0
+    assert m.mcnemar_exact(10, 2) == pytest.approx(2 * sum(math.comb(12, i) for i in range(3)) / 2 ** 12)
+
+
+def test_compare_names_the_questions_that_flipped():
+    a = [1.0, 1.0, 0.0, 0.75, 0.25]
+    b = [1.0, 0.0, 1.0, 0.25, 0.25]
+    c = m.compare(a, b, ["q0", "q1", "q2", "q3", "q4"])
+    assert c.gained == ["q1", "q3"] and c.lost == ["q2"]
+    assert c.difference.value == pytest.approx(0.1) and c.difference.n == 5
+    assert c.p_value == pytest.approx(1.0)
+
+
+def test_clustered_interval_keeps_its_coverage_where_the_naive_one_does_not():
+    """Questions of varying difficulty, 8 samples each: the interval that counts questions
+    (clustered) covers the true mean about 95% of the time; a Wilson interval over all
+    samples, as if they were independent, is too narrow."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    runs, covered, naive_covered = 300, 0, 0
+    for _ in range(runs):
+        p = rng.beta(0.5, 0.5, size=60)       # true per-question pass rates, mean 0.5
+        verdicts = [list(rng.random(8) < pi) for pi in p]
+        est = m.score_interval(verdicts)
+        covered += est.ci_low <= 0.5 <= est.ci_high
+        k = sum(map(sum, verdicts))
+        low, high = m.wilson_interval(k, 60 * 8)
+        naive_covered += low <= 0.5 <= high
+    assert covered / runs >= 0.92
+    assert naive_covered / runs < 0.75

@@ -162,7 +162,7 @@ def test_publish_reads_what_the_eval_stage_writes(monkeypatch, tmp_path):
     assert float(by[("base", "reasoning", "pass@1")]["retention"]) == 0.0
     assert ("student", "reasoning", "pass@2") in by
     card = ModelCard.load(report / "README.md")
-    assert {r.metric_type for r in card.data.eval_results} == {"pass@1", "pass@2"}
+    assert {r.metric_type for r in card.data.eval_results} == {"pass@1", "pass@2", "maj@2"}
     assert "0.67 [" in card.text
 
 

@@ -1,6 +1,6 @@
 """Benchmarks: a `Benchmark` per file in evals/, discovered by name; loaders read the Hub or
-a local file and return problem dicts (id, source, category, subcategory, messages, verifier,
-answer / tests, entry_point)."""
+a local file and return problem dicts (id, source, messages, verifier, answer / tests,
+entry_point, categories)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import gzip
 import hashlib
 import importlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -19,11 +19,24 @@ CODE_INSTRUCTION = "Write the complete function in a single ```python code block
 
 @dataclass
 class Benchmark:
+    """One benchmark, declared by its file in evals/.
+
+    `load(data_file, limit, **options)` returns problem dicts: id, source, messages (the
+    prompt), verifier (the filter stage's scorer: math, code, ...), its gold fields (answer,
+    tests, entry_point, ...) and `categories`, a dict of this benchmark's category axes
+    (`categories` below) to the question's value on each. `options` are the loader's knobs
+    with their defaults (a LiveCodeBench release and date window, a shuffling seed), set per
+    recipe under eval.benchmark.<name>.options."""
     name: str
     version: str                 # dataset release; `resolved_version` adds the file hash
     category: str                # reasoning | coding
     hub: str                     # Hub dataset id read when no local file is given
-    load: Callable[[str | None, int | None], list[dict]]   # (data_file, limit) -> problems
+    load: Callable[..., list[dict]]   # (data_file, limit, **options) -> problems
+    scorer: str = "math"         # verifier of its problems (distill.filters.verify)
+    prompt: str = ""             # the template the loader fills in
+    categories: tuple[str, ...] = ()   # per-question axes, e.g. ("subject", "level")
+    options: dict[str, Any] = field(default_factory=dict)
+    # Default sampling (open-r1 / lighteval conventions); a recipe may override any of them.
     samples: int = 1
     temperature: float = 0.6
     top_p: float = 0.95
@@ -34,6 +47,40 @@ class Benchmark:
         if data_file is None:
             return self.version
         return f"{self.version}+sha256.{file_sha256(data_file)[:16]}"
+
+    def resolved_options(self, options: dict | None = None, key: str = "options") -> dict:
+        """The loader's options: defaults, then `options`; an unknown name is bad input."""
+        unknown = sorted(set(options or {}) - set(self.options))
+        if unknown:
+            from distill.errors import InputError
+            known = ", ".join(sorted(self.options)) or "none"
+            raise InputError(f"unknown option {unknown[0]!r} for benchmark {self.name} "
+                             f"(known: {known})", key=key)
+        return {**self.options, **(options or {})}
+
+    def problems(self, data_file: str | None = None, limit: int | None = None,
+                 options: dict | None = None) -> list[dict]:
+        """The loaded problems, each checked to carry an id, a verifier and its categories."""
+        problems = self.load(data_file, limit, **self.resolved_options(options))
+        seen: set[str] = set()
+        for p in problems:
+            if p["id"] in seen:
+                raise ValueError(f"benchmark {self.name}: duplicate task id {p['id']!r}")
+            seen.add(p["id"])
+            p.setdefault("verifier", self.scorer)
+            cats = p.setdefault("categories", {})
+            missing = [a for a in self.categories if a not in cats]
+            if missing:
+                raise ValueError(f"benchmark {self.name}: task {p['id']!r} has no "
+                                 f"{missing[0]!r} category")
+        return problems
+
+    def category_labels(self, problem: dict) -> list[str]:
+        """The categories a question is scored in: the benchmark's own, then one per axis
+        (`reasoning/subject=Algebra`, `reasoning/level=3`)."""
+        cats = problem.get("categories") or {}
+        return [self.category] + [f"{self.category}/{axis}={cats[axis]}"
+                                  for axis in self.categories if cats.get(axis) is not None]
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -60,20 +107,53 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_rows(data_file: str | None, hub: str, *, split: str = "test",
-              config: str | None = None) -> list[dict]:
-    """Rows of a local .jsonl / .jsonl.gz / .json file, or of the Hub dataset."""
+              config: str | None = None, revision: str | None = None) -> list[dict]:
+    """Rows of a local .jsonl / .jsonl.gz / .json / .csv file, or of the Hub dataset (at
+    `revision` when given). A line that is not JSON is bad input naming file and line."""
+    from distill.errors import InputError
+
     if data_file is None:
         from datasets import load_dataset
-        return list(load_dataset(hub, config, split=split))
+        return list(load_dataset(hub, config, split=split, revision=revision))
     path = Path(data_file)
     if not path.is_file():
-        from distill.errors import InputError
         raise InputError("benchmark data file not found", file=str(path))
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if path.name.endswith(".json"):
-            return json.load(f)
-        return [json.loads(line) for line in f if line.strip()]
+    name = path.name.removesuffix(".gz")
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        if name.endswith(".csv"):
+            import csv
+            return list(csv.DictReader(f))
+        if name.endswith(".json"):
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=e.lineno) from None
+        rows = []
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
+        return rows
+
+
+def field_of(row: dict, *names: str, file: str | None = None):
+    """The first of `names` the row has (mirrors of a dataset spell columns differently)."""
+    for name in names:
+        if name in row and row[name] is not None:
+            return row[name]
+    from distill.errors import InputError
+    raise InputError(f"row has none of the columns {', '.join(names)}", file=file)
+
+
+def fill(template: str, **fields: str) -> str:
+    """`template` with each `{name}` replaced; unlike str.format, other braces (LaTeX's
+    `\\boxed{}`, code in a prompt) stay as they are."""
+    for name, value in fields.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
 
 
 def user(content: str) -> list[dict]:

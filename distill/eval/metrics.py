@@ -22,12 +22,18 @@ Intervals, and why:
   difference of means. Pairing removes the shared question difficulty, which is most of the
   variance; a ratio has no closed-form interval that respects [0, inf). Seeded, so a report
   is reproducible.
+- `compare` adds the questions that flipped (solved by one model and not the other) and an
+  exact McNemar test on them, the test the literature uses for paired benchmark verdicts.
+
+maj@k (`majority_vote`) votes over the extracted answers of the first k samples; samples
+graded correct all agree with the gold answer, so they form one class whatever their spelling.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -146,3 +152,57 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
     means = d[_paired_resamples(len(d), seed, resamples)].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return Estimate(float(d.mean()), float(low), float(high), len(d))
+
+
+def majority_vote(samples: Sequence[tuple[bool, str | None]], k: int | None = None) -> float:
+    """maj@k for one question from its samples' (correct, extracted answer), first k samples.
+
+    Correct samples are one class (each equals the gold answer); wrong ones are grouped by
+    their answer with whitespace removed; samples without an answer do not vote. A tie for
+    the most votes between the correct class and m - 1 wrong ones scores 1/m, the expectation
+    of a random tie-break, rather than depending on sample order."""
+    if k is not None:
+        if k < 1 or k > len(samples):
+            raise ValueError(f"maj@{k} needs 1 <= k <= n samples (n={len(samples)})")
+        samples = samples[:k]
+    right = sum(1 for ok, _ in samples if ok)
+    wrong = Counter("".join(a.split()) for ok, a in samples if not ok and a is not None)
+    top = max([right, *wrong.values()])
+    if right == 0 or right < top:
+        return 0.0
+    return 1.0 / (1 + sum(1 for c in wrong.values() if c == top))
+
+
+def solved(score: float) -> bool:
+    """A question counts as solved when at least half of its samples are correct."""
+    return score >= 0.5
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under no difference, each flipped question is a fair
+    coin between `gained` and `lost`."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Model a against model b on the same questions."""
+    difference: Estimate          # mean of per-question a - b, paired-bootstrap interval
+    gained: list[str] = field(default_factory=list)   # solved by a, not by b
+    lost: list[str] = field(default_factory=list)     # solved by b, not by a
+    p_value: float = 1.0          # exact McNemar on the flips
+
+
+def compare(a: Sequence[float], b: Sequence[float], task_ids: Sequence[str], *, seed: int = 0,
+            resamples: int = BOOTSTRAP_RESAMPLES) -> Comparison:
+    """Paired comparison of two models' per-question scores (same questions, same order)."""
+    if len(task_ids) != len(a):
+        raise ValueError("one task id per question")
+    diff = paired_difference(a, b, seed=seed, resamples=resamples)
+    gained = [t for t, x, y in zip(task_ids, a, b) if solved(x) and not solved(y)]
+    lost = [t for t, x, y in zip(task_ids, a, b) if solved(y) and not solved(x)]
+    return Comparison(diff, gained, lost, mcnemar_exact(len(gained), len(lost)))

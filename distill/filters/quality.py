@@ -29,3 +29,77 @@ def empty(gen: dict) -> str | None:
     if not (gen.get("content") or "").strip():
         return "empty answer"
     return None
+
+
+def final_answer(gen: dict) -> str | None:
+    """The answer has what its verifier reads: a math answer (\\boxed{} or a final-answer
+    line), a choice letter, or code. Checked before verification so the report tells a
+    missing answer from a wrong one."""
+    from distill.filters.extract import extract_answer, extract_choice, extract_code
+
+    kind = gen.get("verifier") or "none"
+    content = gen.get("content") or ""
+    if kind == "math" and extract_answer(content) is None:
+        return "no final answer (\\boxed{} or 'the answer is')"
+    if kind == "choice":
+        letters = "ABCDEFGHIJ"[:len(gen.get("choices") or []) or 4]
+        if extract_choice(content, letters) is None:
+            return "no choice letter"
+    if kind == "code" and extract_code(content) is content and not _parses(content):
+        return "no code block"
+    return None
+
+
+def _parses(code: str) -> bool:
+    import ast
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+# A repetition loop: the tail is one chunk repeated, or the text compresses far better than
+# prose and code do (reasoning traces compress to ~30-40% with zlib; loops to a few percent).
+LOOP_MIN_REPEATS = 4
+LOOP_MIN_CHARS = 200
+LOOP_MAX_PERIOD = 500
+MIN_COMPRESSION = 0.12
+COMPRESSION_MIN_CHARS = 2000
+
+
+def _tail_loop(text: str) -> str | None:
+    tail = text.rstrip()[-(LOOP_MAX_PERIOD * LOOP_MIN_REPEATS + LOOP_MAX_PERIOD):]
+    for period in range(1, min(LOOP_MAX_PERIOD, len(tail) // LOOP_MIN_REPEATS) + 1):
+        unit = tail[-period:]
+        repeats = 1
+        while tail.endswith(unit * (repeats + 1)):
+            repeats += 1
+        if repeats >= LOOP_MIN_REPEATS and repeats * period >= LOOP_MIN_CHARS:
+            return f"repetition loop: {unit.strip()[:40]!r} x{repeats} at the end"
+    return None
+
+
+def repetition(gen: dict, min_compression: float = MIN_COMPRESSION) -> str | None:
+    """A loop at the end of the reasoning or of the answer (a looping thought followed by a
+    final answer is still a degenerate trace), or a text that is repetitive throughout."""
+    import zlib
+
+    for part in (gen.get("reasoning") or "", gen.get("content") or ""):
+        why = _tail_loop(part)
+        if why:
+            return why
+    text = (gen.get("reasoning") or "") + "\n" + (gen.get("content") or "")
+    if len(text) >= COMPRESSION_MIN_CHARS:
+        ratio = len(zlib.compress(text.encode(), 6)) / len(text.encode())
+        if ratio < min_compression:
+            return f"repetitive (compresses to {ratio:.0%})"
+    return None
+
+
+def length(tokens: int, min_tokens: int | None, max_tokens: int | None) -> str | None:
+    if min_tokens is not None and tokens < min_tokens:
+        return f"too short ({tokens} tokens < {min_tokens})"
+    if max_tokens is not None and tokens > max_tokens:
+        return f"too long ({tokens} tokens > {max_tokens})"
+    return None

@@ -1,22 +1,27 @@
-"""The filter stage: reads Stage("generate") records, writes a verdict per record to
-Stage("filter"), the kept traces as chat records to Stage("dataset"), and counts.json plus
-report.md beside the verdicts.
+"""The filter stage: reads Stage("generate") records (or the traces of `filter.input`),
+writes a verdict per record to Stage("filter"), the kept traces as chat records to
+Stage("dataset"), and counts.json, report.json and report.md beside the verdicts.
 
-Filters run cheapest first and stop at the first rejection: truncated, think, empty, verify
-(math-verify / sandboxed tests), dedup (exact, per prompt), max_per_prompt.
+Filters run cheapest first and a record stops at its first rejection:
+  truncated, think, empty, answer, repetition, length   (format, per trace)
+  decontaminate                                          (per prompt, against evals/)
+  verify                                                 (math-verify / sandboxed tests)
+  dedup: exact per prompt, then (minhash) near-duplicate prompts and traces
+  select: shortest correct, or at most k correct per prompt
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import logging
+from collections import defaultdict
 from pathlib import Path
 
+from distill.errors import InputError
 from distill.filters import quality
-from distill.filters.dedup import duplicates
-from distill.filters.verify import verify_many
+from distill.filters.report import counts, markdown
 from distill.records import Stage, write_text
 
-EXAMPLES_PER_REASON = 3
+log = logging.getLogger("distill.filter")
 
 
 def _training_record(gen: dict) -> dict:
@@ -30,106 +35,195 @@ def _training_record(gen: dict) -> dict:
     return rec
 
 
+def _trace_text(gen: dict) -> str:
+    return (gen.get("reasoning") or "") + "\n" + (gen.get("content") or "")
+
+
+class _Ledger:
+    """Per record: the reason each filter gave, and the first filter that rejected it."""
+
+    def __init__(self, gens: list[dict]):
+        self.gens = gens
+        self.reasons: dict[str, dict[str, str]] = {g["id"]: {} for g in gens}
+        self.failed: dict[str, str | None] = {g["id"]: None for g in gens}
+
+    def alive(self) -> list[dict]:
+        return [g for g in self.gens if self.failed[g["id"]] is None]
+
+    def mark(self, gen: dict, name: str, why: str | None) -> None:
+        self.reasons[gen["id"]][name] = why or "ok"
+        if why:
+            self.failed[gen["id"]] = name
+
+
+def _token_counter(cfg):
+    """Counts the tokens of a trace with the tokenizer the student trains with."""
+    from transformers import AutoTokenizer
+
+    from distill.toy import resolve_model
+
+    name = cfg.filter.tokenizer or cfg.train.student
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model(name))
+    except Exception as e:  # noqa: BLE001  (not found, no network)
+        raise InputError(f"cannot load tokenizer {name!r} for the length bounds: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                         key="filter.tokenizer") from None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _format_checks(cfg, ledger: _Ledger) -> None:
+    fc = cfg.filter
+    count = _token_counter(cfg) if fc.min_tokens is not None or fc.max_tokens is not None else None
+    checks = [("truncated", quality.truncated, fc.drop_truncated),
+              ("think", quality.think, fc.require_think),
+              ("empty", quality.empty, True),
+              ("answer", quality.final_answer, fc.require_answer),
+              ("repetition", quality.repetition, fc.drop_repetition),
+              ("length", lambda g: quality.length(count(_trace_text(g)), fc.min_tokens,
+                                                  fc.max_tokens), count is not None)]
+    for gen in ledger.gens:
+        for name, check, enabled in checks:
+            if enabled:
+                ledger.mark(gen, name, check(gen))
+                if ledger.failed[gen["id"]]:
+                    break
+
+
+def _decontaminate(cfg, ledger: _Ledger) -> dict:
+    from distill.eval.benchmark import list_benchmarks
+    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text
+
+    fc = cfg.filter
+    names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
+    items, skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
+    index = Index(items, ngram=fc.decontaminate_ngram, minhash_threshold=fc.decontaminate_minhash)
+    hits: dict[str, object] = {}
+    for gen in ledger.alive():
+        pid = gen.get("prompt_id")
+        if pid not in hits:
+            hits[pid] = index.check(prompt_text(gen["messages"]))
+        hit = hits[pid]
+        ledger.mark(gen, "decontaminate", hit.reason() if hit else None)
+    contaminated = {pid: h for pid, h in hits.items() if h}
+    return {"checked": {b: len(v) for b, v in items.items()}, "skipped": skipped,
+            "ngram": fc.decontaminate_ngram, "minhash_threshold": fc.decontaminate_minhash,
+            "hits": [{"prompt_id": pid, "benchmark": h.benchmark, "item": h.item,
+                      "method": h.method, "evidence": h.evidence}
+                     for pid, h in sorted(contaminated.items())]}
+
+
+def _verify(cfg, ledger: _Ledger) -> None:
+    from distill.filters.verify import verify_many
+
+    fc = cfg.filter
+    todo = ledger.alive()
+    verdicts = verify_many([(g, g.get("content") or "") for g in todo], workers=fc.workers,
+                           timeout_s=fc.code_timeout_s, memory_mb=fc.code_memory_mb)
+    for gen, v in zip(todo, verdicts):
+        ledger.mark(gen, "verify", None if v.ok else v.reason)
+        if v.ok:
+            ledger.reasons[gen["id"]]["verify"] = v.reason
+
+
+def _dedup(cfg, ledger: _Ledger) -> None:
+    from distill.filters.dedup import duplicates, near_duplicates
+
+    fc = cfg.filter
+    alive = ledger.alive()
+    dups = duplicates(alive)
+    for gen in alive:
+        ledger.mark(gen, "dedup", f"duplicate of {dups[gen['id']]}" if gen["id"] in dups else None)
+    if fc.dedup != "minhash":
+        return
+    # Near-duplicate prompts (the same problem from two sources, or reworded): the prompt
+    # with the most surviving traces is kept (then the smallest id), with all its traces.
+    alive = ledger.alive()
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for gen in alive:
+        by_prompt[gen.get("prompt_id")].append(gen)
+    from distill.filters.decontaminate import prompt_text
+    prompts = {pid: prompt_text(gs[0]["messages"]) for pid, gs in by_prompt.items()}
+    dropped = near_duplicates(prompts, threshold=fc.dedup_threshold,
+                              keep=lambda pid: -len(by_prompt[pid]))
+    for gen in alive:
+        kept = dropped.get(gen.get("prompt_id"))
+        ledger.mark(gen, "dedup", f"near-duplicate prompt of {kept}" if kept else None)
+    # Near-duplicate traces (anywhere in the set): the shortest is kept, then the smallest id.
+    alive = ledger.alive()
+    texts = {g["id"]: _trace_text(g) for g in alive}
+    dropped = near_duplicates(texts, threshold=fc.dedup_threshold, keep=lambda i: len(texts[i]))
+    for gen in alive:
+        kept = dropped.get(gen["id"])
+        ledger.mark(gen, "dedup", f"near-duplicate trace of {kept}" if kept else None)
+
+
+def _select(cfg, ledger: _Ledger) -> None:
+    fc = cfg.filter
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for gen in ledger.alive():
+        by_prompt[gen.get("prompt_id")].append(gen)
+    for gens in by_prompt.values():
+        if fc.select == "shortest":
+            gens.sort(key=lambda g: (len(_trace_text(g)), g["id"]))
+            for g in gens[1:]:
+                ledger.mark(g, "select", f"not the shortest correct (kept {gens[0]['id']})")
+            gens = gens[:1]
+        if fc.max_per_prompt is not None:
+            # In id order (ids are hashes): the same samples survive on every run.
+            for i, g in enumerate(gens):
+                ledger.mark(g, "select", f"over {fc.max_per_prompt} per prompt"
+                            if i >= fc.max_per_prompt else None)
+
+
+def _read(cfg, run_dir: Path) -> list[dict]:
+    if cfg.filter.input:
+        from distill.filters.inputs import read_traces
+        gens = read_traces(cfg.filter.input, cfg.filter.input_split)
+    else:
+        gens = list(Stage(run_dir, "generate").read())
+    return sorted(gens, key=lambda g: g["id"])
+
+
 def run_filter(cfg, run_dir: Path) -> dict:
     """Grades every generation and keeps the good ones. Returns the counts."""
     fc = cfg.filter
+    gens = _read(cfg, run_dir)
     out, dataset = Stage(run_dir, "filter"), Stage(run_dir, "dataset")
     out.start()
     dataset.start()
-    # Dedup and max_per_prompt look at the whole set, so the stage is rewritten whole.
+    # Dedup and selection look at the whole set, so the stage is rewritten whole.
     for stage in (out, dataset):
         for shard in stage.shards():
             shard.unlink()
-    gens = sorted(Stage(run_dir, "generate").read(), key=lambda g: g["id"])
 
-    checks = [("truncated", quality.truncated, fc.drop_truncated),
-              ("think", quality.think, fc.require_think),
-              ("empty", quality.empty, True)]
-    reasons: dict[str, dict[str, str]] = {g["id"]: {} for g in gens}
-    failed: dict[str, str | None] = {g["id"]: None for g in gens}
-    for gen in gens:
-        for name, check, enabled in checks:
-            if enabled:
-                why = check(gen)
-                reasons[gen["id"]][name] = why or "ok"
-                if why:
-                    failed[gen["id"]] = name
-                    break
-
+    ledger = _Ledger(gens)
+    _format_checks(cfg, ledger)
+    decontamination = _decontaminate(cfg, ledger) if fc.decontaminate != "none" else None
     if fc.verify:
-        todo = [g for g in gens if failed[g["id"]] is None]
-        verdicts = verify_many([(g, g.get("content") or "") for g in todo], workers=fc.workers,
-                               timeout_s=fc.code_timeout_s, memory_mb=fc.code_memory_mb)
-        for gen, v in zip(todo, verdicts):
-            reasons[gen["id"]]["verify"] = v.reason
-            if not v.ok:
-                failed[gen["id"]] = "verify"
-
-    alive = [g for g in gens if failed[g["id"]] is None]
-    if fc.dedup == "exact":
-        dups = duplicates(alive)
-        for gen in alive:
-            dup_of = dups.get(gen["id"])
-            reasons[gen["id"]]["dedup"] = f"duplicate of {dup_of}" if dup_of else "ok"
-            if dup_of:
-                failed[gen["id"]] = "dedup"
-        alive = [g for g in alive if failed[g["id"]] is None]
-    if fc.max_per_prompt is not None:
-        seen: Counter = Counter()
-        for gen in alive:   # in id order: the same samples survive on every run
-            seen[gen.get("prompt_id")] += 1
-            over = seen[gen.get("prompt_id")] > fc.max_per_prompt
-            reasons[gen["id"]]["max_per_prompt"] = \
-                f"over {fc.max_per_prompt} per prompt" if over else "ok"
-            if over:
-                failed[gen["id"]] = "max_per_prompt"
+        _verify(cfg, ledger)
+    if fc.dedup != "none":
+        _dedup(cfg, ledger)
+    if fc.select != "all" or fc.max_per_prompt is not None:
+        _select(cfg, ledger)
 
     with out.writer() as w_verdict, dataset.writer() as w_data:
         for gen in gens:
-            kept = failed[gen["id"]] is None
+            kept = ledger.failed[gen["id"]] is None
             w_verdict.write({"id": gen["id"], "prompt_id": gen.get("prompt_id"), "kept": kept,
-                             "failed": failed[gen["id"]], "reasons": reasons[gen["id"]]})
+                             "failed": ledger.failed[gen["id"]],
+                             "reasons": ledger.reasons[gen["id"]]})
             if kept:
                 w_data.write(_training_record(gen))
 
-    counts = _counts(gens, failed, reasons)
-    out.write_json("counts.json", counts)
-    write_text(out.path / "report.md", _report(counts))
-    dataset.complete(records=counts["kept"], filter_hash=cfg.section_hash("filter"))
-    out.complete(records=len(gens), kept=counts["kept"], filter_hash=cfg.section_hash("filter"))
-    return counts
+    c = counts(gens, ledger.failed, ledger.reasons, decontamination,
+               source=fc.input or "generate")
+    # counts.json (read by publish into the model card) leaves out the example texts.
+    out.write_json("counts.json", {k: v for k, v in c.items() if k != "examples"})
+    out.write_json("report.json", c)
+    write_text(out.path / "report.md", markdown(c))
+    log.info("filter: kept %d of %d", c["kept"], c["total"])
+    dataset.complete(records=c["kept"], filter_hash=cfg.section_hash("filter"))
+    out.complete(records=len(gens), kept=c["kept"], filter_hash=cfg.section_hash("filter"))
+    return c
 
-
-def _counts(gens: list[dict], failed: dict, reasons: dict) -> dict:
-    rejected: Counter = Counter()
-    by: dict[str, dict] = {"source": defaultdict(lambda: {"total": 0, "kept": 0}),
-                           "category": defaultdict(lambda: {"total": 0, "kept": 0})}
-    examples: dict[str, list] = defaultdict(list)
-    for gen in gens:
-        f = failed[gen["id"]]
-        for key in ("source", "category"):
-            slot = by[key][str(gen.get(key))]
-            slot["total"] += 1
-            slot["kept"] += f is None
-        if f is not None:
-            rejected[f] += 1
-            if len(examples[f]) < EXAMPLES_PER_REASON:
-                examples[f].append({"id": gen["id"], "prompt_id": gen.get("prompt_id"),
-                                    "reason": reasons[gen["id"]][f]})
-    kept = sum(1 for g in gens if failed[g["id"]] is None)
-    return {"total": len(gens), "kept": kept, "rejected": dict(rejected),
-            "by_source": dict(by["source"]), "by_category": dict(by["category"]),
-            "examples": dict(examples)}
-
-
-def _report(c: dict) -> str:
-    lines = ["# Filter report", "", f"Kept {c['kept']} of {c['total']} generations.", "",
-             "| filter | rejected |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in c["rejected"].items()]
-    for key in ("by_source", "by_category"):
-        lines += ["", f"| {key[3:]} | kept | total |", "|---|---|---|"]
-        lines += [f"| {k} | {v['kept']} | {v['total']} |" for k, v in c[key].items()]
-    lines += ["", "## Example rejections", ""]
-    for f, exs in c["examples"].items():
-        lines += [f"- **{f}** `{e['id']}`: {e['reason']}" for e in exs]
-    return "\n".join(lines) + "\n"

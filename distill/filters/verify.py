@@ -1,86 +1,69 @@
 """The shared scorer: reads a problem dict and an answer text, returns a `Verdict`.
 
 The filter stage grades teacher traces and the eval stage grades students with these same
-functions, so a benchmark score and a kept trace mean the same thing.
+functions, so a benchmark score and a kept trace mean the same thing. `problem["verifier"]`
+picks the check:
 
-- math: the last `\\boxed{...}` of the answer (or a final "the answer is X" line) against the
-  gold answer with math-verify;
-- code: the last fenced code block (or the whole text) followed by the problem's tests, run in
-  the sandbox; correct iff the program exits 0;
+- math: the last `\\boxed{...}` of the answer (or a final-answer line) against the gold
+  `answer` with math-verify (gold wrapped in `\\boxed{}` so it parses; a timeout per check);
+- choice: the multiple-choice letter (GPQA: "Answer: C", `\\boxed{C}`, ...) against the gold
+  letter `answer`; `choices` (the options, A first) sets how many letters there are;
+- code: the last fenced code block, run in the sandbox against the problem's `tests`
+  (asserts), `functional_tests` (inputs and expected outputs, with tolerances) and
+  `stdio_tests` (stdin / expected stdout); see distill/filters/code.py for their shapes;
 - none: always kept.
+
+Public functions (used by distill/filters, distill/eval and evals/):
+- `verify(problem, content, *, timeout_s, memory_mb) -> Verdict` grades one answer;
+- `verify_many(items, workers, *, timeout_s, memory_mb) -> list[Verdict]` grades (problem,
+  answer) pairs in parallel, in order, with hard timeouts (math in killable worker processes,
+  code in parallel sandboxes);
+- `extract_answer(text)`, `last_boxed(text)`, `extract_choice(text, letters)`,
+  `extract_code(text)`: what a grader reads out of a model's text;
+- `compare_stdout(got, want) -> bool`: LiveCodeBench's stdout comparison;
+- `livecodebench_tests(test_cases, fn_name) -> dict`: LiveCodeBench's test cases as the
+  `stdio_tests` or `functional_tests` of a problem;
+- `candidate_program(problem, content)`, `build_program(problem, content)`: the code as it runs;
+- `record_outputs(problem, solution)`, `reference_times(problem, solution)`: run a reference
+  solution to get expected outputs (an opaque blob) and per-test times for the limits.
 """
 
 from __future__ import annotations
 
-import ast
+import atexit
+import collections
+import functools
 import json
-import re
+import os
 import select
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from distill import sandbox
+from distill.filters.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,  # noqa: F401
+                                  _short, build_program, candidate_program, compare_stdout,
+                                  livecodebench_tests,
+                                  record_outputs, reference_times, verify_code)
+from distill.filters.extract import extract_answer, extract_choice, extract_code, last_boxed  # noqa: F401
 
-DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_MEMORY_MB = 1024
 MATH_TIMEOUT_S = 5           # math-verify's own SIGALRM limits, per parse and per comparison
 MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed past it
-
-
-@dataclass
-class Verdict:
-    ok: bool
-    reason: str
-
-
-# ------------------------------------------------------------------------------ extraction
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    for start in reversed(starts):
-        depth = 1
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i].strip()
-    return None
-
-
-_ANSWER_LINE = re.compile(r"answer\s+is\s*:?\s*(.+?)\s*$", re.IGNORECASE)
-
-
-def extract_answer(text: str) -> str | None:
-    """The last \\boxed{} answer, else the value of a final "the answer is X" line."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    for line in reversed([ln for ln in text.strip().splitlines() if ln.strip()][-3:]):
-        m = _ANSWER_LINE.search(line)
-        if m:
-            value = m.group(1).strip().rstrip(".").strip()
-            return value.strip("$").strip() or None
-    return None
-
-
-def extract_code(text: str) -> str:
-    """The last ```python block, else the last ``` block, else the whole text."""
-    blocks = re.findall(r"```[ \t]*(\w*)[^\n]*\n(.*?)```", text, re.DOTALL)
-    python = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3")]
-    if python:
-        return python[-1]
-    if blocks:
-        return blocks[-1][1]
-    return text
+MATH_WINDOW = 8              # questions in flight per worker
 
 
 # ----------------------------------------------------------------------------------- math
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold_text: str, timeout: int | None):
+    """Parsed once per gold answer: a prompt's n samples share it."""
+    from math_verify import parse
+
+    # The gold is wrapped in \boxed{}: bare LaTeX such as `3\sqrt{13}` or `(3, \frac{\pi}{2})`
+    # parses to nothing or to a prefix, and math-verify then compares garbage.
+    return parse("\\boxed{" + gold_text + "}", parsing_timeout=timeout)
+
 
 def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
     from math_verify import parse, verify as math_equal
@@ -89,9 +72,7 @@ def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
     gold_text = problem.get("answer")
     if gold_text is None or not str(gold_text).strip():
         raise ValueError(f"problem {problem.get('id')!r} has verifier 'math' but no answer")
-    # The gold is wrapped in \boxed{}: bare LaTeX such as `3\sqrt{13}` or `(3, \frac{\pi}{2})`
-    # parses to nothing or to a prefix, and math-verify then compares garbage.
-    gold = parse("\\boxed{" + str(gold_text) + "}", parsing_timeout=pt)
+    gold = _parse_gold(str(gold_text), pt)
     if not gold:
         raise ValueError(f"gold answer of problem {problem.get('id')!r} does not parse: "
                          f"{gold_text!r}")
@@ -107,62 +88,21 @@ def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
     return Verdict(False, f"wrong answer: got {_short(answer)}, want {_short(str(gold_text))}")
 
 
-# ----------------------------------------------------------------------------------- code
+# --------------------------------------------------------------------------------- choice
 
-def _defines(code: str, name: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return False
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name
-                                                for t in node.targets):
-            return True
-    return False
-
-
-def build_program(problem: dict, content: str) -> str:
-    """Candidate code + tests. A problem with `code_prefix` (a HumanEval signature and
-    docstring, with its imports and helper functions) accepts a bare function body: when the
-    entry point is not defined the body continues the prefix; when it is, the prefix still
-    goes first, since the function may use its imports and helpers (a def whose body is only
-    a docstring is valid Python, and the candidate's def replaces it)."""
-    code = extract_code(content or "")
-    prefix = problem.get("code_prefix")
-    entry = problem.get("entry_point")
-    if prefix:
-        if entry and not _defines(code, entry):
-            if not code.strip("\n").startswith((" ", "\t")):    # a body written flush left
-                code = "".join("    " + ln for ln in code.strip("\n").splitlines(True))
-            code = prefix + code
-        else:
-            code = prefix + "\n" + code
-    return code + "\n" + (problem.get("tests") or "")
-
-
-def _reason(result: sandbox.Result) -> str:
-    if result.status in ("timeout", "memory"):
-        return result.status
-    if result.status == "error":
-        return f"killed by signal {(result.exit_code or 128) - 128}"
-    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
-    if not lines:
-        return f"exit code {result.exit_code}"
-    return _short(lines[-1].strip())
-
-
-def _verify_code(problem: dict, content: str, timeout_s: float | None,
-                 memory_mb: int | None) -> Verdict:
-    if not (content or "").strip():
-        return Verdict(False, "no code")
-    # A problem may raise the limits (evalplus tasks with heavy inputs), never lower them.
-    timeout = max(timeout_s or DEFAULT_TIMEOUT_S, problem.get("timeout_s") or 0)
-    memory = max(memory_mb or DEFAULT_MEMORY_MB, problem.get("memory_mb") or 0)
-    result = sandbox.run_python(build_program(problem, content), timeout_s=timeout,
-                                memory_mb=memory)
-    return Verdict(True, "ok") if result.ok else Verdict(False, _reason(result))
+def _verify_choice(problem: dict, content: str) -> Verdict:
+    gold = str(problem.get("answer") or "").strip().upper()
+    n = len(problem.get("choices") or []) or 4
+    letters = "ABCDEFGHIJ"[:n]
+    if gold not in letters or len(gold) != 1:
+        raise ValueError(f"problem {problem.get('id')!r} has verifier 'choice' but its answer "
+                         f"{problem.get('answer')!r} is not one of the letters {letters}")
+    got = extract_choice(content or "", letters)
+    if got is None:
+        return Verdict(False, "no choice letter")
+    if got == gold:
+        return Verdict(True, "ok")
+    return Verdict(False, f"wrong choice: got {got}, want {gold}")
 
 
 # -------------------------------------------------------------------------------- public
@@ -175,7 +115,9 @@ def verify(problem: dict, content: str, *, timeout_s: float | None = None,
     if kind == "math":
         return _verify_math(problem, content, threading.current_thread() is threading.main_thread())
     if kind == "code":
-        return _verify_code(problem, content, timeout_s, memory_mb)
+        return verify_code(problem, content, timeout_s, memory_mb)
+    if kind == "choice":
+        return _verify_choice(problem, content)
     if kind == "none":
         return Verdict(True, "not verified")
     raise ValueError(f"unknown verifier {kind!r} in problem {problem.get('id')!r}")
@@ -189,16 +131,31 @@ class _MathWorker:
         self.proc = subprocess.Popen([sys.executable, "-m", "distill.filters.verify"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
+        self._buf = b""
 
-    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
+    def send(self, problem: dict, content: str) -> None:
         self.proc.stdin.write((json.dumps({"problem": problem, "content": content}) + "\n").encode())
         self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("math verification worker died")
+
+    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
+        self.send(problem, content)
+        return self.receive(timeout)
+
+    def receive(self, timeout: float) -> Verdict:
+        """The reply to the oldest question sent; TimeoutError when the worker takes longer
+        than `timeout` on it. Reads the pipe itself: a buffered reader could hold a second
+        reply that select() then never reports."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError("math verification worker died")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
         reply = json.loads(line)
         if "error" in reply:
             raise ValueError(reply["error"])
@@ -207,6 +164,44 @@ class _MathWorker:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+# Warm workers are kept between calls (each costs an interpreter and a math-verify import,
+# seconds on a busy machine); they are killed at exit.
+_idle_workers: list[_MathWorker] = []
+_workers_lock = threading.Lock()
+_workers_pid = os.getpid()
+
+
+def _take_worker() -> _MathWorker:
+    global _workers_pid
+    with _workers_lock:
+        if _workers_pid != os.getpid():     # a forked caller must not share its parent's workers
+            _idle_workers.clear()
+            _workers_pid = os.getpid()
+        while _idle_workers:
+            worker = _idle_workers.pop()
+            if worker.alive():
+                return worker
+    return _MathWorker()
+
+
+def _give_worker(worker: _MathWorker) -> None:
+    with _workers_lock:
+        _idle_workers.append(worker)
+
+
+def close_math_workers() -> None:
+    with _workers_lock:
+        workers, _idle_workers[:] = list(_idle_workers), []
+    for worker in workers:
+        worker.close()
+
+
+atexit.register(close_math_workers)
 
 
 def _serve() -> None:
@@ -233,24 +228,45 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
     errors: list[BaseException] = []
 
     def drain() -> None:
-        worker = _MathWorker()
+        # Up to WINDOW questions in flight per worker, so it never waits for the next one
+        # (on a busy machine each round trip costs a scheduling delay); the worker answers in
+        # order, so the hard limit applies to the question it is working on.
+        worker = _take_worker()
+        healthy = True
+        pending: collections.deque = collections.deque()
         try:
             while True:
                 with lock:
-                    if not queue or errors:
+                    while len(pending) < MATH_WINDOW and queue and not errors:
+                        i, problem, content = queue.pop()
+                        # Only what the check reads: a generation record also carries its
+                        # messages, reasoning and logprobs.
+                        pending.append((i, {"id": problem.get("id"),
+                                            "answer": problem.get("answer")}, content))
+                        worker.send(pending[-1][1], content)
+                    if not pending:
                         return
-                    i, problem, content = queue.pop()
+                    if errors:      # unread replies: this worker must not serve anyone else
+                        healthy = False
+                        return
                 try:
-                    done[i] = worker.ask(problem, content, MATH_HARD_TIMEOUT_S)
+                    v = worker.receive(MATH_HARD_TIMEOUT_S)
+                    done[pending.popleft()[0]] = v
                 except TimeoutError:
-                    done[i] = Verdict(False, "timeout")
+                    done[pending.popleft()[0]] = Verdict(False, "timeout")
                     worker.close()
                     worker = _MathWorker()
+                    for _, slim, content in pending:
+                        worker.send(slim, content)
                 except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
                     errors.append(e)
+                    healthy = False
                     return
         finally:
-            worker.close()
+            if healthy and worker.alive():
+                _give_worker(worker)
+            else:
+                worker.close()
 
     threads = [threading.Thread(target=drain) for _ in range(min(workers, len(jobs)))]
     for t in threads:
@@ -279,19 +295,14 @@ def verify_many(items: list[tuple[dict, str]], workers: int = 2, *,
             out[i] = verify(problem, content)
     if code_jobs:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            verdicts = pool.map(lambda i: _verify_code(items[i][0], items[i][1], timeout_s,
-                                                       memory_mb), code_jobs)
+            verdicts = pool.map(lambda i: verify_code(items[i][0], items[i][1], timeout_s,
+                                                      memory_mb), code_jobs)
             for i, v in zip(code_jobs, verdicts):
                 out[i] = v
     if math_jobs:
         for i, v in _verify_math_many(math_jobs, max(1, workers)).items():
             out[i] = v
     return out  # type: ignore[return-value]
-
-
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
             for r in overall
         ],
     )
-    e = cfg.eval
+    from distill.eval.runner import sampling_summary
+
     lines = [
         f"# {name}",
         "",
@@ -153,8 +154,7 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         "## Evaluation",
         "",
         f"Teacher, base student and this model answered the same questions with the same "
-        f"sampling: {e.samples} sample(s) per question, temperature {e.temperature}, top-p "
-        f"{e.top_p}, at most {e.max_tokens} new tokens. pass@1 is the mean over questions of "
+        f"sampling: {sampling_summary(cfg)}. pass@1 is the mean over questions of "
         "the mean over samples; 95% intervals are Wilson intervals (with an effective sample "
         "size when there are several samples per question).",
         "",

@@ -26,7 +26,10 @@ def leaderboard_rows(scores: list[dict]) -> list[dict]:
     for r in scores:
         t = teacher.get((r["benchmark"], r["category"], r["metric"]))
         ret = 1.0 if r["role"] == "teacher" else (r["score"] / t if t else None)
-        rows.append({**{c: r.get(c) for c in COLUMNS[:-1]}, "retention": ret})
+        rows.append({**{c: r.get(c) for c in COLUMNS[:-1]}, "retention": ret,
+                     # the eval stage's paired-bootstrap interval of the retention, when given
+                     "retention_ci_low": r.get("retention_ci_low"),
+                     "retention_ci_high": r.get("retention_ci_high")})
     rows.sort(key=lambda r: (r["benchmark"], "/" in r["category"], r["category"], r["metric"],
                              ROLE_ORDER.get(r["role"], 9)))
     return rows
@@ -37,8 +40,8 @@ def _per_category(questions: list[dict]) -> dict[tuple[str, str, str], dict[str,
     "cat/sub")."""
     out: dict[tuple, dict[str, float]] = defaultdict(dict)
     for q in questions:
-        cats = [q["category"]] + ([f"{q['category']}/{q['subcategory']}"] if q.get("subcategory")
-                                  else [])
+        cats = q.get("categories") or [q["category"]] + (
+            [f"{q['category']}/{q['subcategory']}"] if q.get("subcategory") else [])
         for cat in cats:
             out[(q["role"], q["benchmark"], cat)][q["task_id"]] = q["score"]
     return out

@@ -1,0 +1,199 @@
+"""Decontamination: reads the prompts of the benchmarks in evals/ (through the benchmark
+registry) and finds training prompts that overlap them; returns, per contaminated prompt,
+which benchmark item it hit and how.
+
+Two checks, as open-r1 and the dedup literature do them:
+- n-gram: a prompt is contaminated when it shares a word n-gram (8 by default, open-r1's
+  choice) with a benchmark item. Words are lower-cased `\\w+` runs, so spacing and punctuation
+  do not hide a copy. N-grams found in `BOILERPLATE_ITEMS` or more items of one benchmark are
+  its template ("Please reason step by step...", "Complete the following Python function"),
+  not its content, and are ignored; an item shorter than n words is matched as a whole;
+- MinHash: a prompt whose estimated Jaccard similarity (word 5-gram shingles) with an item is
+  at least `threshold` (catches paraphrases with few long exact runs). Template shingles
+  (in `BOILERPLATE_ITEMS` or more items of a benchmark) are left out on both sides, so two
+  prompts of one template ("...returns x plus 90" and "...returns x plus 91") are not a hit.
+
+A benchmark that cannot be loaded here (no local file and no Hub access, or gated) is skipped
+and named with the reason, never an error: the report says what was not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from distill.filters.dedup import Signer, _lsh
+
+BOILERPLATE_ITEMS = 5
+MIN_SHINGLES = 3     # MinHash needs a few content shingles; shorter texts: the n-gram check
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class Hit:
+    benchmark: str
+    item: str          # the benchmark item's id
+    method: str        # ngram | minhash
+    evidence: str      # the shared n-gram, or the estimated Jaccard similarity
+
+    def reason(self) -> str:
+        return f"{self.method} overlap with {self.benchmark} (item {self.item}): {self.evidence}"
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """What is compared: the user's (and system's) turns, not the answer."""
+    return "\n".join(m.get("content") or "" for m in messages if m.get("role") != "assistant")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline():
+    """Hub loads fail at once instead of retrying for ~20 s per benchmark."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict, dict]:
+    """(benchmark -> [(item id, prompt text)], benchmark -> why it was skipped)."""
+    from distill.eval.benchmark import get_benchmark
+
+    items: dict[str, list[tuple[str, str]]] = {}
+    skipped: dict[str, str] = {}
+    online = _hub_reachable()
+    with contextlib.nullcontext() if online else _offline():
+        for name in names:
+            try:
+                bench = get_benchmark(name)
+                problems = bench.load(data_files.get(name), None)
+            except KeyError as e:
+                skipped[name] = str(e).strip("'\"")
+                continue
+            except Exception as e:  # noqa: BLE001  (no local file, no Hub, gated: not on hand)
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                where = "" if online or data_files.get(name) else "no local file and the Hub " \
+                    "is unreachable; "
+                skipped[name] = f"not on hand ({where}{type(e).__name__}: {first})"
+                continue
+            items[name] = [(str(p["id"]), prompt_text(p.get("messages") or []))
+                           for p in problems]
+    return items, skipped
+
+
+class Index:
+    """The benchmark items' n-grams and MinHash signatures, queried once per prompt."""
+
+    def __init__(self, items: dict[str, list[tuple[str, str]]], *, ngram: int = 8,
+                 minhash_threshold: float | None = 0.8):
+        self.n = ngram
+        self.ngrams: dict[tuple, tuple[str, str]] = {}
+        self.short: dict[int, dict[tuple, tuple[str, str]]] = {}
+        self.boilerplate = 0
+        for bench, rows in items.items():
+            per_item = [(item, self._words(text)) for item, text in rows]
+            counts: Counter = Counter()
+            for _, words in per_item:
+                counts.update(set(self._grams(words)))
+            for item, words in per_item:
+                if len(words) < self.n:
+                    if words:
+                        self.short.setdefault(len(words), {}).setdefault(tuple(words), (bench, item))
+                    continue
+                for g in self._grams(words):
+                    if counts[g] >= BOILERPLATE_ITEMS:
+                        self.boilerplate += 1
+                        continue
+                    self.ngrams.setdefault(g, (bench, item))
+        self.threshold = minhash_threshold
+        self.lsh = None
+        if minhash_threshold is not None:
+            self._index_minhash(items)
+
+    def _index_minhash(self, items: dict[str, list[tuple[str, str]]]) -> None:
+        import numpy as np
+
+        from distill.filters.dedup import shingle_hashes
+
+        self.signer = Signer()
+        self.lsh = _lsh(self.threshold, self.signer.num_perm)
+        self.sigs = {}
+        hashed = {b: [(item, np.unique(shingle_hashes(text))) for item, text in rows]
+                  for b, rows in items.items()}
+        common = []
+        for rows in hashed.values():
+            values, counts = np.unique(np.concatenate([h for _, h in rows] or [np.zeros(0, np.uint64)]),
+                                       return_counts=True)
+            common.append(values[counts >= BOILERPLATE_ITEMS])
+        self.template_shingles = np.unique(np.concatenate(common or [np.zeros(0, np.uint64)]))
+        for bench, rows in hashed.items():
+            for item, hashes in rows:
+                hashes = self._content(hashes)
+                key = (bench, item)
+                if key in self.sigs or len(hashes) < MIN_SHINGLES:
+                    continue
+                self.sigs[key] = self.signer.sign_hashes(hashes)
+                self.lsh.insert(key, self.sigs[key], check_duplication=False)
+
+    def _content(self, hashes):
+        import numpy as np
+        return hashes[~np.isin(hashes, self.template_shingles)]
+
+    @staticmethod
+    def _words(text: str) -> list[str]:
+        return _WORD.findall(text.lower())
+
+    def _grams(self, words: list[str]):
+        return (tuple(words[i:i + self.n]) for i in range(len(words) - self.n + 1))
+
+    def check(self, text: str) -> Hit | None:
+        """The first benchmark item the text overlaps, or None."""
+        words = self._words(text)
+        for g in self._grams(words):
+            hit = self.ngrams.get(g)
+            if hit:
+                return Hit(hit[0], hit[1], "ngram", repr(" ".join(g)))
+        for size, table in self.short.items():
+            for i in range(len(words) - size + 1):
+                hit = table.get(tuple(words[i:i + size]))
+                if hit:
+                    return Hit(hit[0], hit[1], "ngram", repr(" ".join(words[i:i + size])))
+        if self.lsh is not None and words:
+            import numpy as np
+
+            from distill.filters.dedup import shingle_hashes
+
+            hashes = self._content(np.unique(shingle_hashes(text)))
+            if len(hashes) < MIN_SHINGLES:
+                return None
+            sig = self.signer.sign_hashes(hashes)
+            best = None
+            for key in self.lsh.query(sig):
+                j = sig.jaccard(self.sigs[key])
+                if j >= self.threshold and (best is None or j > best[0]):
+                    best = (j, key)
+            if best:
+                return Hit(best[1][0], best[1][1], "minhash", f"jaccard {best[0]:.2f}")
+        return None

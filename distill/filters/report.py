@@ -1,0 +1,123 @@
+"""The filter report: reads the verdicts of one filter run, writes nothing itself; returns the
+counts (per filter, per source and category, per rejection reason, with examples and the
+decontamination hits) as a dict for report.json, and the same as Markdown for report.md (which
+the Prefect flow also publishes as an artifact)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+# Pipeline order, so tables read in the order the filters ran.
+ORDER = ("truncated", "think", "empty", "answer", "repetition", "length", "decontaminate",
+         "verify", "dedup", "select")
+EXAMPLES_PER_KIND = 2
+KINDS_PER_FILTER = 8
+
+
+def _kind(reason: str) -> str:
+    """The reason without its particulars: 'wrong answer: got 3, want 4' -> 'wrong answer'."""
+    head = re.split(r"[:(]| on (?:test|input) | of | x\d", reason, maxsplit=1)[0].strip()
+    return head[:60] or reason[:60]
+
+
+def _excerpt(text: str | None, limit: int, tail: bool = False) -> str:
+    text = " ".join((text or "").split())
+    if len(text) <= limit:
+        return text
+    return "..." + text[-limit:] if tail else text[:limit] + "..."
+
+
+def _share(kept: int, total: int) -> float:
+    return round(kept / total, 4) if total else 0.0
+
+
+def counts(gens: list[dict], failed: dict, reasons: dict, decontamination: dict | None,
+           source: str) -> dict:
+    rejected: Counter = Counter()
+    kinds: dict[str, Counter] = defaultdict(Counter)
+    examples: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    by: dict[str, dict] = {"source": {}, "category": {}}
+    for gen in gens:
+        f = failed[gen["id"]]
+        for key in ("source", "category"):
+            slot = by[key].setdefault(str(gen.get(key)), {"total": 0, "kept": 0, "rejected": {}})
+            slot["total"] += 1
+            slot["kept"] += f is None
+            if f is not None:
+                slot["rejected"][f] = slot["rejected"].get(f, 0) + 1
+        if f is None:
+            continue
+        rejected[f] += 1
+        reason = reasons[gen["id"]][f]
+        kind = _kind(reason)
+        kinds[f][kind] += 1
+        if len(examples[f][kind]) < EXAMPLES_PER_KIND:
+            prompt = " ".join(m.get("content") or "" for m in gen.get("messages") or []
+                              if m.get("role") == "user")
+            examples[f][kind].append({
+                "id": gen["id"], "prompt_id": gen.get("prompt_id"), "reason": reason,
+                "prompt": _excerpt(prompt, 120),
+                "answer_tail": _excerpt(gen.get("content"), 160, tail=True)})
+    for key in by:
+        for slot in by[key].values():
+            slot["kept_fraction"] = _share(slot["kept"], slot["total"])
+    kept = sum(1 for g in gens if failed[g["id"]] is None)
+    order = [f for f in ORDER if f in rejected] + sorted(set(rejected) - set(ORDER))
+    return {
+        "input": source, "total": len(gens), "kept": kept, "kept_fraction": _share(kept, len(gens)),
+        "rejected": {f: rejected[f] for f in order},
+        "reasons": {f: dict(kinds[f].most_common(KINDS_PER_FILTER)) for f in order},
+        "by_source": by["source"], "by_category": by["category"],
+        "examples": {f: {k: examples[f][k] for k in list(dict(kinds[f].most_common(KINDS_PER_FILTER)))}
+                     for f in order},
+        "decontamination": decontamination,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def markdown(c: dict) -> str:
+    lines = ["# Filter report", "",
+             f"Input: `{c['input']}`. Kept **{c['kept']} of {c['total']}** traces "
+             f"({_pct(c['kept_fraction'])}).", "",
+             "| filter | rejected | share of input |", "|---|---|---|"]
+    lines += [f"| {f} | {n} | {_pct(n / c['total'] if c['total'] else 0)} |"
+              for f, n in c["rejected"].items()]
+    for key, title in (("by_source", "source"), ("by_category", "category")):
+        filters = [f for f in c["rejected"]]
+        lines += ["", f"| {title} | total | kept | kept % | " + " | ".join(filters) + " |",
+                  "|---|---|---|---|" + "---|" * len(filters)]
+        for name, s in c[key].items():
+            cells = " | ".join(str(s["rejected"].get(f, 0)) for f in filters)
+            lines.append(f"| {name} | {s['total']} | {s['kept']} | {_pct(s['kept_fraction'])} | "
+                         f"{cells} |")
+    d = c.get("decontamination")
+    if d is not None:
+        lines += ["", "## Decontamination", "",
+                  f"Word {d['ngram']}-gram overlap" + (f" and MinHash Jaccard >= "
+                                                        f"{d['minhash_threshold']}"
+                                                        if d["minhash_threshold"] else "")
+                  + " against: " + (", ".join(f"{b} ({n} items)" for b, n in d["checked"].items())
+                                    or "nothing") + "."]
+        for b, why in d["skipped"].items():
+            lines.append(f"- not checked: **{b}**: {why}")
+        if d["hits"]:
+            lines += ["", "| prompt | benchmark | item | method | evidence |", "|---|---|---|---|---|"]
+            lines += [f"| `{h['prompt_id']}` | {h['benchmark']} | `{h['item']}` | {h['method']} | "
+                      f"{h['evidence'].replace('|', '/')} |" for h in d["hits"]]
+        else:
+            lines += ["", "No prompt overlaps a benchmark item."]
+    if c["examples"]:
+        lines += ["", "## Rejections by reason, with examples", ""]
+    for f, by_kind in c["examples"].items():
+        lines += [f"### {f}", ""]
+        for kind, exs in by_kind.items():
+            lines.append(f"- **{kind}** ({c['reasons'][f][kind]})")
+            for e in exs:
+                lines.append(f"  - `{e['id']}`: {e['reason']}; prompt: \"{e['prompt']}\"; "
+                             f"answer ends: \"{e['answer_tail']}\"")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
