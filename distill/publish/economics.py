@@ -180,9 +180,8 @@ def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices:
 
 
 def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from distill.publish.plots import pyplot, save_figure
+    plt = pyplot()
     priced = all(e["usd_per_m_tokens"] for e in entries)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = {"teacher": "#c05621", "base": "#9aa5b1", "student": "#2b6cb0"}
@@ -210,11 +209,7 @@ def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
     ax.set_ylabel("pass@1 (%)")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _experts(cfg: Recipe, run_dir: Path) -> dict | None:

@@ -11,10 +11,7 @@ def plot_retention(rows: list[dict], intervals: dict[tuple[str, str, str], Estim
                    path: Path, title: str) -> Path:
     """Retention of pass@1 per benchmark and category, base next to distilled student, with
     95% paired-bootstrap error bars where per-question scores were available."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display on servers and workers
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cats = []
     for r in rows:
         key = (r["benchmark"], r["category"])
@@ -42,30 +39,26 @@ def plot_retention(rows: list[dict], intervals: dict[tuple[str, str, str], Estim
     ax.set_ylabel("retention (score / teacher score)")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # no display on servers and workers
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
     plt.close(fig)
     return path
 
 
 # ------------------------------------------------------------------ across runs (board.py)
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return path
-
 
 def _label(r: dict) -> str:
     return f"{r['run']}: {r['model']}" if r["role"] == "student" else f"{r['model']} ({r['role']})"
@@ -74,7 +67,7 @@ def _label(r: dict) -> str:
 def plot_category_retention(rows: list[dict], path: Path) -> Path:
     """Retention of pass@1 per benchmark and category, one bar per student (and base), with
     the paired-bootstrap intervals."""
-    plt = _pyplot()
+    plt = pyplot()
     picked = [r for r in rows if r["metric"] == "pass@1" and r["role"] != "teacher"
               and r["retention"] is not None]
     cats = list(dict.fromkeys((r["benchmark"], r["category"]) for r in picked))
@@ -100,7 +93,7 @@ def plot_category_retention(rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("retention (score / teacher score)")
     ax.set_title("Retention of the teacher's pass@1, per category")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 METHOD_MARKERS = {"sft": "o", "logit_kd": "s", "on_policy": "^"}
@@ -110,7 +103,7 @@ def plot_score_vs_size(rows: list[dict], path: Path) -> Path:
     """pass@1 against parameters, one panel per benchmark: students marked by method, base
     models hollow, each teacher a dashed line (its size is often unknown or far off the
     axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     picked = [r for r in rows if r["metric"] == "pass@1" and "/" not in r["category"]]
     benches = sorted({r["benchmark"] for r in picked})
     fig, axes = plt.subplots(1, max(1, len(benches)), figsize=(4.2 * max(1, len(benches)), 4.0),
@@ -148,14 +141,14 @@ def plot_score_vs_size(rows: list[dict], path: Path) -> Path:
         ax.set_ylim(0, 1.05)
         ax.set_title(bench)
         ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_quality_vs_cost(models: list[dict], path: Path) -> Path:
     """Mean retention of each student against what it cost: the teacher's bill (dollars at
     the recipe's prices, or completion tokens when no run priced its teacher) and the training
     time."""
-    plt = _pyplot()
+    plt = pyplot()
     students = [m for m in models if m["role"] == "student" and m["mean_retention"] is not None]
     priced = any((m["gen_cost"] or 0) > 0 for m in students)
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.0))
@@ -176,4 +169,4 @@ def plot_quality_vs_cost(models: list[dict], path: Path) -> Path:
         ax.set_ylabel("mean retention")
         ax.set_ylim(0, max([1.1] + [m["mean_retention"] * 1.1 for m in students]))
     fig.suptitle("Quality against cost")
-    return _save(fig, path)
+    return save_figure(fig, path)
