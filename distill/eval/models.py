@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
@@ -76,7 +75,7 @@ def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str]
     import shutil
     import tempfile
 
-    from distill.teacher.local import _stop, _wait_healthy, free_port, resolve
+    from distill.teacher.local import free_port, launched, resolve
 
     exe = shutil.which("vllm")
     if exe is None:
@@ -89,14 +88,12 @@ def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str]
         cmd += ["--revision", revision]
     cmd += extra_args or []
     fd, log_path = tempfile.mkstemp(prefix=f"distill-vllm-{port}-", suffix=".log")
-    with os.fdopen(fd, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}/health", Path(log_path), startup_timeout_s)
+    os.close(fd)
+    # launched(): its own process group (vLLM's engine and workers are its children, all
+    # stopped together) and SIGTERM if this process dies.
+    with launched(cmd, f"http://127.0.0.1:{port}/health", Path(log_path), startup_timeout_s,
+                  what="vllm server", stop_timeout_s=60.0):
         yield f"http://127.0.0.1:{port}/v1", model
-    finally:
-        _stop(proc)
 
 
 def _served(cfg: Recipe, model: str, revision: str | None, base_url: str | None) -> Endpoint:

@@ -120,9 +120,17 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: f
 def _stop(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
     """SIGTERM to the server's process group (vLLM's engine and workers are children), then
     SIGKILL after `timeout_s`."""
+    try:
+        own_group = os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:  # already reaped: its group may still hold children
+        own_group = True
+
     def signal_group(sig: int) -> None:
         try:
-            os.killpg(proc.pid, sig)
+            if own_group:
+                os.killpg(proc.pid, sig)
+            elif proc.poll() is None:  # not started in a session of its own: the process alone
+                proc.send_signal(sig)
         except (ProcessLookupError, PermissionError):
             pass
     if proc.poll() is None:
