@@ -52,7 +52,10 @@ def _write_eval(run_dir, with_questions=True):
                 est = metrics.score_interval([[i in right] for i in ids])
                 scores.append({"model": NAMES[role], "role": role, "benchmark": "toy_arith",
                                "category": cat, "metric": "pass@1", "score": est.value,
-                               "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n})
+                               "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n,
+                               # as the eval stage writes it (a paired-bootstrap interval)
+                               **({"retention_ci_low": 0.5, "retention_ci_high": 1.0}
+                                  if (role, cat) == ("student", "reasoning") else {})})
             # A benchmark the teacher fails entirely: retention is undefined there.
             scores.append({"model": NAMES[role], "role": role, "benchmark": "toy_code",
                            "category": "coding", "metric": "pass@1",
@@ -99,11 +102,13 @@ def test_csv_has_the_contract_columns_and_retention(report):
 def test_markdown_and_html_tables(report):
     md = (report / "leaderboard.md").read_text()
     assert "| model | role | benchmark |" in md and "| tiny-distilled | student | toy_arith |" in md
-    assert "0.75" in md
+    assert "| 0.75 [0.50, 1.00] |" in md        # retention with its interval
+    assert "| 0.25 |" in md                     # none given: the retention alone
     page = (report / "leaderboard.html").read_text()
     assert '<table class="sortable">' in page and page.count("<tr>") == 1 + 12
     assert "addEventListener(\"click\"" in page and "<script src" not in page
     assert '<th data-col="retention">retention</th>' in page
+    assert '<th data-col="retention 95% CI">' in page and "<td>[0.50, 1.00]</td>" in page
 
 
 def test_retention_plot_is_a_png(report):

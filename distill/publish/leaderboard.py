@@ -93,16 +93,26 @@ def _pct(x) -> str:
     return "" if x is None else f"{100 * x:.1f}"
 
 
+def retention_text(r: dict) -> str:
+    """"0.96 [0.90, 1.02]": the retention with its paired-bootstrap interval when it has one."""
+    if r["retention"] is None:
+        return ""
+    lo, hi = r.get("retention_ci_low"), r.get("retention_ci_high")
+    if r["role"] == "teacher" or lo is None or hi is None:
+        return f"{r['retention']:.2f}"
+    return f"{r['retention']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def to_markdown(rows: list[dict], title: str) -> str:
     lines = [f"# {title}", "",
-             "Scores in %, 95% intervals in brackets; retention = score / teacher score.", "",
+             "Scores in %, 95% intervals in brackets; retention = score / teacher score (its 95% "
+             "paired-bootstrap interval in brackets).", "",
              "| model | role | benchmark | category | metric | score | 95% CI | n | retention |",
              "|---|---|---|---|---|--:|---|--:|--:|"]
     for r in rows:
         ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
-        ret = "" if r["retention"] is None else f"{r['retention']:.2f}"
         lines.append(f"| {r['model']} | {r['role']} | {r['benchmark']} | {r['category']} | "
-                     f"{r['metric']} | {_pct(r['score'])} | {ci} | {r['n']} | {ret} |")
+                     f"{r['metric']} | {_pct(r['score'])} | {ci} | {r['n']} | {retention_text(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,5 +191,6 @@ def to_html(rows: list[dict], title: str) -> str:
     """The run's leaderboard as one self-contained page with a sortable table."""
     intro = ("<p>Scores in %, 95% intervals; retention = score / teacher score. "
              "Click a column header to sort.</p>")
-    return html_page(title, [intro, html_table(rows, COLUMNS, {c: _pct for c in
-                                                                ("score", "ci_low", "ci_high")})])
+    shown = [{**r, "retention 95% CI": retention_text(r).partition(" ")[2]} for r in rows]
+    return html_page(title, [intro, html_table(shown, COLUMNS + ["retention 95% CI"],
+                                               {c: _pct for c in ("score", "ci_low", "ci_high")})])
