@@ -1,9 +1,18 @@
 """Fixtures shared by the teacher and generate tests: an untrained tiny MoE teacher saved to
-disk, and the project's server serving it on a free local port."""
+disk, and the project's server serving it on a free local port.
 
-import pytest
+The Hub is out of reach on the machines that run these tests, so they run in offline mode:
+a lookup of a Hub id (a config.json for the economics section, a benchmark not on hand) fails
+at once instead of after connection timeouts. Tests that talk to the local Hub stand-in turn
+it off for themselves."""
 
-from distill.teacher.local import serve_local
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")      # before huggingface_hub reads it
+
+import pytest  # noqa: E402
+
+from distill.teacher.local import serve_local  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -285,8 +285,10 @@ def test_push_to_a_local_hub_stand_in(full_run, tmp_path, monkeypatch):
     cfg = recipe().model_copy(update={"publish": recipe().publish.model_copy(update={"push": True})})
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(dump_recipe(cfg))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)    # the stand-in is reachable
     with HubStandIn(TOKEN) as hub:
         env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1",
+               "HF_HUB_OFFLINE": "0",
                "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
         r = subprocess.run([sys.executable, "-m", "distill.cli", "publish", str(recipe_file),
                             "--run-dir", str(full_run)], env=env, capture_output=True, text=True,
@@ -310,6 +312,8 @@ def test_push_to_a_local_hub_stand_in(full_run, tmp_path, monkeypatch):
         # In this process from here on: a re-push replaces the repo's content, so a stale
         # shard from an earlier push goes.
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",   # downloads, too
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
         monkeypatch.setenv("HF_TOKEN", TOKEN)
         dataset.files["data/train-00000-of-00002.parquet"] = b"stale"
