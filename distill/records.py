@@ -46,17 +46,18 @@ def write_text(path: Path, text: str) -> None:
 def read_jsonl(path: Path) -> Iterator[dict]:
     """Reads a JSONL file. A torn last line (a crash mid-write) is skipped; a bad line
     elsewhere is an error naming the file and line."""
+    # Streamed line by line: a generate shard of long traces can be many gigabytes. Only the
+    # last line of a file can lack its newline, so a bad line without one is the torn tail.
     with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines) and not line.endswith("\n"):
-                return  # torn tail of an interrupted write
-            raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                if not line.endswith("\n"):
+                    return  # torn tail of an interrupted write
+                raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
 
 
 class ShardWriter:

@@ -184,6 +184,51 @@ def test_filter_stage_rerun_with_other_settings_replaces_outputs(tmp_path):
     assert len(list(Stage(tmp_path, "dataset").read())) == 7
 
 
+@needs_bwrap
+def test_verify_keeps_its_verdicts_across_a_crash_and_grades_only_the_rest(tmp_path, monkeypatch):
+    import importlib
+    filter_stage = importlib.import_module("distill.filters.stage")
+    verify = importlib.import_module("distill.filters.verify")
+
+    gens = [_gen(f"m{i:02d}", MATH_P, f"So \\boxed{{{13 if i % 3 else 12}}}.", reasoning=f"r{i}")
+            for i in range(10)] + [g for g in GENERATIONS if g["verifier"] == "code"]
+    with Stage(tmp_path, "generate").writer() as w:
+        for g in gens:
+            w.write(g)
+    graded: list[str] = []
+    real = verify.verify_many
+
+    def counting(items, *a, **kw):
+        if len(graded) >= 8 and crash:
+            raise KeyboardInterrupt("killed mid-verification")
+        graded.extend(p["id"] for p, _ in items)
+        return real(items, *a, **kw)
+
+    monkeypatch.setattr(verify, "verify_many", counting)
+    monkeypatch.setattr(filter_stage, "VERIFY_BATCH", 4)
+    cfg = _recipe(dedup="none")
+    crash = True
+    with pytest.raises(KeyboardInterrupt):
+        run_filter(cfg, tmp_path)
+    assert len(graded) == 8 and not Stage(tmp_path, "filter").is_complete()
+    crash, before = False, len(graded)
+    counts = run_filter(cfg, tmp_path)
+    assert len(graded) - before == len(gens) - 8          # only the ungraded ones
+    assert set(graded) == {g["id"] for g in gens} and len(set(graded)) == len(graded)
+    assert Stage(tmp_path, "filter").manifest()["verified"] == {"graded": 5, "stored": 8}
+    assert counts["kept"] == 6 + 1 and counts["rejected"] == {"verify": 4 + 2}
+    # The same verdicts as a run that never crashed.
+    clean = tmp_path / "clean"
+    with Stage(clean, "generate").writer() as w:
+        for g in gens:
+            w.write(g)
+    assert run_filter(cfg, clean)["rejected"] == counts["rejected"]
+    # Another limit is another verdict: everything is graded again.
+    before = len(graded)
+    run_filter(_recipe(dedup="none", code_timeout_s=3), tmp_path)
+    assert len(graded) - before == len(gens)
+
+
 # ------------------------------------------------------------------- answer extraction
 
 @pytest.mark.parametrize("text, answer", [

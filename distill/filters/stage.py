@@ -1,6 +1,8 @@
 """The filter stage: reads Stage("generate") records (or the traces of `filter.input`),
 writes a verdict per record to Stage("filter"), the kept traces as chat records to
 Stage("dataset"), and counts.json, report.json and report.md beside the verdicts.
+Verification, the slow filter, keeps its verdicts in filter/verdicts/ as it goes (keyed by the
+record, the limits and the verifier's code): a crashed or repeated run grades only the rest.
 
 Filters run cheapest first and a record stops at its first rejection:
   truncated, think, empty, answer, repetition, length   (format, per trace)
@@ -12,6 +14,7 @@ Filters run cheapest first and a record stops at its first rejection:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -19,7 +22,7 @@ from pathlib import Path
 from distill.errors import InputError
 from distill.filters import quality
 from distill.filters.report import counts, markdown
-from distill.records import Stage, write_text
+from distill.records import Stage, record_id, write_text
 
 log = logging.getLogger("distill.filter")
 
@@ -113,17 +116,57 @@ def _decontaminate(cfg, ledger: _Ledger) -> dict:
                      for pid, h in sorted(contaminated.items())]}
 
 
-def _verify(cfg, ledger: _Ledger) -> None:
+# Verdicts are written as they are made, this many at a time: a crash loses at most one batch,
+# and a re-run (or a refresh that adds traces) grades only what has no stored verdict.
+VERIFY_BATCH = 256
+_VERIFIER_SOURCES = ("filters/verify.py", "filters/code.py", "filters/harness.py",
+                     "filters/extract.py", "sandbox.py", "sandbox_server.py")
+
+
+@functools.cache
+def _verifier_version() -> str:
+    root = Path(__file__).resolve().parents[1]
+    return record_id(*[(root / name).read_text() for name in _VERIFIER_SOURCES])
+
+
+def _verdict_key(gen: dict, settings: dict) -> str:
+    """What a verdict depends on: the record (answer and gold; not the reasoning, the
+    teacher's logprobs or its usage), the limits, and the verifier's code."""
+    graded = {k: v for k, v in gen.items()
+              if k not in ("reasoning", "teacher_logprobs", "usage", "latency_s", "cost")}
+    return record_id(graded, settings, _verifier_version())
+
+
+def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
+    """Grades the surviving traces; verdicts are kept in filter/verdicts/ across runs.
+    Returns how many were graded now and how many came from the store."""
     from distill.filters.verify import verify_many
 
     fc = cfg.filter
-    todo = ledger.alive()
-    verdicts = verify_many([(g, g.get("content") or "") for g in todo], workers=fc.workers,
-                           timeout_s=fc.code_timeout_s, memory_mb=fc.code_memory_mb)
-    for gen, v in zip(todo, verdicts):
-        ledger.mark(gen, "verify", None if v.ok else v.reason)
-        if v.ok:
-            ledger.reasons[gen["id"]]["verify"] = v.reason
+    settings = {"timeout_s": fc.code_timeout_s, "memory_mb": fc.code_memory_mb}
+    keyed = [(_verdict_key(g, settings), g) for g in ledger.alive()]
+    store = Stage(run_dir, "filter/verdicts")
+    wanted = {k for k, _ in keyed}
+    verdicts = {r["id"]: r for r in store.read() if r["id"] in wanted}
+    todo = [(k, g) for k, g in keyed if k not in verdicts]
+    stored = len(keyed) - len(todo)
+    if todo:
+        log.info("filter: verifying %d traces (%d verdicts stored)", len(todo), stored)
+        with store.writer() as w:
+            for start in range(0, len(todo), VERIFY_BATCH):
+                batch = todo[start:start + VERIFY_BATCH]
+                graded = verify_many([(g, g.get("content") or "") for _, g in batch],
+                                     workers=fc.workers, timeout_s=fc.code_timeout_s,
+                                     memory_mb=fc.code_memory_mb)
+                for (key, _), v in zip(batch, graded):
+                    verdicts[key] = {"id": key, "ok": v.ok, "reason": v.reason}
+                    w.write(verdicts[key])
+    for key, gen in keyed:
+        v = verdicts[key]
+        ledger.mark(gen, "verify", None if v["ok"] else v["reason"])
+        if v["ok"]:
+            ledger.reasons[gen["id"]]["verify"] = v["reason"]
+    return {"graded": len(todo), "stored": stored}
 
 
 def _dedup(cfg, ledger: _Ledger) -> None:
@@ -200,8 +243,7 @@ def run_filter(cfg, run_dir: Path) -> dict:
     ledger = _Ledger(gens)
     _format_checks(cfg, ledger)
     decontamination = _decontaminate(cfg, ledger) if fc.decontaminate != "none" else None
-    if fc.verify:
-        _verify(cfg, ledger)
+    verified = _verify(cfg, ledger, run_dir) if fc.verify else None
     if fc.dedup != "none":
         _dedup(cfg, ledger)
     if fc.select != "all" or fc.max_per_prompt is not None:
@@ -224,6 +266,7 @@ def run_filter(cfg, run_dir: Path) -> dict:
     write_text(out.path / "report.md", markdown(c))
     log.info("filter: kept %d of %d", c["kept"], c["total"])
     dataset.complete(records=c["kept"], filter_hash=cfg.section_hash("filter"))
-    out.complete(records=len(gens), kept=c["kept"], filter_hash=cfg.section_hash("filter"))
+    out.complete(records=len(gens), kept=c["kept"], filter_hash=cfg.section_hash("filter"),
+                 verified=verified)
     return c
 
