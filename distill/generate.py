@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # A server that ignores `n` (transformers serve, some hosted APIs) returns one choice per
 # request; further rounds ask again for what is still missing.
 MAX_ROUNDS = 64
+# What a resume needs of a stored sample; kept in each shard's index (distill/records.py).
+RESUME_FIELDS = ("prompt_id", "gen_hash", "cost", "finish_reason")
 
 
 def _token(t: str) -> int | str:
@@ -101,7 +103,9 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     ours = {p["id"] for p in prompts}
     done: set[str] = set()
     cost_before, truncated_before, records_before = 0.0, 0, 0
-    for r in stage.read():  # the stored samples of these prompts under these settings
+    # The stored samples of these prompts under these settings, from the shards' indexes:
+    # a resume reads a few fields per sample, not every trace.
+    for r in stage.read_index(RESUME_FIELDS):
         records_before += 1
         if r.get("gen_hash") == gen_hash and r.get("prompt_id") in ours:
             done.add(r["id"])
@@ -119,7 +123,7 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
 
     if any(missing(p) for p in prompts):  # nothing to ask: do not start or call a teacher
         log_dir = stage.path / "logs"
-        with _teacher(cfg, log_dir) as (model, complete), stage.writer() as out:
+        with _teacher(cfg, log_dir) as (model, complete), stage.writer(index=RESUME_FIELDS) as out:
             progress = Progress(wanted, f"generate ({model}){label}", initial=len(done),
                                 cost_before=cost_before)
             try:

@@ -60,13 +60,24 @@ def read_jsonl(path: Path) -> Iterator[dict]:
                 raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
 
 
+def _index_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".idx")
+
+
 class ShardWriter:
     """Appends records to a fresh shard. Each record is flushed as it is written; fsync
-    every `sync_every` records and on close bounds what a power loss can take."""
+    every `sync_every` records and on close bounds what a power loss can take.
 
-    def __init__(self, path: Path, sync_every: int = 64):
+    With `index` fields, each record also gets a line in `<shard>.idx`: its id, those
+    fields and the byte offset where the record ends, written after the record itself. A
+    resuming stage reads the small index instead of every trace (see `Stage.read_index`)."""
+
+    def __init__(self, path: Path, sync_every: int = 64, index: tuple[str, ...] = ()):
         self.path = path
-        self._f = open(path, "x", encoding="utf-8")
+        self._f = open(path, "xb")
+        self._index_fields = tuple(index)
+        self._idx = open(_index_path(path), "xb") if index else None
+        self._end = 0
         self._sync_every = sync_every
         self._unsynced = 0
         self.count = 0
@@ -74,21 +85,36 @@ class ShardWriter:
     def write(self, record: dict) -> None:
         if "id" not in record:
             raise ValueError("a record needs an 'id'")
-        self._f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        self._f.write(line)
         self._f.flush()
+        self._end += len(line)
+        if self._idx is not None:
+            entry = {"id": record["id"], **{k: record.get(k) for k in self._index_fields},
+                     "end": self._end}
+            self._idx.write((json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode())
+            self._idx.flush()
         self.count += 1
         self._unsynced += 1
         if self._unsynced >= self._sync_every:
-            os.fsync(self._f.fileno())
+            self._sync()
             self._unsynced = 0
+
+    def _sync(self) -> None:
+        os.fsync(self._f.fileno())          # the records before their index entries
+        if self._idx is not None:
+            os.fsync(self._idx.fileno())
 
     def close(self) -> None:
         if not self._f.closed:
             self._f.flush()
-            os.fsync(self._f.fileno())
+            self._sync()
             self._f.close()
+            if self._idx is not None:
+                self._idx.close()
             if self.count == 0:
                 self.path.unlink(missing_ok=True)
+                _index_path(self.path).unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -118,14 +144,50 @@ class Stage:
                     yield rec
 
     def ids(self) -> set[str]:
-        return {rec["id"] for rec in self.read()}
+        return {rec["id"] for rec in self.read_index(())}
 
-    def writer(self) -> ShardWriter:
+    def read_index(self, fields: tuple[str, ...]) -> Iterator[dict]:
+        """The id and `fields` of every record, as `read` would give them, without parsing the
+        records a shard's index already describes: from the index up to the last entry whose
+        record is on disk, then the records after it (a crash may leave one unindexed). A
+        shard without an index, or with other fields in it, is read whole."""
+        seen: set[str] = set()
+        for shard in self.shards():
+            for rec in self._shard_keys(shard, fields):
+                if rec["id"] not in seen:
+                    seen.add(rec["id"])
+                    yield rec
+
+    @staticmethod
+    def _shard_keys(shard: Path, fields: tuple[str, ...]) -> Iterator[dict]:
+        idx, start = _index_path(shard), 0
+        if idx.exists():
+            size = shard.stat().st_size
+            for entry in read_jsonl(idx):
+                if entry["end"] > size or not all(f in entry for f in fields):
+                    break           # ahead of the data (power loss), or written with other fields
+                yield {"id": entry["id"], **{f: entry[f] for f in fields}}
+                start = entry["end"]
+        with open(shard, "rb") as f:
+            f.seek(start)
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    if not line.endswith(b"\n"):
+                        return      # torn tail
+                    list(read_jsonl(shard))     # raises, naming the line
+                    raise
+                yield {"id": rec["id"], **{f: rec.get(f) for f in fields}}
+
+    def writer(self, index: tuple[str, ...] = ()) -> ShardWriter:
+        """A writer of a fresh shard; `index` names the fields `read_index` will be asked
+        for (a resuming stage's keys), kept beside the shard."""
         n = len(self.shards())
         while True:
             path = self.path / f"part-{n:05d}.jsonl"
             try:
-                return ShardWriter(path)
+                return ShardWriter(path, index=index)
             except FileExistsError:
                 n += 1
 
@@ -143,7 +205,7 @@ class Stage:
 
     def complete(self, **manifest: Any) -> None:
         """Writes the marker last, after every other output of the stage."""
-        manifest.setdefault("records", sum(1 for _ in self.read()))
+        manifest.setdefault("records", sum(1 for _ in self.read_index(())))
         write_json(self.path / MARKER, manifest)
 
     # -- side files (reports, counts) written whole and atomically
