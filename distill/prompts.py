@@ -1,8 +1,11 @@
 """Prompts stage: reads the recipe's sources (toy tasks, a Hub dataset or a local JSONL) and
 writes one problem record per prompt to `<run_dir>/prompts/`.
 
-A record's id is hash(source, prompt), so the same prompt is the same record in every run and a
-refresh with new rows only adds records. The manifest records each source's revision (the Hub
+A record's id is hash(source, the messages sent: prompt template and system prompt applied), so
+the same prompt is the same record in every run, a refresh with new rows only adds records, and
+a new template makes new records (and so new generations). Records of a source whose template,
+system prompt or field mapping changed, or of a source no longer in the recipe, are dropped
+from the stage: downstream stages only ever see the recipe's current prompts. The manifest records each source's revision (the Hub
 commit of a dataset, a content hash of a local file or folder, the settings of toy tasks): a
 refresh re-reads only the sources whose revision or settings changed, and a Hub dataset is read
 at the commit that was recorded, so the prompts on disk always name the rows they came from.
@@ -122,10 +125,38 @@ def _settings(src: PromptSource, cfg: Recipe) -> str:
     return record_id(src.model_dump(mode="json"), cfg.prompts.system_prompt, cfg.run.seed)
 
 
+def _shape(src: PromptSource, cfg: Recipe) -> str:
+    """What decides the text of a source's records (not how many rows it yields, nor which
+    revision they came from): a record of another shape is out of date."""
+    return record_id(src.model_dump(mode="json", exclude={"count", "revision"}),
+                     cfg.prompts.system_prompt, cfg.run.seed)
+
+
+def _drop_stale(stage, shapes: dict[str, str]) -> int:
+    """Rewrites the stage without the records whose shape is not their source's current one.
+    The kept records go to a fresh shard before the old shards are removed, so a crash in
+    between leaves duplicates (read once) and never loses a current record."""
+    records = list(stage.read())            # prompt records are small
+    keep = [r for r in records if r.get("shape") == shapes.get(r.get("source"))]
+    if len(keep) == len(records):
+        return 0
+    old = stage.shards()
+    with stage.writer() as w:
+        for r in keep:
+            w.write(r)
+    for shard in old:
+        shard.unlink()
+    return len(records) - len(keep)
+
+
 def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
     stage = RunDir(run_dir).stage("prompts")
     before = stage.manifest() or {}
     stage.start()
+    shapes = {src.name: _shape(src, cfg) for src in cfg.prompts.sources}
+    dropped = _drop_stale(stage, shapes)
+    if dropped:
+        log.info("prompts: dropped %d records of changed or removed sources", dropped)
     done = stage.ids()
     counts: dict[str, int] = {}
     revisions: dict[str, str | None] = {}
@@ -145,14 +176,15 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                 if src.count is not None and n >= src.count:
                     break
                 n += 1
-                rid = record_id(src.name, row["prompt"])
-                if rid in done:
-                    continue
-                done.add(rid)
                 messages = [{"role": "user", "content": src.prompt_template.format(prompt=row["prompt"])}]
                 if cfg.prompts.system_prompt:
                     messages.insert(0, {"role": "system", "content": cfg.prompts.system_prompt})
-                w.write({"id": rid, "source": src.name, "category": src.category,
+                rid = record_id(src.name, messages)
+                if rid in done:
+                    continue
+                done.add(rid)
+                w.write({"id": rid, "source": src.name, "shape": shapes[src.name],
+                         "category": src.category,
                          "subcategory": row["subcategory"], "messages": messages,
                          "verifier": row["verifier"], "answer": row["answer"],
                          "tests": row["tests"], "entry_point": row["entry_point"],
@@ -160,5 +192,5 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                 added += 1
             counts[src.name], new[src.name] = n, added
     stage.complete(sources=counts, revisions=revisions, settings=settings, new=new,
-                   new_prompts=sum(new.values()))
+                   new_prompts=sum(new.values()), dropped=dropped)
     return counts

@@ -229,6 +229,20 @@ def test_verify_keeps_its_verdicts_across_a_crash_and_grades_only_the_rest(tmp_p
     assert len(graded) - before == len(gens)
 
 
+def test_only_the_recipes_prompts_and_sampling_settings_are_graded(tmp_path):
+    cfg = _recipe(verify=False)
+    now = cfg.generation_hash()
+    with Stage(tmp_path, "prompts").writer() as w:
+        w.write({"id": "pm", **{k: v for k, v in MATH_P.items() if k != "prompt_id"}})
+    with Stage(tmp_path, "generate").writer() as w:
+        w.write({**_gen("a", MATH_P, "So \\boxed{13}."), "gen_hash": now})
+        w.write({**_gen("b", MATH_P, "So \\boxed{13}!", reasoning="t2"), "gen_hash": "older"})
+        w.write({**_gen("c", {**MATH_P, "prompt_id": "gone"}, "So \\boxed{13}."), "gen_hash": now})
+    counts = run_filter(cfg, tmp_path)
+    assert counts["total"] == 1 and [r["id"] for r in Stage(tmp_path, "dataset").read()] == ["a"]
+    assert Stage(tmp_path, "filter").manifest()["not_graded_other_settings"] == 2
+
+
 # ------------------------------------------------------------------- answer extraction
 
 @pytest.mark.parametrize("text, answer", [

@@ -219,19 +219,38 @@ def _select(cfg, ledger: _Ledger) -> None:
                             if i >= fc.max_per_prompt else None)
 
 
-def _read(cfg, run_dir: Path) -> list[dict]:
+def _current_generations(cfg, run_dir: Path) -> tuple[list[dict], int]:
+    """The generate stage's records of the recipe's prompts under its generation settings,
+    and how many others are stored: samples of other sampling settings or of prompts no
+    longer in the recipe stay on disk (a change back reuses them) but are not graded."""
+    prompts = Stage(run_dir, "prompts")
+    ids = prompts.ids() if prompts.shards() else None
+    gen_hash = cfg.generation_hash()
+    gens, other = [], 0
+    for gen in Stage(run_dir, "generate").read():
+        if gen.get("gen_hash", gen_hash) == gen_hash and (ids is None or gen.get("prompt_id") in ids):
+            gens.append(gen)
+        else:
+            other += 1
+    return gens, other
+
+
+def _read(cfg, run_dir: Path) -> tuple[list[dict], int]:
     if cfg.filter.input:
         from distill.filters.inputs import read_traces
-        gens = read_traces(cfg.filter.input, cfg.filter.input_split)
+        gens, other = read_traces(cfg.filter.input, cfg.filter.input_split), 0
     else:
-        gens = list(Stage(run_dir, "generate").read())
-    return sorted(gens, key=lambda g: g["id"])
+        gens, other = _current_generations(cfg, run_dir)
+    if other:
+        log.info("filter: %d stored traces of other sampling settings or prompts are not graded",
+                 other)
+    return sorted(gens, key=lambda g: g["id"]), other
 
 
 def run_filter(cfg, run_dir: Path) -> dict:
     """Grades every generation and keeps the good ones. Returns the counts."""
     fc = cfg.filter
-    gens = _read(cfg, run_dir)
+    gens, other = _read(cfg, run_dir)
     out, dataset = Stage(run_dir, "filter"), Stage(run_dir, "dataset")
     out.start()
     dataset.start()
@@ -267,6 +286,6 @@ def run_filter(cfg, run_dir: Path) -> dict:
     log.info("filter: kept %d of %d", c["kept"], c["total"])
     dataset.complete(records=c["kept"], filter_hash=cfg.section_hash("filter"))
     out.complete(records=len(gens), kept=c["kept"], filter_hash=cfg.section_hash("filter"),
-                 verified=verified)
+                 verified=verified, not_graded_other_settings=other)
     return c
 
