@@ -66,9 +66,11 @@ def generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
             ray.shutdown()
     total = merge_outcomes(outcomes)
     if errors:  # which prompts the crashed shards left: whatever has no record now
+        from distill.generate import RESUME_FIELDS
         from distill.records import RunDir
         gen_hash = cfg.generation_hash()
-        stored = {r["id"] for r in RunDir(run_dir).stage("generate").read() if r.get("gen_hash") == gen_hash}
+        stored = {r["id"] for r in RunDir(run_dir).stage("generate").read_index(RESUME_FIELDS)
+                  if r.get("gen_hash") == gen_hash}
         reported = {f["prompt_id"] for f in total["failed"]}
         for p in prompts:
             miss = [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in stored]
