@@ -5,10 +5,12 @@ A record's id is hash(source, the messages sent: prompt template and system prom
 the same prompt is the same record in every run, a refresh with new rows only adds records, and
 a new template makes new records (and so new generations). Records of a source whose template,
 system prompt or field mapping changed, or of a source no longer in the recipe, are dropped
-from the stage: downstream stages only ever see the recipe's current prompts. The manifest records each source's revision (the Hub
-commit of a dataset, a content hash of a local file or folder, the settings of toy tasks): a
-refresh re-reads only the sources whose revision or settings changed, and a Hub dataset is read
-at the commit that was recorded, so the prompts on disk always name the rows they came from.
+from the stage: downstream stages only ever see the recipe's current prompts.
+
+The manifest records each source's revision (the Hub commit of a dataset, a content hash of a
+local file or folder, the settings of toy tasks): a refresh re-reads only the sources whose
+revision or settings changed, and a Hub dataset is read at the commit that was recorded, so the
+prompts on disk always name the rows they came from.
 """
 
 from __future__ import annotations
@@ -120,16 +122,12 @@ def source_revision(src: PromptSource, seed: int) -> str | None:
         return None
 
 
-def _settings(src: PromptSource, cfg: Recipe) -> str:
-    """A source's settings that change which prompt records it makes."""
-    return record_id(src.model_dump(mode="json"), cfg.prompts.system_prompt, cfg.run.seed)
-
-
-def _shape(src: PromptSource, cfg: Recipe) -> str:
-    """What decides the text of a source's records (not how many rows it yields, nor which
-    revision they came from): a record of another shape is out of date."""
-    return record_id(src.model_dump(mode="json", exclude={"count", "revision"}),
-                     cfg.prompts.system_prompt, cfg.run.seed)
+def _settings(src: PromptSource, cfg: Recipe, exclude: set[str] | None = None) -> str:
+    """A source's settings that change which prompt records it makes. Without `count` and
+    `revision` (how many rows, from which commit), its shape: what decides the text of its
+    records, so that a record of another shape is out of date."""
+    return record_id(src.model_dump(mode="json", exclude=exclude), cfg.prompts.system_prompt,
+                     cfg.run.seed)
 
 
 def _drop_stale(stage, shapes: dict[str, str]) -> int:
@@ -153,7 +151,8 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
     stage = RunDir(run_dir).stage("prompts")
     before = stage.manifest() or {}
     stage.start()
-    shapes = {src.name: _shape(src, cfg) for src in cfg.prompts.sources}
+    shapes = {src.name: _settings(src, cfg, exclude={"count", "revision"})
+              for src in cfg.prompts.sources}
     dropped = _drop_stale(stage, shapes)
     if dropped:
         log.info("prompts: dropped %d records of changed or removed sources", dropped)
