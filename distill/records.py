@@ -43,21 +43,24 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Reads a JSONL file. A torn last line (a crash mid-write) is skipped; a bad line
-    elsewhere is an error naming the file and line."""
+def read_jsonl(path: Path, start: int = 0, first_line: int = 1) -> Iterator[dict]:
+    """Reads a JSONL file, from byte offset `start` (line `first_line` there). A torn last line
+    (a crash mid-write) is skipped; a bad line elsewhere is an error naming the file and line."""
     # Streamed line by line: a generate shard of long traces can be many gigabytes. Only the
     # last line of a file can lack its newline, so a bad line without one is the torn tail.
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        f.seek(start)
+        for n, line in enumerate(f, first_line):
             if not line.strip():
                 continue
             try:
                 yield json.loads(line)
-            except json.JSONDecodeError as e:
-                if not line.endswith("\n"):
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                if not line.endswith(b"\n"):
                     return  # torn tail of an interrupted write
-                raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
+                why = f"not valid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) \
+                    else "not valid UTF-8"
+                raise InputError(why, file=str(path), line=n) from None
 
 
 def _index_path(shard: Path) -> Path:
@@ -160,25 +163,16 @@ class Stage:
 
     @staticmethod
     def _shard_keys(shard: Path, fields: tuple[str, ...]) -> Iterator[dict]:
-        idx, start = _index_path(shard), 0
+        idx, start, lines = _index_path(shard), 0, 0
         if idx.exists():
             size = shard.stat().st_size
             for entry in read_jsonl(idx):
                 if entry["end"] > size or not all(f in entry for f in fields):
                     break           # ahead of the data (power loss), or written with other fields
                 yield {"id": entry["id"], **{f: entry[f] for f in fields}}
-                start = entry["end"]
-        with open(shard, "rb") as f:
-            f.seek(start)
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    if not line.endswith(b"\n"):
-                        return      # torn tail
-                    list(read_jsonl(shard))     # raises, naming the line
-                    raise
-                yield {"id": rec["id"], **{f: rec.get(f) for f in fields}}
+                start, lines = entry["end"], lines + 1
+        for rec in read_jsonl(shard, start, first_line=lines + 1):
+            yield {"id": rec["id"], **{f: rec.get(f) for f in fields}}
 
     def writer(self, index: tuple[str, ...] = ()) -> ShardWriter:
         """A writer of a fresh shard; `index` names the fields `read_index` will be asked

@@ -105,3 +105,13 @@ def test_a_shard_without_records_leaves_no_index(tmp_path):
     with stage.writer(index=("prompt_id",)):
         pass
     assert list(stage.path.iterdir()) == []
+
+
+def test_a_bad_record_past_the_index_is_named_by_its_line(tmp_path):
+    stage, shard = _indexed_stage(tmp_path, n=3)
+    idx = shard.parent / (shard.name + ".idx")
+    idx.write_text("".join(idx.read_text().splitlines(keepends=True)[:1]))   # s0 indexed only
+    lines = shard.read_bytes().splitlines(keepends=True)
+    shard.write_bytes(lines[0] + b"\n" + lines[1] + b'{"id": "s2", oops}\n')
+    with pytest.raises(InputError, match=r"part-00000.jsonl:4: not valid JSON"):
+        list(stage.read_index(("prompt_id",)))
