@@ -12,6 +12,10 @@ For each client: prompts completed, good answers the server sent for prompts tha
 one (duplicates), and the wasted-request ratio (requests that gave no stored answer / all
 requests; the injected fault rate is its floor).
 
+Part 3, rate limit: the stand-in accepts R requests a second (`--limit-per-s`) and answers the
+rest 429 with the Retry-After that frees a slot, as a rate-limited API does. Wall time against
+the floor N / R, and how many requests were refused.
+
 Each client runs in its own environment, as its users run it (bench/_generate_clients.py):
 
     python3 -m venv /work/bench-envs/curator && /work/bench-envs/curator/bin/pip install bespokelabs-curator==0.1.31
@@ -123,13 +127,25 @@ def faults(clients: list[str], a) -> None:
     print(f"\n## Faults: {n} prompts, each attempt fails with probability {a.fault_rate:.0%} (429 with Retry-After 0.2 s, 500, "
           f"hang past the {a.fault_timeout:g} s timeout, dropped connection, torn JSON), "
           f"C = {a.concurrency}, L = {a.fault_latency:g} s\n")
-    print("| client | prompts completed | requests | faults injected | duplicate answers | wasted ratio | wall s |")
+    _refusals(clients, a, n, ["--fault-rate", str(a.fault_rate), "--retry-after", "0.2",
+                              "--hang", str(4 * a.fault_timeout), "--seed", "1"], retries=10)
+
+
+def rate_limit(clients: list[str], a) -> None:
+    n, r = a.fault_requests, a.limit_per_s
+    print(f"\n## Rate limit: {n} prompts against an API that accepts {r:g} requests a second and "
+          f"answers the rest 429 with the Retry-After that frees a slot; C = {a.concurrency}, "
+          f"L = {a.fault_latency:g} s (floor: {n / r:.1f} s)\n")
+    _refusals(clients, a, n, ["--limit-per-s", str(r)], retries=50)
+
+
+def _refusals(clients: list[str], a, n: int, server_args: list[str], retries: int) -> None:
+    print("| client | prompts completed | requests | refused or failed | duplicate answers | wasted ratio | wall s |")
     print("|---|---|---|---|---|---|---|")
     for client in clients:
-        server = StandIn("--latency", str(a.fault_latency), "--fault-rate", str(a.fault_rate),
-                         "--retry-after", "0.2", "--hang", str(4 * a.fault_timeout), "--seed", "1")
+        server = StandIn("--latency", str(a.fault_latency), *server_args)
         try:
-            r = run_client(client, server.url, n, a.concurrency, a.fault_timeout, 10)
+            r = run_client(client, server.url, n, a.concurrency, a.fault_timeout, retries)
             st = server.stats()
         finally:
             server.stop()
@@ -155,7 +171,8 @@ def main() -> None:
     p.add_argument("--fault-latency", type=float, default=0.1)
     p.add_argument("--fault-timeout", type=float, default=2.0)
     p.add_argument("--clients", default="distill,curator,distilabel")
-    p.add_argument("--only", choices=["throughput", "faults"], default=None)
+    p.add_argument("--limit-per-s", type=float, default=100.0, help="the rate limit of part 3")
+    p.add_argument("--only", choices=["throughput", "faults", "rate_limit"], default=None)
     a = p.parse_args()
     clients = []
     for c in a.clients.split(","):
@@ -168,6 +185,8 @@ def main() -> None:
         throughput(clients, a)
     if a.only in (None, "faults"):
         faults(clients, a)
+    if a.only in (None, "rate_limit"):
+        rate_limit(clients, a)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,30 @@ def test_fault_run_completes_every_prompt_without_duplicates(tmp_path):
     assert m["errors"]["http_429"] == st.outcomes["429"] and m["errors"]["timeout"] == st.outcomes["hang"]
 
 
+def test_a_429_with_retry_after_holds_every_request(tmp_path):
+    """A 429 with Retry-After is about the account, not the request: the client sends nothing
+    until the server said it may (the retried prompt, and the next prompt too)."""
+    app = StandIn(script={"0+0=": ["429"]}, retry_after_s=0.6)
+    with Running(app) as s:
+        write_prompts(tmp_path, 2)
+        run_generate(recipe("standin", s.url, samples_per_prompt=1, max_concurrency=1), tmp_path)
+    keys = [k for k, _, _ in app.stats.log]
+    assert keys == ["0+0=", "1+1=", "0+0="] or keys == ["0+0=", "0+0=", "1+1="]
+    assert all(t - app.stats.arrived[0] >= 0.6 for t in app.stats.arrived[1:])
+
+
+def test_a_rate_limited_api_gets_fewer_requests_than_it_refuses(tmp_path):
+    """Against a real limit (40 requests a second) at concurrency 32, every prompt completes and
+    most requests are answered, not refused (without the shared pause, ~3 of 4 were 429s)."""
+    app = StandIn(latency_s=0.02, limit_per_s=40)
+    with Running(app) as s:
+        write_prompts(tmp_path, 120)
+        run_generate(recipe("standin", s.url, samples_per_prompt=1, max_retries=50,
+                            max_concurrency=32, max_backoff_s=2.0), tmp_path)
+    assert RunDir(tmp_path).stage("generate").manifest()["samples"] == 120
+    assert app.stats.outcomes["ok"] == 120 and app.stats.outcomes["429"] < 120
+
+
 def test_empty_and_truncated_answers(tmp_path):
     """An empty answer is asked again (and reported if it stays empty); a trace cut at max_tokens
     is stored with finish_reason length."""

@@ -215,7 +215,10 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
             tail = f" (after {n_attempt + 1} attempts)" if err.retryable else ""
             failures.append(Failure(job, f"{err}{tail}", err.kind, n_attempt + 1, err.retryable))
         else:
-            queue.retry(job, n_attempt + 1, backoff(n_attempt, backoff_s, max_backoff_s, err.retry_after))
+            delay = backoff(n_attempt, backoff_s, max_backoff_s, err.retry_after)
+            if err.status == 429 and err.retry_after is not None:
+                limits.pause(err.retry_after)      # the server said when the account may send
+            queue.retry(job, n_attempt + 1, delay)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while not abort and (item := await queue.take()) is not None:

@@ -102,6 +102,12 @@ class Limits:
         self.tokens = Pace(tokens_per_minute) if tokens_per_minute else None
         self._completion_mean: float | None = None
         self._seen = 0
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Holds every request not yet sent for `seconds` (a 429 says the account, not one
+        request, is over its limit: the others would only collect 429s of their own)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     def estimate(self, prompt_chars: int, n: int, max_tokens: int) -> float:
         """Tokens a request will use, before it is sent: ~4 characters a token for the prompt,
@@ -110,6 +116,8 @@ class Limits:
         return prompt_chars / 4 + n * per_choice
 
     async def admit(self, estimate: float) -> None:
+        while (wait := self._paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         if self.requests:
             await self.requests.acquire(1)
         if self.tokens:

@@ -12,6 +12,9 @@ text, as the DeepSeek API sometimes answers) and `length` (a trace cut at max_to
 a request fails is drawn from a hash of (seed, prompt, attempt number), so a run's faults do
 not depend on the order requests arrive in.
 
+A rate limit (`--limit-per-s R`), as an API enforces one: a request beyond R accepted in the
+last second is answered 429 with the Retry-After that frees a slot, whatever its prompt.
+
 Why a hand-written HTTP/1.1 server rather than uvicorn: cutting a connection mid-request and
 sending a torn body need the socket itself, which ASGI servers hide; and a bench of client
 throughput needs a server that costs next to nothing per request. It speaks just enough
@@ -27,7 +30,7 @@ import json
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 FAULTS = ("429", "500", "hang", "drop", "malformed", "empty", "length", "400", "401")
@@ -42,6 +45,7 @@ class Stats:
     ok_per_key: Counter = field(default_factory=Counter)    # complete 200 answers per prompt
     n_per_key: Counter = field(default_factory=Counter)     # samples answered per prompt
     log: list = field(default_factory=list)                 # (key, n, outcome)
+    arrived: list = field(default_factory=list)             # time.monotonic() of each, as log
     auth: Counter = field(default_factory=Counter)          # Authorization headers seen
     first_s: float | None = None
     last_s: float | None = None
@@ -65,7 +69,7 @@ class StandIn:
                  faults: tuple[str, ...] = DEFAULT_FAULTS, retry_after_s: float = 0.2,
                  hang_s: float = 30.0, seed: int = 0, completion_tokens: int = 20,
                  reasoning_field: bool = True, model: str = "standin",
-                 script: dict[str, list[str]] | None = None):
+                 script: dict[str, list[str]] | None = None, limit_per_s: float | None = None):
         unknown = (set(faults) | {f for seq in (script or {}).values() for f in seq}) - set(FAULTS) - {"ok"}
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
@@ -75,6 +79,21 @@ class StandIn:
         self.script = script or {}
         self.stats = Stats()
         self._attempts: Counter = Counter()
+        self.limit_per_s = limit_per_s
+        self._accepted: deque = deque()     # when the requests of the last second were accepted
+
+    def _over_limit(self) -> float | None:
+        """Seconds until a slot frees when the rate limit is reached, else None (and the
+        request takes a slot)."""
+        if not self.limit_per_s:
+            return None
+        now = time.monotonic()
+        while self._accepted and self._accepted[0] <= now - 1.0:
+            self._accepted.popleft()
+        if len(self._accepted) >= self.limit_per_s:
+            return max(0.01, self._accepted[0] + 1.0 - now)
+        self._accepted.append(now)
+        return None
 
     def _fault(self, key: str) -> str | None:
         self._attempts[key] += 1
@@ -179,10 +198,12 @@ class StandIn:
         st.requests += 1
         st.first_s = st.first_s or time.monotonic()
         st.auth[headers.get("authorization", "")] += 1
-        fault = self._fault(key)
+        wait = self._over_limit()
+        fault = "429" if wait is not None else self._fault(key)
         outcome = fault or "ok"
         st.outcomes[outcome] += 1
         st.log.append((key, n, outcome))
+        st.arrived.append(time.monotonic())
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
             return False
@@ -192,7 +213,7 @@ class StandIn:
             return False
         if fault == "429":
             self._send(writer, 429, {"error": {"message": "rate limit reached", "type": "rate_limit"}},
-                       extra=f"Retry-After: {self.retry_after_s:g}\r\n")
+                       extra=f"Retry-After: {self.retry_after_s if wait is None else round(wait, 2):g}\r\n")
         elif fault in ("500", "400", "401"):
             message = {"500": "internal error", "400": "messages: bad request", "401": "invalid api key"}[fault]
             self._send(writer, int(fault), {"error": {"message": message, "type": "error"}})
@@ -270,10 +291,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--completion-tokens", type=int, default=20)
     p.add_argument("--think-tags", action="store_true", help="reasoning inline in <think> tags")
     p.add_argument("--served-name", default="standin")
+    p.add_argument("--limit-per-s", type=float, default=None, help="429 past this many requests a second")
     args = p.parse_args(argv)
     app = StandIn(args.latency, args.fault_rate, tuple(f for f in args.faults.split(",") if f),
                   args.retry_after, args.hang, args.seed, args.completion_tokens,
-                  not args.think_tags, args.served_name)
+                  not args.think_tags, args.served_name, limit_per_s=args.limit_per_s)
     print(f"stand-in on http://{args.host}:{args.port}/v1 (pid {os.getpid()})", flush=True)
     asyncio.run(_serve(app, args.host, args.port))
 
