@@ -130,21 +130,21 @@ def _settings(src: PromptSource, cfg: Recipe, exclude: set[str] | None = None) -
                      cfg.run.seed)
 
 
-def _drop_stale(stage, shapes: dict[str, str]) -> int:
-    """Rewrites the stage without the records whose shape is not their source's current one.
-    The kept records go to a fresh shard before the old shards are removed, so a crash in
-    between leaves duplicates (read once) and never loses a current record."""
+def _drop_stale(stage, shapes: dict[str, str]) -> tuple[int, set[str]]:
+    """Rewrites the stage without the records whose shape is not their source's current one;
+    returns how many went and the ids of those kept. The kept records go to a fresh shard
+    before the old shards are removed, so a crash in between leaves duplicates (read once) and
+    never loses a current record."""
     records = list(stage.read())            # prompt records are small
     keep = [r for r in records if r.get("shape") == shapes.get(r.get("source"))]
-    if len(keep) == len(records):
-        return 0
-    old = stage.shards()
-    with stage.writer() as w:
-        for r in keep:
-            w.write(r)
-    for shard in old:
-        shard.unlink()
-    return len(records) - len(keep)
+    if len(keep) < len(records):
+        old = stage.shards()
+        with stage.writer() as w:
+            for r in keep:
+                w.write(r)
+        for shard in old:
+            shard.unlink()
+    return len(records) - len(keep), {r["id"] for r in keep}
 
 
 def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
@@ -153,10 +153,9 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
     stage.start()
     shapes = {src.name: _settings(src, cfg, exclude={"count", "revision"})
               for src in cfg.prompts.sources}
-    dropped = _drop_stale(stage, shapes)
+    dropped, done = _drop_stale(stage, shapes)
     if dropped:
         log.info("prompts: dropped %d records of changed or removed sources", dropped)
-    done = stage.ids()
     counts: dict[str, int] = {}
     revisions: dict[str, str | None] = {}
     settings: dict[str, str] = {}
