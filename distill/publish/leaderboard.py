@@ -93,14 +93,19 @@ def _pct(x) -> str:
     return "" if x is None else f"{100 * x:.1f}"
 
 
+def retention_interval(r: dict) -> str:
+    """"[0.90, 1.02]": the paired-bootstrap interval of a student's or base's retention, or ""."""
+    lo, hi = r.get("retention_ci_low"), r.get("retention_ci_high")
+    if r["retention"] is None or r["role"] == "teacher" or lo is None or hi is None:
+        return ""
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
 def retention_text(r: dict) -> str:
-    """"0.96 [0.90, 1.02]": the retention with its paired-bootstrap interval when it has one."""
+    """"0.96 [0.90, 1.02]": the retention with its interval when it has one."""
     if r["retention"] is None:
         return ""
-    lo, hi = r.get("retention_ci_low"), r.get("retention_ci_high")
-    if r["role"] == "teacher" or lo is None or hi is None:
-        return f"{r['retention']:.2f}"
-    return f"{r['retention']:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{r['retention']:.2f} {retention_interval(r)}".rstrip()
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
@@ -191,6 +196,6 @@ def to_html(rows: list[dict], title: str) -> str:
     """The run's leaderboard as one self-contained page with a sortable table."""
     intro = ("<p>Scores in %, 95% intervals; retention = score / teacher score. "
              "Click a column header to sort.</p>")
-    shown = [{**r, "retention 95% CI": retention_text(r).partition(" ")[2]} for r in rows]
+    shown = [{**r, "retention 95% CI": retention_interval(r)} for r in rows]
     return html_page(title, [intro, html_table(shown, COLUMNS + ["retention 95% CI"],
                                                {c: _pct for c in ("score", "ci_low", "ci_high")})])
