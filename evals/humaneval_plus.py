@@ -2,11 +2,11 @@
 every base and plus input compared with the canonical solution's outputs. A completion may be
 a whole function or only its body (the task prompt is prepended either way)."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
+from distill.eval.benchmark import Benchmark, fill, read_rows, user
 from evals import _evalplus
+from evals.humaneval import PROMPT  # the same tasks, asked the same way
 
 HUB = "evalplus/humanevalplus"
-PROMPT = "Complete the following Python function.\n```python\n{prompt}```\n" + CODE_INSTRUCTION
 
 
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
