@@ -24,6 +24,9 @@ class Section(BaseModel):
 class RunConfig(Section):
     name: str
     seed: int = 0
+    # Set by `distill rehearse` / `distill pilot`: every report and card of the run says it is a
+    # rehearsal, and publish refuses to push it (its student is a tiny random-init stand-in).
+    rehearsal: bool = False
 
 
 class PromptSource(Section):
@@ -42,7 +45,12 @@ class PromptSource(Section):
     answer_field: str | None = "answer"    # gold answer, verified with math-verify
     tests_field: str | None = None         # code tests (assert statements), run in the sandbox
     entry_point_field: str | None = None
+    # str.format template of the user turn: {prompt} is the prompt field, {<column>} any column
+    # of the row (a list column is joined by newlines), e.g. MBPP's "{prompt}\n{test_list}".
     prompt_template: str = "{prompt}"      # e.g. "{prompt}\nPut the final answer in \\boxed{{}}."
+    # Keep only rows whose column has this value (or one of a list of values), e.g.
+    # {question_type: math-word-problem, problem_is_valid: "Yes"} for NuminaMath-1.5.
+    where: dict[str, Any] = {}
 
 
 class PromptsConfig(Section):
@@ -171,6 +179,16 @@ class OnPolicyConfig(Section):
     loss_top_k: int = Field(1, ge=1)        # server teacher: top-k logprobs it returns per token
 
 
+class LaunchConfig(Section):
+    """How the train stage runs. With `accelerate_config`, `distill train` (and the Prefect
+    flow's train task) starts `accelerate launch --config_file <it> -m distill.cli train ...` as a
+    subprocess and waits for it, so a 7B-14B student trains on every GPU of the node under the
+    config's DDP / DeepSpeed ZeRO-3 / FSDP; None trains in the calling process."""
+    accelerate_config: str | None = None   # e.g. configs/accelerate/zero3.yaml
+    num_processes: int | None = Field(None, ge=1)  # overrides the config's num_processes
+    extra_args: list[str] = []             # further `accelerate launch` flags, verbatim
+
+
 class TrainConfig(Section):
     student: str                           # Hub id, local path, or toy:student
     method: Literal["sft", "logit_kd", "on_policy"] = "sft"
@@ -192,6 +210,18 @@ class TrainConfig(Section):
     liger: bool = False                    # Liger kernels (fused linear cross-entropy; GPU)
     attn_implementation: str | None = None  # sdpa, flash_attention_2, flex_attention, ...
     save_steps: int = Field(500, ge=1)
+    # The student's tokens and template, as the R1-Distill models set theirs. Qwen base models
+    # have EOS = pad = <|endoftext|> while their chat template ends a turn with <|im_end|>: the
+    # end-of-turn token becomes the saved tokenizer's EOS and the model's stop token.
+    end_of_turn_token: str | None = None   # None: the special token the template puts after the answer
+    pad_token: str | None = None           # None: the tokenizer's own
+    chat_template: str | None = None       # a Jinja file replacing the student's chat template
+    # Positions: train.max_length past the student's max_position_embeddings is refused unless
+    # the recipe raises them here (R1-Distill-Qwen-7B: 131,072 with Qwen2.5-Math's rope_theta)
+    # or sets RoPE scaling (e.g. {rope_type: yarn, factor: 4.0, original_max_position_embeddings: 4096}).
+    max_position_embeddings: int | None = Field(None, ge=16)
+    rope_scaling: dict[str, Any] | None = None
+    launch: LaunchConfig = LaunchConfig()
     lora: LoraConfig = LoraConfig()
     kd: LogitKDConfig = LogitKDConfig()
     on_policy: OnPolicyConfig = OnPolicyConfig()
@@ -226,6 +256,16 @@ class EvalConfig(Section):
     base_url: str | None = None            # where the students are served; None: served locally
     server: Literal["distill", "vllm"] = "distill"   # what serves a local model path
     server_args: list[str] = []            # extra arguments of that server (vllm serve ...)
+    vllm_executable: str = "vllm"          # the command that starts vLLM (split like a shell word list)
+    # vLLM's --max-model-len for a served model; None: the longest prompt plus the largest
+    # max_tokens of the recipe's benchmarks, capped at the model's max_position_embeddings.
+    max_model_len: int | None = Field(None, ge=16)
+    timeout_s: float = Field(3600.0, gt=0)  # per request: a 32k-token answer on a busy server
+    max_retries: int = Field(5, ge=0)
+    # APIs that ignore `n` (DeepSeek's): 1. None: the teacher takes generate.max_n_per_request,
+    # served models answer n samples per request.
+    max_n_per_request: int | None = Field(None, ge=1)
+    grade_retries: int = Field(2, ge=0)    # sandbox failures (not the answer's) graded again
 
 
 class PublishConfig(Section):
