@@ -155,7 +155,7 @@ def distill_flow(recipe: str = "smoke", run_dir: str | None = None,
     overrides = overrides or []
     where = placement(stages, gpu_deployment, gpu_stages)
     cfg, run_dir = resolve_run(recipe, run_dir, overrides)
-    if gpu_deployment and any(where.values()):
+    if any(where.values()):
         check_stage_deployment(gpu_deployment)
     for name, deployment in where.items():
         run_stage_task(name, recipe, overrides, run_dir, deployment)

@@ -35,7 +35,7 @@ def refresh_flow(recipe: str = "smoke", run_dir: str | None = None,
     overrides = overrides or []
     where = placement(None, gpu_deployment, gpu_stages)
     cfg, run_dir = resolve_run(recipe, run_dir, overrides)
-    if gpu_deployment and any(where.values()):
+    if any(where.values()):
         check_stage_deployment(gpu_deployment)
     summary = run_refresh(cfg, Path(run_dir), run=lambda name: run_stage_task(
         name, recipe, overrides, run_dir, where[name]))
