@@ -95,7 +95,18 @@ def run_on_deployment(deployment: str, name: str, recipe: str, overrides: list[s
     raise_unless_completed(flow_run, name, deployment)
 
 
-@task(retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retries a failed stage unless it failed on bad input: a recipe or data error fails the
+    same way every time, so the flow stops at once with its message."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001  (a result that cannot be read: retry as before)
+        return True
+    return not isinstance(error, InputError)
+
+
+@task(retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_unless_bad_input)
 def stage(name: str, recipe: str, overrides: list[str], run_dir: str,
           deployment: str | None = None) -> None:
     if deployment:

@@ -404,3 +404,16 @@ for name in sys.argv[1:]:
         "gpu_deployment: 'distill/smoke' runs the flow 'distill', not 'distill-stage'",
         "gpu_deployment: no deployment 'gpu' (flow/deployment, e.g. distill-stage/gpu; see "
         "prefect.yaml)"]
+
+
+def test_a_stage_that_failed_on_bad_input_is_not_retried():
+    """Bad input fails the same way every time: the stage task stops at once; other failures
+    (a server, a lost worker) are retried, and resume from the records."""
+    from prefect.states import Failed
+
+    from distill.errors import InputError
+    from flows.distill_flow import retry_unless_bad_input, stage
+
+    assert retry_unless_bad_input(None, None, Failed(data=InputError("bad", key="train.student"))) is False
+    assert retry_unless_bad_input(None, None, Failed(data=RuntimeError("server died"))) is True
+    assert stage.retry_condition_fn is retry_unless_bad_input
