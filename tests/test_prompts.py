@@ -242,3 +242,26 @@ def test_sources_without_where_keep_the_shape_their_records_were_written_with(tm
                  "prompts.sources.0.where={subcategory: [carries=0, carries=1]}")
     run_prompts(where, tmp_path)
     assert stage.manifest()["dropped"] == 5 and stage.ids() != ids
+
+
+def test_count_caps_the_prompts_kept_and_a_refresh_adds_none_past_it(tmp_path):
+    data = tmp_path / "p.jsonl"
+
+    def write(n):
+        data.write_text(json.dumps({"q": "Prove it.", "a": "proof"}) + "\n" + "".join(
+            json.dumps({"q": f"What is {i}+1?", "a": str(i + 1)}) + "\n" for i in range(n)))
+    src = (f"prompts.sources=[{{name: mine, kind: jsonl, path: {data}, category: reasoning, "
+           "prompt_field: q, answer_field: a, count: %d}]")
+    write(3)
+    stage = RunDir(tmp_path / "run").stage("prompts")
+    assert run_prompts(_cfg(src % 2), tmp_path / "run") == {"mine": 2}
+    assert [r["answer"] for r in stage.read()] == ["1", "2"]
+    assert stage.manifest()["skipped"] == {"mine": {"proof": 1}}
+    run_prompts(_cfg(src % 2), tmp_path / "run")          # unchanged: not read, counts kept
+    assert stage.manifest()["skipped"] == {"mine": {"proof": 1}} and stage.manifest()["new"] == {"mine": 0}
+    write(5)                                              # new rows, but the cap is reached
+    run_prompts(_cfg(src % 2), tmp_path / "run")
+    assert stage.manifest()["new"] == {"mine": 0} and len(stage.ids()) == 2
+    run_prompts(_cfg(src % 3), tmp_path / "run")          # a higher cap: the next row only
+    assert stage.manifest()["new"] == {"mine": 1}
+    assert [r["answer"] for r in stage.read()] == ["1", "2", "3"]
