@@ -87,9 +87,13 @@ def _map_row(src: PromptSource, row: dict, file: str, line: int) -> dict:
         return row[name]
 
     prompt = str(field(src.prompt_field))
-    answer, tests = field(src.answer_field), field(src.tests_field)
-    if isinstance(tests, list):
-        tests = "\n".join(tests)
+    answer = field(src.answer_field)
+    # One column of tests, or several joined in order (MBPP's test_setup_code or test_imports
+    # before its test_list); a list column is one test per line.
+    names = [src.tests_field] if isinstance(src.tests_field, str) else list(src.tests_field or [])
+    parts = [field(n) for n in names]
+    parts = ["\n".join(map(str, p)) if isinstance(p, list) else str(p or "") for p in parts]
+    tests = "\n".join(p for p in parts if p.strip()) or None
     return {"prompt": prompt,
             "answer": None if answer is None else str(answer),
             "tests": tests, "entry_point": field(src.entry_point_field), "subcategory": None,

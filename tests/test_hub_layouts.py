@@ -69,9 +69,9 @@ def _source(recipe: str, name: str, **update):
     return cfg
 
 
-def _rows(folder: Path, split: str) -> list[dict]:
+def _rows(folder: Path, split: str, config: str = "full") -> list[dict]:
     import datasets
-    return list(datasets.load_dataset(str(folder), "sanitized", split=split))
+    return list(datasets.load_dataset(str(folder), config, split=split))
 
 
 def test_every_folder_loads_as_the_hub_repo_does(copies):
@@ -81,6 +81,8 @@ def test_every_folder_loads_as_the_hub_repo_does(copies):
     sizes = {(hl.NUMINA, "default", "train"): 2 + len(hl.NUMINA_EDGE_ROWS) + N,
              (hl.MBPP, "sanitized", "train"): 120, (hl.MBPP, "sanitized", "test"): 257,
              (hl.MBPP, "sanitized", "validation"): 43, (hl.MBPP, "sanitized", "prompt"): 7,
+             (hl.MBPP, "full", "train"): 374, (hl.MBPP, "full", "test"): 500,
+             (hl.MBPP, "full", "validation"): 90, (hl.MBPP, "full", "prompt"): 10,
              (hl.MBPP_PLUS, "default", "test"): N, (hl.HUMANEVAL_PLUS, "default", "test"): N,
              (hl.LIVECODEBENCH, "release_v5", "test"): 6, (hl.LIVECODEBENCH, "v6", "test"): 1,
              (hl.GPQA, "gpqa_diamond", "train"): len(hl.GPQA_MADE)}
@@ -128,14 +130,11 @@ def test_prompt_sources_read_the_copies_and_the_key_answers_them(copies, key, tm
                                                            "proof": 2, "unparsable": 1}}
     assert stage.manifest()["excluded"] == {"numina_math": 3}
     assert _grade(key, list(stage.read())) == ["ok"] * N
-    # MBPP through the recipe's source: every row's answer passes its tests. The test split
-    # is graded on the benchmark's path below: 13 of its rows need `test_imports` (import
-    # math) before their asserts, which a prompt source's one `tests_field` cannot add; no
-    # row of the other splits has any.
-    for split, size in (("train", 120), ("validation", 43), ("prompt", 7)):
+    # MBPP through the recipe's source (the full config, its setup code before the asserts):
+    # every row's answer passes its tests. The test split is graded on the benchmark's path.
+    for split, size in (("train", 374), ("validation", 90), ("prompt", 10)):
         cfg = _source("r1-to-7b", "mbpp_train", path=str(copies[hl.MBPP]), split=split)
         assert run_prompts(cfg, tmp_path / split) == {"mbpp_train": size}
-        assert not any(r["test_imports"] for r in _rows(copies[hl.MBPP], split))
         assert _grade(key, list(RunDir(tmp_path / split).stage("prompts").read())) == ["ok"] * size
 
 

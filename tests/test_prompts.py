@@ -114,34 +114,39 @@ def _recipe_source(recipe: str, name: str, **update):
 @needs_bwrap
 @pytest.mark.parametrize("recipe", ["r1-to-7b", "qwen3-moe-to-8b"])
 def test_mbpp_prompts_name_the_function_the_tests_call(tmp_path, hf_cache, recipe):
-    """MBPP's `prompt` has neither the function's name nor a test: the recipes ask as MBPP
-    does, with the row's tests in the prompt, so a correct answer can pass them."""
+    """MBPP's task text has neither the function's name nor a test: the recipes ask as MBPP
+    does, with the row's tests in the prompt, so a correct answer can pass them. The full
+    config's train split, with its setup code before the asserts."""
     from distill.filters import verify_many
-    rows = json.loads((DATA / "mbpp" / "sanitized-mbpp.json").read_text())
+    rows = [json.loads(line) for line in (DATA / "mbpp" / "mbpp.jsonl").read_text().splitlines()]
     train = [r for r in rows if 601 <= r["task_id"] <= 974]
-    sample = json.loads((SCHEMAS / "mbpp-sanitized" / "train.sample.jsonl").read_text())
-    assert train[0] == sample and len(train) == 120     # the Hub's first train row
-    folder = _hub_folder(tmp_path / "mbpp", "sanitized", {"train": train})
+    sanitized = json.loads((SCHEMAS / "mbpp-sanitized" / "train.sample.jsonl").read_text())
+    assert train[1]["task_id"] == sanitized["task_id"] and len(train) == 374
+    folder = _hub_folder(tmp_path / "mbpp", "full", {"train": train})
     cfg = _recipe_source(recipe, "mbpp_train", path=str(folder))
-    assert run_prompts(cfg, tmp_path / "run") == {"mbpp_train": 120}
+    assert run_prompts(cfg, tmp_path / "run") == {"mbpp_train": 374}
     recs = {r["messages"][-1]["content"]: r for r in RunDir(tmp_path / "run").stage("prompts").read()}
-    assert len(recs) == 120
+    assert len(recs) == 374
     for row in train:
         text = next(t for t in recs if row["test_list"][0] in t)
         called = re.match(r"assert\s+(?:not\s+)?\(?(?:set\(|math\.isclose\()?\s*(\w+)\(",
                           row["test_list"][0]).group(1)
-        assert f"{called}(" in text and row["prompt"].strip() in text
+        assert f"{called}(" in text and row["text"].strip() in text
     first = next(t for t in recs if "first_repeated_char" in t)
     assert first.startswith("You are an expert Python programmer, and here is your task: Write "
                             "a python function to find the first repeated character in a given "
                             "string. Your code should pass these tests:\n\n"
                             'assert first_repeated_char("abcabc") == "a"\n')
+    # The setup code goes before the asserts (the one train row with any).
+    setup = next(r for r in train if r["test_setup_code"].strip())
+    rec = next(r for t, r in recs.items() if setup["test_list"][0] in t)
+    assert rec["tests"].startswith(setup["test_setup_code"].strip())
     # The canonical solution, written as the teacher would, passes the filter's verification.
-    by_test = {r["test_list"][0]: r["code"] for r in train}
-    items = [(rec, "```python\n" + next(c for t, c in by_test.items() if t in text) + "\n```")
+    by_tests = {"\n".join(r["test_list"]): r["code"] for r in train}
+    items = [(rec, "```python\n" + next(c for t, c in by_tests.items() if t in text) + "\n```")
              for text, rec in recs.items()]
     verdicts = verify_many(items, workers=2)
-    assert [v.reason for v in verdicts] == ["ok"] * 120
+    assert [v.reason for v in verdicts] == ["ok"] * 374
 
 
 def test_a_template_placeholder_reads_any_column(tmp_path):

@@ -43,6 +43,9 @@ NUMINA_FEATURES = {"problem": "string", "solution": "string", "answer": "string"
                    "source": "string", "synthetic": "bool"}
 MBPP_FEATURES = {"source_file": "string", "task_id": "int32", "prompt": "string",
                  "code": "string", "test_imports": ["string"], "test_list": ["string"]}
+MBPP_FULL_FEATURES = {"task_id": "int32", "text": "string", "code": "string",
+                      "test_list": ["string"], "test_setup_code": "string",
+                      "challenge_test_list": ["string"]}
 MBPP_PLUS_FEATURES = {"task_id": "int64", "code": "string", "prompt": "string",
                       "source_file": "string", "test_imports": ["string"],
                       "test_list": ["string"], "test": "string"}
@@ -61,10 +64,12 @@ def _features(spec: dict) -> list[dict]:
             for k, v in spec.items()]
 
 
-def _readme(folder: Path, hub_id: str, configs: list[dict], features: dict | None = None) -> None:
+def _readme(folder: Path, hub_id: str, configs: list[dict], features: dict | None = None,
+            per_config: dict[str, dict] | None = None) -> None:
     meta: dict = {}
-    if features:    # the dtypes the Hub declares (the json and csv builders would guess)
-        infos = [{"config_name": c["config_name"], "features": _features(features)}
+    if features or per_config:    # the dtypes the Hub declares (the json and csv builders would guess)
+        infos = [{"config_name": c["config_name"],
+                  "features": _features((per_config or {}).get(c["config_name"]) or features)}
                  for c in configs]
         meta["dataset_info"] = infos[0] if len(infos) == 1 else infos
     meta["configs"] = configs
@@ -153,17 +158,22 @@ and their names were not checked).
 
 def _mbpp(folder: Path, shared: Path, n: int) -> None:
     rows = json.loads((shared / "mbpp" / "sanitized-mbpp.json").read_text())
+    full = _read_jsonl(shared / "mbpp" / "mbpp.jsonl")
     for split, (lo, hi) in MBPP_SPLITS.items():
         _parquet(folder / "sanitized" / f"{split}-00000-of-00001.parquet",
                  [r for r in rows if lo <= r["task_id"] <= hi], MBPP_FEATURES)
-    _readme(folder, MBPP, [{"config_name": "sanitized", "data_files": [
-        {"split": s, "path": f"sanitized/{s}-*"} for s in MBPP_SPLITS]}], MBPP_FEATURES)
-    (folder / "SOURCE.md").write_text(f"""# {MBPP} (config `sanitized`): what is real here
+        _parquet(folder / "full" / f"{split}-00000-of-00001.parquet",
+                 [r for r in full if lo <= r["task_id"] <= hi], MBPP_FULL_FEATURES)
+    _readme(folder, MBPP, [{"config_name": name, "data_files": [
+        {"split": s, "path": f"{name}/{s}-*"} for s in MBPP_SPLITS]} for name in ("full", "sanitized")],
+        per_config={"full": MBPP_FULL_FEATURES, "sanitized": MBPP_FEATURES})
+    (folder / "SOURCE.md").write_text(f"""# {MBPP} (configs `full` and `sanitized`): what is real here
 
-All {len(rows)} rows are real: shared/data/mbpp/sanitized-mbpp.json (its provenance in
-shared/data/SOURCES.md), split by task id as the Hub splits them: prompt 1-10, test 11-510,
-validation 511-600, train 601-974. Only the `sanitized` config is here (the Hub repo also has
-`full`).
+All rows are real. `sanitized` ({len(rows)} rows): shared/data/mbpp/sanitized-mbpp.json;
+`full` ({len(full)} rows): shared/data/mbpp/mbpp.jsonl (a copy of google-research's
+mbpp.jsonl; its provenance and a caveat about a few hundred characters that may differ are in
+shared/data/SOURCES.md). Both split by task id as the Hub splits them: prompt 1-10, test
+11-510, validation 511-600, train 601-974.
 """)
 
 
@@ -509,8 +519,13 @@ def _entries(hub_id: str, folder: Path) -> list[dict]:
         return [{"match": r["problem"].strip(), "kind": "math", "answer": r["answer"]}
                 for r in _parquet_rows(folder / "data" / "train-*.parquet")]
     if hub_id == MBPP:
+        # The benchmark shows a task's first test, a recipe all its tests; the configs rewrote
+        # some tests and solutions, so a full-config prompt is matched by all of its tests
+        # (the longer match wins) and answered with the full config's solution.
         return [{"match": r["test_list"][0], "kind": "code", "answer": r["code"]}
-                for r in _parquet_rows(folder / "sanitized" / "*.parquet")]
+                for r in _parquet_rows(folder / "sanitized" / "*.parquet")] + \
+               [{"match": "\n".join(r["test_list"]), "kind": "code", "answer": r["code"]}
+                for r in _parquet_rows(folder / "full" / "*.parquet")]
     if hub_id == MBPP_PLUS:   # asked as text + first test (evals/mbpp_plus.py)
         return [{"match": r["prompt"].strip() + "\n" + r["test_list"][0], "kind": "code",
                  "answer": r["code"]} for r in _read_jsonl(folder / "test.jsonl")]
