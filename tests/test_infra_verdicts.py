@@ -90,7 +90,8 @@ def test_the_filter_does_not_keep_a_verdict_the_grader_failed_to_give(tmp_path, 
     problem = {"prompt_id": "pm", "source": "m", "category": "reasoning", "verifier": "math",
                "answer": "13", "messages": [{"role": "user", "content": "6+7?"}]}
     with Stage(tmp_path, "generate").writer() as w:
-        for i, content in enumerate(["So \\boxed{13}.", "So \\boxed{13}. CRASH", "So \\boxed{12}."]):
+        contents = ["So \\boxed{13}.", "So \\boxed{13}. CRASH", "So \\boxed{12}."]
+        for i, content in enumerate(contents):
             w.write({"id": f"g{i}", **problem, "content": content,
                      "reasoning": f"r{i}", "finish_reason": "stop"})
     monkeypatch.setattr(verify_mod, "_MathWorker", _worker_that_dies_on("CRASH"))

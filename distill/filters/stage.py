@@ -178,7 +178,8 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
         ledger.mark(gen, "verify", None if v["ok"] else v["reason"])
         if v["ok"]:
             ledger.reasons[gen["id"]]["verify"] = v["reason"]
-    return {"graded": len(todo), "stored": stored, **({"not_graded": not_graded} if not_graded else {})}
+    out = {"graded": len(todo), "stored": stored}
+    return {**out, "not_graded": not_graded} if not_graded else out
 
 
 def _dedup(cfg, ledger: _Ledger) -> None:

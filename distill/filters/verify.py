@@ -139,7 +139,8 @@ class _MathWorker:
 
     def send(self, problem: dict, content: str) -> None:
         try:
-            self.proc.stdin.write((json.dumps({"problem": problem, "content": content}) + "\n").encode())
+            line = json.dumps({"problem": problem, "content": content}) + "\n"
+            self.proc.stdin.write(line.encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass    # it died: receive() finds out and says so
