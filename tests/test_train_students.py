@@ -220,3 +220,14 @@ def test_rope_scaling_is_applied_to_the_config_the_student_trains_and_saves_with
     rotary = AutoModelForCausalLM.from_pretrained(model_dir).model.rotary_emb
     assert rotary.rope_type == "yarn" and rotary.attention_scaling > 1.0
 
+
+def test_model_card_and_plan_say_the_positions_were_raised():
+    from distill.plan import format_plan, make_plan
+    from distill.publish.card import _lineage_lines
+    cfg = load_recipe(recipe_path("r1-to-7b"))
+    manifest = {"method": "sft", "records": 10,
+                "positions": {"model": 4096, "trained": 32768, "rope_scaling": None}}
+    assert ("- Positions: max_position_embeddings raised from 4,096 to 32,768 "
+            "(train.max_position_embeddings); trained on sequences of up to 16,384 tokens"
+            in _lineage_lines(cfg, {"train": manifest}, None))
+    assert "max_position_embeddings 4,096 raised to 32,768" in format_plan(make_plan(cfg))
