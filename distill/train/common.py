@@ -162,9 +162,11 @@ def trainer_kwargs(t, cfg, output_dir) -> dict:
     )
     if t.gradient_checkpointing:
         kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    if (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+            and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"):
         # A rank that torchrun started on a machine without GPUs (configs/accelerate/cpu-ddp.yaml):
         # use_cpu makes accelerate join the ranks over gloo (its MULTI_CPU state); without it each
-        # rank would train alone as a world of one.
+        # rank would train alone as a world of one. (DeepSpeed brings its own CPU accelerator and
+        # process group; use_cpu would turn its engine off.)
         kw["use_cpu"] = True
     return kw
