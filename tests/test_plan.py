@@ -149,7 +149,7 @@ def test_r1_to_7b_plan_projects_the_generation_cost():
     assert sc["student"] < sc["teacher_self_hosted"] / 5  # 7B dense vs 37B-active MoE
     assert plan["compute"]["ratio"] > 5
     # Qwen2.5-Math-7B's 4,096 positions, raised by the recipe for its 16,384-token traces
-    assert "max_position_embeddings 4,096 raised to 32,768" in format_plan(plan)
+    assert "max_position_embeddings 4,096 raised to 40,960" in format_plan(plan)
     unraised = make_plan(_r1_recipe(["train.max_position_embeddings=null"]))
     assert any("train.max_length 16,384 is past the max_position_embeddings 4,096" in w
                for w in unraised["warnings"])

@@ -22,10 +22,10 @@ HUB = Path(__file__).parents[1] / "distill" / "plan" / "hub"
 
 # recipe -> (student folder, embedding rows of its config.json, positions after training)
 RECIPES = {
-    "r1-to-1.5b": ("Qwen2.5-Math-1.5B", 151_936, 32_768),
-    "r1-to-7b": ("Qwen2.5-Math-7B", 152_064, 32_768),
+    "r1-to-1.5b": ("Qwen2.5-Math-1.5B", 151_936, 40_960),
+    "r1-to-7b": ("Qwen2.5-Math-7B", 152_064, 40_960),
     "r1-to-14b": ("Qwen2.5-14B", 152_064, 131_072),
-    "qwen3-moe-to-8b": ("Qwen3-8B-Base", 151_936, 32_768),
+    "qwen3-moe-to-8b": ("Qwen3-8B-Base", 151_936, 40_960),
 }
 IM_END, ENDOFTEXT = 151_645, 151_643
 # the probe conversation of distill.train.chat
@@ -200,11 +200,15 @@ def test_max_length_past_the_positions_is_refused_before_any_weights_load(tmp_pa
 
 
 def test_students_with_enough_positions_need_no_setting():
+    """Qwen2.5-14B's 131,072 positions hold its traces and the eval's answers. Qwen3-8B-Base's
+    32,768 hold 16k traces, so train needs nothing; the recipe still raises them to 40,960 (as
+    Qwen3-8B ships them) so the eval's prompt + 32,768 new tokens fit."""
     from distill.train.positions import positions
-    for recipe, model in (("r1-to-14b", 131_072), ("qwen3-moe-to-8b", 32_768)):
-        t = _train_section(recipe)
-        assert t.max_position_embeddings is None and t.rope_scaling is None
-        assert positions(t, model, t.student) == {"model": model, "trained": model, "rope_scaling": None}
+    t = _train_section("r1-to-14b")
+    assert t.max_position_embeddings is None and t.rope_scaling is None
+    assert positions(t, 131_072, t.student) == {"model": 131_072, "trained": 131_072, "rope_scaling": None}
+    t = _train_section("qwen3-moe-to-8b").model_copy(update={"max_position_embeddings": None})
+    assert positions(t, 32_768, t.student) == {"model": 32_768, "trained": 32_768, "rope_scaling": None}
 
 
 def test_rope_scaling_is_applied_to_the_config_the_student_trains_and_saves_with(tmp_path):
@@ -226,8 +230,8 @@ def test_model_card_and_plan_say_the_positions_were_raised():
     from distill.publish.card import _lineage_lines
     cfg = load_recipe(recipe_path("r1-to-7b"))
     manifest = {"method": "sft", "records": 10,
-                "positions": {"model": 4096, "trained": 32768, "rope_scaling": None}}
-    assert ("- Positions: max_position_embeddings raised from 4,096 to 32,768 "
+                "positions": {"model": 4096, "trained": 40960, "rope_scaling": None}}
+    assert ("- Positions: max_position_embeddings raised from 4,096 to 40,960 "
             "(train.max_position_embeddings); trained on sequences of up to 16,384 tokens"
             in _lineage_lines(cfg, {"train": manifest}, None))
-    assert "max_position_embeddings 4,096 raised to 32,768" in format_plan(make_plan(cfg))
+    assert "max_position_embeddings 4,096 raised to 40,960" in format_plan(make_plan(cfg))
