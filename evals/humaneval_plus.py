@@ -11,7 +11,8 @@ from evals.humaneval import PROMPT  # the same tasks, asked the same way
 HUB = "evalplus/humanevalplus"
 
 
-def _hub_problem(r: dict) -> dict:
+def _problem(r: dict, **tests) -> dict:
+    """A task as a problem; `tests` are its tests and their limits, by layout."""
     return {
         "id": r["task_id"].replace("HumanEval", "humaneval_plus"),
         "task_id": r["task_id"],
@@ -19,20 +20,21 @@ def _hub_problem(r: dict) -> dict:
         "messages": user(fill(PROMPT, prompt=r["prompt"])),
         "verifier": "code",
         "answer": None,
-        "tests": _evalplus.hub_program(r["test"]) + f"\n\ncheck({r['entry_point']})\n",
         "entry_point": r["entry_point"],
         "code_prefix": r["prompt"],
-        "timeout_s": _evalplus.HUB_TIMEOUT_S,
         "memory_mb": _evalplus.MEMORY_MB,
         "canonical_solution": r["canonical_solution"],
         "categories": {},
+        **tests,
     }
 
 
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     rows = read_rows(data_file, HUB, split=None)[:limit]
     if rows and "base_input" not in rows[0] and "plus_input" not in rows[0]:
-        return [_hub_problem(r) for r in rows]
+        # The Hub layout: `test` is a check(candidate) program holding the inputs and results.
+        return [_problem(r, tests=_evalplus.hub_program(r["test"]) + f"\n\ncheck({r['entry_point']})\n",
+                         timeout_s=_evalplus.HUB_TIMEOUT_S) for r in rows]
     tasks = [{"task_id": r["task_id"], "code": r["prompt"] + r["canonical_solution"],
               "entry_point": r["entry_point"],
               "inputs": _evalplus.parse_inputs(r.get("base_input"))
@@ -41,25 +43,11 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
     problems = []
     for r, t in zip(rows, tasks):
         e = expected[r["task_id"]]
-        tests = r["test"] + f"\n\ncheck({r['entry_point']})\n"
-        problems.append({
-            "id": r["task_id"].replace("HumanEval", "humaneval_plus"),
-            "task_id": r["task_id"],
-            "source": "humaneval_plus",
-            "messages": user(fill(PROMPT, prompt=r["prompt"])),
-            "verifier": "code",
-            "answer": None,
-            "tests": tests,
-            "functional_tests": _evalplus.functional_tests(
+        problems.append(_problem(
+            r, tests=r["test"] + f"\n\ncheck({r['entry_point']})\n",
+            functional_tests=_evalplus.functional_tests(
                 r["entry_point"], "humaneval", t["inputs"], e["expected"], float(r.get("atol") or 0)),
-            "reference_times_s": e["times_s"],
-            "entry_point": r["entry_point"],
-            "code_prefix": r["prompt"],
-            "timeout_s": _evalplus.timeout_for(e["times_s"]),
-            "memory_mb": _evalplus.MEMORY_MB,
-            "canonical_solution": r["canonical_solution"],
-            "categories": {},
-        })
+            reference_times_s=e["times_s"], timeout_s=_evalplus.timeout_for(e["times_s"])))
     return problems
 
 
