@@ -231,12 +231,15 @@ def rehearse(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
 def pilot(recipe: str = RecipeArg,
           prompts: int = typer.Option(..., "--prompts", min=1, help="How many real prompts to send"),
           run_dir: Optional[Path] = RunDirOpt, override: Optional[List[str]] = OverrideOpt,
+          data: Optional[Path] = typer.Option(None, "--data", help="As for `distill rehearse`"),
           tokenizers: Optional[Path] = typer.Option(None, "--tokenizers",
                                                     help="As for `distill rehearse`")):
     """N real prompts through the real teacher and the filters, the rest rehearsed; prints tokens/s, $ per kept trace, keep rates, the plan recomputed."""
-    rd = _rehearse(recipe, override, run_dir, None, tokenizers, None, prompts)
-    if rd is not None:
-        typer.echo((rd / "report" / "rehearsal.md").read_text().split("## Pilot:", 1)[-1])
+    import json
+
+    from distill.rehearse.run import pilot_text
+    rd = _rehearse(recipe, override, run_dir, data, tokenizers, None, prompts)
+    typer.echo(pilot_text(json.loads((rd / "report" / "pilot.json").read_text())))
 
 
 def _rehearse(recipe, override, run_dir, data, tokenizers, dialect, pilot_prompts):

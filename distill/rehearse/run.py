@@ -74,7 +74,9 @@ class Setup:
 
 def tokenizer_source(model: str, tokenizers: Path | None) -> str:
     """`model`'s tokenizer: a folder of `tokenizers` named after the model (or a sibling of its
-    family), else the Hub id itself."""
+    family), else the Hub id itself (an API model name: its open weights' id)."""
+    from distill.plan.params import API_MODELS
+    model = API_MODELS.get(model, model)
     if tokenizers is None:
         return model
     name = model.rstrip("/").split("/")[-1]
@@ -115,7 +117,7 @@ def _benchmark_files(cfg: Recipe, shared: Path, copies: dict[str, Path]) -> dict
     return {**out, **cfg.eval.data_files}
 
 
-def build_answer_key(cfg: Recipe, path: Path) -> Path:
+def build_answer_key(cfg: Recipe, path: Path, copies: dict[str, Path] | None = None) -> Path:
     """The dry-run teacher's answer key: for every prompt source row and every benchmark
     question the run will ask, the text that identifies it and its answer (gold value, a
     reference program, the right option). Read through the project's own loaders, so it
@@ -159,6 +161,9 @@ def build_answer_key(cfg: Recipe, path: Path) -> Path:
                 if code:
                     code = (p.get("code_prefix") or "") + code if p.get("code_prefix") else code
                     entries.append({"match": prompt, "kind": "code", "answer": code})
+    if copies:   # the copies' own key: solutions the loaders do not carry (LiveCodeBench's)
+        from distill.rehearse.hub_layouts import answer_key
+        entries += answer_key(copies)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for e in entries:
@@ -270,10 +275,42 @@ def prepare(cfg: Recipe, work: Path, *, data_dir: Path | None, tokenizers: Path 
                                           revision=cfg.train.revision),
                   dialect=dialect or dialect_of(cfg))
     if data_dir is not None:
-        from distill.rehearse.hub_layouts import build_hub_copies
-        setup.data = build_hub_copies(work / "hub", Path(data_dir))
+        setup.data = hub_copies(work, Path(data_dir))
         setup.data_files = _benchmark_files(cfg, Path(data_dir), setup.data)
     return setup
+
+
+COPY_ROWS = 12   # tasks per rebuilt Hub copy (MBPP+, HumanEval+: one sandboxed run each)
+
+
+def hub_copies(work: Path, data_dir: Path) -> dict[str, Path]:
+    """Local copies of the recipes' Hub datasets, built once per version of the builder and
+    of the data on hand (cached under `work`), in a temp folder renamed into place."""
+    import fcntl
+    import hashlib
+    import shutil
+    import tempfile
+
+    from distill.rehearse import hub_layouts
+    h = hashlib.sha256(Path(hub_layouts.__file__).read_bytes())
+    for f in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(data_dir)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    final = work / "hub" / f"{h.hexdigest()[:12]}-{COPY_ROWS}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)     # two rehearsals at once build it once
+        if not (final / "copies.json").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+            try:
+                built = hub_layouts.build_hub_copies(tmp, data_dir, COPY_ROWS)
+                (tmp / "copies.json").write_text(json.dumps(
+                    {k: str(Path(v).relative_to(tmp)) for k, v in built.items()}))
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    return {k: final / v for k, v in json.loads((final / "copies.json").read_text()).items()}
 
 
 @contextlib.contextmanager
@@ -368,52 +405,56 @@ def rehearse(recipe: str, overrides: list[str] | None = None, run_dir: Path | No
     kind = "pilot" if pilot_prompts else "rehearsal"
     run_dir = Path(run_dir or Path("runs") / f"{real.run.name}-{kind}")
     work = Path(os.environ.get("DISTILL_CACHE") or "~/.cache/distill").expanduser() / "rehearsal"
-    setup = prepare(real, work, data_dir=data_dir, tokenizers=tokenizers, dialect=dialect)
+    setup = prepare(real, work, data_dir=data_dir, tokenizers=tokenizers,
+                    dialect=None if pilot_prompts else dialect)
     checks = preflight(real, setup.student_tokenizer)
-    probe = shrink(real, setup, "http://127.0.0.1:9/v1", sizes, pilot_prompts)
-    setup.answer_key = build_answer_key(probe, run_dir / "rehearsal" / "answer_key.jsonl")
+    # The pilot's data stages talk to the real teacher as written; the rest (and a whole
+    # rehearsal) to the dry-run teacher.
+    data_cfg = shrink(real, setup, None, sizes, pilot_prompts) if pilot_prompts else None
+    setup.answer_key = build_answer_key(shrink(real, setup, "http://127.0.0.1:9/v1", sizes),
+                                        run_dir / "rehearsal" / "answer_key.jsonl", setup.data)
     timings: dict[str, float] = {}
     measured = None
     with dry_run_teacher(real, setup, run_dir / "rehearsal" / "dryrun-teacher.log") as url:
-        cfg = shrink(real, setup, url, sizes, pilot_prompts)
-        rest = shrink(real, setup, url, sizes) if pilot_prompts else cfg
-        if pilot_prompts:
+        rest = shrink(real, setup, url, sizes)
+        if data_cfg is not None:    # one run: the pilot's prompts and sampling throughout
             rest = Recipe.model_validate({**rest.model_dump(mode="json"),
-                                          "run": cfg.run.model_dump(mode="json"),
-                                          "prompts": cfg.prompts.model_dump(mode="json"),
-                                          "generate": cfg.generate.model_dump(mode="json")})
+                                          **data_cfg.model_dump(mode="json", include={"run", "prompts", "generate"})})
         for name in STAGES:
-            stage_cfg = cfg if name in ("prompts", "generate", "filter") else rest
+            cfg = data_cfg if data_cfg is not None and name in ("prompts", "generate", "filter") else rest
             print(f"{kind}: {name}", flush=True)
             start = time.monotonic()
-            run_stage(name, stage_cfg, run_dir)
+            run_stage(name, cfg, run_dir)
             timings[name] = time.monotonic() - start
-            if pilot_prompts and name == "filter":
-                measured = pilot_summary(real, cfg, run_dir, timings["generate"])
+            if data_cfg is not None and name == "filter":
+                measured = pilot_summary(real, run_dir, timings["generate"])
     write_report(run_dir, real, rest, setup, checks, timings, measured)
+    if measured is not None:
+        from distill.records import write_json
+        write_json(run_dir / "report" / "pilot.json", measured)
     return run_dir
 
 
-def pilot_summary(real: Recipe, cfg: Recipe, run_dir: Path, generate_s: float) -> dict:
-    """What the real teacher's traces measured, and the plan of the full recipe recomputed
-    from them (distill.plan reads the run's records)."""
+def pilot_summary(real: Recipe, run_dir: Path, generate_s: float) -> dict:
+    """What the real teacher's traces measured, and the full recipe's generation projected
+    from them (distill.plan with the run's records: mean lengths, throughput, cost)."""
     from distill.plan import make_plan
     from distill.records import Stage
 
-    gen = Stage(run_dir, "generate")
     samples = completion = truncated = 0
     cost = 0.0
-    latencies = []
-    for rec in gen.read():
+    for rec in Stage(run_dir, "generate").read():
+        usage = rec.get("usage") or {}
         samples += 1
-        completion += int((rec.get("usage") or {}).get("completion_tokens") or 0) \
-            / max(1, int((rec.get("usage") or {}).get("choices") or 1))
+        completion += int(usage.get("completion_tokens") or 0) / max(1, int(usage.get("choices") or 1))
         truncated += rec.get("finish_reason") == "length"
         cost += float(rec.get("cost") or 0)
-        latencies.append(float(rec.get("latency_s") or 0))
     counts = Stage(run_dir, "filter").read_json("counts.json")
     kept = int(counts.get("kept") or 0)
-    plan = make_plan(real, run_dir)
+    total = int(counts.get("total") or samples)
+    rejected = counts.get("rejected") or {}
+    plan = make_plan(real, run_dir, prompts_from_recipe=True)
+    gen = plan.get("generation") or {}
     return {
         "samples": samples, "kept": kept,
         "completion_tokens_per_s": round(completion / generate_s, 1) if generate_s else None,
@@ -421,7 +462,39 @@ def pilot_summary(real: Recipe, cfg: Recipe, run_dir: Path, generate_s: float) -
         "cost": round(cost, 6),
         "usd_per_kept_trace": round(cost / kept, 6) if kept else None,
         "length_cap_hit_rate": round(truncated / samples, 4) if samples else None,
-        "keep_rate": round(kept / samples, 4) if samples else None,
-        "rejected_per_filter": counts.get("rejected"),
-        "plan": {k: plan.get(k) for k in ("generation", "cost") if k in plan},
+        "keep_rate": round(kept / total, 4) if total else None,
+        "rejected_per_filter": rejected,
+        "reject_rate_per_filter": {k: round(v / total, 4) for k, v in rejected.items()} if total else {},
+        "full_run": {"prompts": gen.get("prompts"), "prompts_source": gen.get("prompts_source"),
+                     "tokens_per_s": gen.get("tokens_per_s"),
+                     "tokens_per_s_source": gen.get("tokens_per_s_source"),
+                     "projected": gen.get("projected"),
+                     "kept_traces": round((gen.get("projected") or {}).get("samples", 0) * kept / total)
+                     if total and gen.get("projected") else None},
     }
+
+
+def pilot_text(m: dict) -> str:
+    """The pilot's figures as the terminal shows them."""
+    def usd(x):
+        return "n/a" if x is None else f"${x:,.4f}" if x < 100 else f"${x:,.0f}"
+    full = m["full_run"]
+    proj = full.get("projected") or {}
+    lines = [
+        f"pilot: {m['samples']} samples from the real teacher, {m['kept']} kept "
+        f"(keep rate {100 * (m['keep_rate'] or 0):.1f}%)",
+        f"  teacher: {m['completion_tokens_per_s']} completion tokens/s, "
+        f"{m['mean_completion_tokens']} tokens per sample, length cap hit by "
+        f"{100 * (m['length_cap_hit_rate'] or 0):.1f}%",
+        f"  cost: {usd(m['cost'])}, {usd(m['usd_per_kept_trace'])} per kept trace",
+        "  rejected: " + (", ".join(f"{k} {v} ({100 * m['reject_rate_per_filter'][k]:.1f}%)"
+                                    for k, v in m["rejected_per_filter"].items()) or "none"),
+    ]
+    if proj:
+        hours = proj.get("device_hours")
+        lines.append(f"  full run ({full['prompts']:,} prompts, {full['prompts_source']}): "
+                     f"{proj['samples']:,} samples, {proj['output_tokens']:,} output tokens, "
+                     f"API {usd(proj.get('api_usd'))}, self-hosted {usd(proj.get('self_hosted_usd'))} "
+                     f"({'n/a' if hours is None else format(hours, ',.0f')} device-hours), "
+                     f"~{full['kept_traces']:,} kept traces at the pilot's keep rate")
+    return "\n".join(lines)
