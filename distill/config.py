@@ -43,7 +43,9 @@ class PromptSource(Section):
     revision: str | None = None
     prompt_field: str = "problem"
     answer_field: str | None = "answer"    # gold answer, verified with math-verify
-    tests_field: str | None = None         # code tests (assert statements), run in the sandbox
+    # code tests (assert statements), run in the sandbox; several columns are joined in order
+    # (e.g. [test_setup_code, test_list])
+    tests_field: str | list[str] | None = None
     entry_point_field: str | None = None
     # str.format template of the user turn: {prompt} is the prompt field, {<column>} any column
     # of the row (a list column is joined by newlines), e.g. MBPP's "{prompt}\n{test_list}".

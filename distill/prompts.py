@@ -1,6 +1,11 @@
 """Prompts stage: reads the recipe's sources (toy tasks, a Hub dataset or a local JSONL) and
 writes one problem record per prompt to `<run_dir>/prompts/`.
 
+A source keeps the rows its `where` selects (a column equal to a value, or one of a list) and
+renders each with its `prompt_template`, which may name any column of the row. A row whose
+gold answer cannot be checked (empty, "proof", "notfound", or nothing math-verify parses) is
+skipped before the teacher is paid for it, and counted per source and reason in the manifest.
+
 A record's id is hash(source, the messages sent: prompt template and system prompt applied), so
 the same prompt is the same record in every run, a refresh with new rows only adds records, and
 a new template makes new records (and so new generations). Records of a source whose template,
@@ -18,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import string
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -27,8 +35,14 @@ from distill.records import RunDir, record_id
 
 log = logging.getLogger(__name__)
 
+# Rows whose gold is parsed together in the verifier's worker processes.
+GOLD_BATCH = 256
 
-def _toy_rows(src: PromptSource, seed: int) -> Iterator[dict]:
+# A row as read, and where it was read (file and line, for error messages).
+Row = tuple[dict, dict]
+
+
+def _toy_rows(src: PromptSource, seed: int) -> Iterator[Row]:
     from distill.toy.tasks import make_tasks
     try:
         tasks = make_tasks(src.family or "", src.count, seed=seed, split="train")
@@ -37,10 +51,10 @@ def _toy_rows(src: PromptSource, seed: int) -> Iterator[dict]:
     for t in tasks:
         yield {"prompt": t["messages"][-1]["content"], "answer": t["answer"], "tests": t["tests"],
                "entry_point": t.get("entry_point"), "subcategory": t["subcategory"],
-               "verifier": t["verifier"]}
+               "verifier": t["verifier"]}, {}
 
 
-def _jsonl_rows(src: PromptSource) -> Iterator[dict]:
+def _jsonl_rows(src: PromptSource) -> Iterator[Row]:
     path = Path(src.path or "")
     if not path.is_file():
         raise InputError("prompt file not found", file=str(path), key=f"prompts.sources.{src.name}.path")
@@ -48,18 +62,19 @@ def _jsonl_rows(src: PromptSource) -> Iterator[dict]:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield _map_row(src, json.loads(line), file=str(path), line=n)
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
+                yield row, {"file": str(path), "line": n}
 
 
-def _hf_rows(src: PromptSource, revision: str | None) -> Iterator[dict]:
+def _hf_rows(src: PromptSource, revision: str | None) -> Iterator[Row]:
     import datasets
     local = Path(src.path or "").exists()  # a local dataset folder has no Hub revision
     ds = datasets.load_dataset(src.path, src.config_name, split=src.split,
                                revision=None if local else (src.revision or revision))
     for n, row in enumerate(ds):
-        yield _map_row(src, row, file=f"hf://{src.path}", line=n + 1)
+        yield row, {"file": f"hf://{src.path}", "line": n + 1}
 
 
 def _map_row(src: PromptSource, row: dict, file: str, line: int) -> dict:
@@ -72,22 +87,104 @@ def _map_row(src: PromptSource, row: dict, file: str, line: int) -> dict:
         return row[name]
 
     prompt = str(field(src.prompt_field))
-    answer, tests = field(src.answer_field), field(src.tests_field)
-    if isinstance(tests, list):
-        tests = "\n".join(tests)
+    answer = field(src.answer_field)
+    # One column of tests, or several joined in order (MBPP's test_setup_code or test_imports
+    # before its test_list); a list column is one test per line.
+    names = [src.tests_field] if isinstance(src.tests_field, str) else list(src.tests_field or [])
+    parts = [field(n) for n in names]
+    parts = ["\n".join(map(str, p)) if isinstance(p, list) else str(p or "") for p in parts]
+    tests = "\n".join(p for p in parts if p.strip()) or None
     return {"prompt": prompt,
             "answer": None if answer is None else str(answer),
             "tests": tests, "entry_point": field(src.entry_point_field), "subcategory": None,
             "verifier": "code" if tests else ("math" if answer is not None else "none")}
 
 
-def _rows(src: PromptSource, seed: int, revision: str | None) -> Iterator[dict]:
+def _rows(src: PromptSource, seed: int, revision: str | None) -> Iterator[Row]:
     if src.kind == "toy":
         yield from _toy_rows(src, seed)
     elif src.kind == "jsonl":
         yield from _jsonl_rows(src)
     else:
         yield from _hf_rows(src, revision)
+
+
+def _selected(src: PromptSource, row: dict, at: dict) -> bool:
+    """Whether the row passes the source's `where`: each column equals the value given, or is
+    one of a list of values."""
+    for column, wanted in src.where.items():
+        if column not in row:
+            raise InputError(f"the row has no column {column!r} (columns: {', '.join(sorted(row))})",
+                             key=f"prompts.sources.{src.name}.where.{column}", **at)
+        if row[column] not in (wanted if isinstance(wanted, list) else [wanted]):
+            return False
+    return True
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_as_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _render(src: PromptSource, prompt: str, row: dict, at: dict) -> str:
+    """The user turn: `prompt_template` with {prompt} (the prompt field) and {<column>} for any
+    column of the row (a list joined by newlines, so MBPP's `test_list` reads as its asserts).
+    Doubled braces are literal, as in str.format."""
+    key = f"prompts.sources.{src.name}.prompt_template"
+    try:
+        names = {re.split(r"[.\[]", name, maxsplit=1)[0]
+                 for _, name, _, _ in string.Formatter().parse(src.prompt_template) if name}
+        missing = sorted(names - set(row) - {"prompt"})
+        if missing:
+            raise InputError(f"the template names {{{missing[0]}}}, which the row does not have "
+                             f"(columns: {', '.join(sorted(row))})", key=key, **at)
+        values = {name: _as_text(row[name]) for name in names if name != "prompt"}
+        return src.prompt_template.format(**values, prompt=prompt)
+    except (ValueError, IndexError, KeyError, AttributeError) as e:
+        raise InputError(f"the template does not format: {type(e).__name__}: {e}", key=key,
+                         **at) from None
+
+
+def _prompts(src: PromptSource, cfg: Recipe, revision: str | None, done: set[str],
+             excluded: Counter, skipped: Counter) -> Iterator[tuple[str, list[dict], dict]]:
+    """(id, messages, problem) for the source's rows, in order, that its `where` keeps and
+    whose gold answer can be checked; counts the others. Golds are parsed in batches in the
+    verifier's killable worker processes (math-verify can hang), never more rows past
+    `count` than one batch; rows already on record passed the check when they were written."""
+    from distill.filters.verify import check_golds
+
+    yielded = 0
+    batch: list[tuple[str, list[dict], dict]] = []
+
+    def flush() -> Iterator[tuple[str, list[dict], dict]]:
+        nonlocal yielded
+        # The toy tasks' golds are integers their generator wrote: no worker is started for them.
+        todo = [i for i, (rid, _, p) in enumerate(batch)
+                if p["verifier"] == "math" and rid not in done and src.kind != "toy"]
+        issues = dict(zip(todo, check_golds([batch[i][2]["answer"] for i in todo],
+                                            cfg.filter.workers))) if todo else {}
+        for i, item in enumerate(batch):
+            if issues.get(i):
+                skipped[issues[i]] += 1
+            else:
+                yielded += 1
+                yield item
+        batch.clear()
+
+    for row, at in _rows(src, cfg.run.seed, revision):
+        if not _selected(src, row, at):
+            excluded[src.name] += 1
+            continue
+        problem = row if src.kind == "toy" else _map_row(src, row, **at)
+        messages = [{"role": "user", "content": _render(src, problem["prompt"], row, at)}]
+        if cfg.prompts.system_prompt:
+            messages.insert(0, {"role": "system", "content": cfg.prompts.system_prompt})
+        batch.append((record_id(src.name, messages), messages, problem))
+        if len(batch) >= (GOLD_BATCH if src.count is None
+                          else max(1, min(GOLD_BATCH, src.count - yielded))):
+            yield from flush()
+    yield from flush()
 
 
 def _content_hash(path: Path) -> str:
@@ -126,6 +223,9 @@ def _settings(src: PromptSource, cfg: Recipe, exclude: set[str] | None = None) -
     """A source's settings that change which prompt records it makes. Without `count` and
     `revision` (how many rows, from which commit), its shape: what decides the text of its
     records, so that a record of another shape is out of date."""
+    # `where` came later: in the hash only when set, so that the records (and the teacher's
+    # paid-for answers) of every source without it keep their shape.
+    exclude = set(exclude or ()) | (set() if src.where else {"where"})
     return record_id(src.model_dump(mode="json", exclude=exclude), cfg.prompts.system_prompt,
                      cfg.run.seed)
 
@@ -160,6 +260,8 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
     revisions: dict[str, str | None] = {}
     settings: dict[str, str] = {}
     new: dict[str, int] = {}
+    excluded: Counter = Counter()
+    skipped: dict[str, Counter] = {}
     with stage.writer() as w:
         for src in cfg.prompts.sources:
             rev = revisions[src.name] = source_revision(src, cfg.run.seed)
@@ -168,16 +270,20 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                     and (before.get("settings") or {}).get(src.name) == key:
                 # Same rows, same settings: nothing can be new, so the source is not read.
                 counts[src.name], new[src.name] = before["sources"][src.name], 0
+                excluded[src.name] = (before.get("excluded") or {}).get(src.name, 0)
+                skipped[src.name] = Counter((before.get("skipped") or {}).get(src.name) or {})
                 continue
             n = added = 0
-            for row in _rows(src, cfg.run.seed, rev):
+            skipped[src.name] = Counter()
+            # `count` caps the prompts kept, not the rows read: it is the recipe's budget of
+            # teacher prompts, and how many rows `where` and the gold check let through varies
+            # by dataset. The cap counts the source's prompts already on record too, so a
+            # refresh (which reads a source again only when its revision or settings changed)
+            # adds prompts only below it: rows past the cap are never new prompts.
+            for rid, messages, row in _prompts(src, cfg, rev, done, excluded, skipped[src.name]):
                 if src.count is not None and n >= src.count:
                     break
                 n += 1
-                messages = [{"role": "user", "content": src.prompt_template.format(prompt=row["prompt"])}]
-                if cfg.prompts.system_prompt:
-                    messages.insert(0, {"role": "system", "content": cfg.prompts.system_prompt})
-                rid = record_id(src.name, messages)
                 if rid in done:
                     continue
                 done.add(rid)
@@ -189,6 +295,17 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                          "source_revision": rev})
                 added += 1
             counts[src.name], new[src.name] = n, added
+            _log_left_out(src.name, excluded[src.name], skipped[src.name])
     stage.complete(sources=counts, revisions=revisions, settings=settings, new=new,
-                   new_prompts=sum(new.values()), dropped=dropped)
+                   new_prompts=sum(new.values()), dropped=dropped,
+                   excluded={k: v for k, v in excluded.items() if v},
+                   skipped={k: dict(sorted(v.items())) for k, v in skipped.items() if v})
     return counts
+
+
+def _log_left_out(name: str, excluded: int, skipped: Counter) -> None:
+    if excluded:
+        log.info("prompts: %s: %d rows left out by `where`", name, excluded)
+    if skipped:
+        log.info("prompts: %s: skipped %d rows whose gold answer cannot be checked (%s)", name,
+                 sum(skipped.values()), ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))

@@ -1,6 +1,11 @@
 """Shared by humaneval_plus and mbpp_plus: reads EvalPlus rows, writes the expected outputs
 of the canonical solutions to a cache file, and builds the differential functional tests.
 
+Two layouts are read. The release files (shared/data/evalplus, evalplus' own loaders) carry
+`canonical_solution`, `base_input` and `plus_input`: the functional tests below are built
+from them. The Hub datasets (evalplus/mbppplus, evalplus/humanevalplus) carry instead a `test`
+program with the inputs and expected results embedded, which runs as it is (`hub_program`).
+
 Expected outputs come from running each canonical solution once in the sandbox on all base and
 plus inputs (`distill.filters.verify.record_outputs`); they are cached under $DISTILL_CACHE
 (or ~/.cache/distill)/evalplus, keyed by the dataset's content and the harness, and reused
@@ -14,9 +19,11 @@ evalplus' floor is 1 s) and 4 GiB of address space, as in evalplus.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +35,44 @@ from distill.records import write_json
 MIN_TIMEOUT_S = 10.0
 # evalplus' address-space limit: some plus inputs build outputs of a gigabyte (Mbpp/255).
 MEMORY_MB = 4096
+
+# A Hub `test` program runs every base and plus input in one process, with no reference
+# times to scale from (the release layout's functional tests have them).
+HUB_TIMEOUT_S = 60.0
+
+# The sandbox runs the standard library only (distill/sandbox.py), and the Hub's test
+# programs import numpy for np.allclose, np.testing.assert_allclose and np.ndarray (in
+# isinstance checks). This stands in for those with numpy's rule, |a - b| <= atol + rtol *
+# |b| element-wise over sequences of one length (equal values, infinities too, are close).
+NUMPY_STAND_IN = """
+class _DistillNumpy:
+    class ndarray:
+        pass
+    float32 = float64 = float
+
+    @staticmethod
+    def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+        def close(x, y):
+            if isinstance(x, (list, tuple)) or isinstance(y, (list, tuple)):
+                return (isinstance(x, (list, tuple)) and isinstance(y, (list, tuple))
+                        and len(x) == len(y) and all(close(i, j) for i, j in zip(x, y)))
+            if x == y:
+                return True
+            if equal_nan and x != x and y != y:
+                return True
+            return abs(x - y) <= atol + rtol * abs(y)
+        return close(a, b)
+
+    class testing:
+        @staticmethod
+        def assert_allclose(actual, desired, rtol=1e-07, atol=0, equal_nan=True, **_):
+            if not _DistillNumpy.allclose(actual, desired, rtol=rtol, atol=atol,
+                                          equal_nan=equal_nan):
+                raise AssertionError("not close: %.80r != %.80r" % (actual, desired))
+
+
+np = _DistillNumpy
+"""
 
 MBPP_OUTPUT_NOT_NONE_TASKS = ["check_str", "text_match_three", "text_starta_endb"]
 _SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
@@ -77,6 +122,28 @@ def check(inp, out, exp, atol):
         return False
     return atol != 0 and match(out, exp, atol)
 '''
+
+
+def hub_program(test: str) -> str:
+    """A Hub layout's `test` program as it runs in the sandbox: numpy's import replaced by
+    the stand-in above."""
+    return re.sub(r"^import numpy as np[ \t]*$", lambda _: NUMPY_STAND_IN, test, count=1,
+                  flags=re.M)
+
+
+def entry_point(code: str, first_test: str | None) -> str | None:
+    """The function a Hub MBPP+ row is about: the one its code defines, or among several the
+    one its first test calls (else the last defined, helpers come first)."""
+    from evals.mbpp import _entry_point
+    try:
+        defs = [n.name for n in ast.parse(code).body
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    except SyntaxError:
+        defs = []
+    called = _entry_point(first_test) if first_test else None
+    if called and (called in defs or not defs):
+        return called
+    return defs[-1] if defs else None
 
 
 def parse_inputs(value) -> list:

@@ -8,6 +8,10 @@ Two kinds of tests, as LiveCodeBench grades them: stdin/stdout programs (AtCoder
 and functional calls of a LeetCode `class Solution` method (`metadata.func_name`), public and
 private tests together. Categories: difficulty and platform.
 
+A local copy: `eval.data_files.livecodebench` names one release file, or a folder holding the
+release files as the Hub repo names them (test.jsonl, test2.jsonl, ... test6.jsonl), of which
+the release's files are read.
+
 Private tests are stored as base64(zlib(pickle(json))). They are unpickled here with an
 unpickler that refuses every global, so a tampered file can only fail to load, never run code
 on the host.
@@ -21,6 +25,7 @@ import json
 import pickle
 import zlib
 from datetime import date, datetime
+from pathlib import Path
 
 from distill.eval.benchmark import Benchmark, fill, read_rows, user
 from distill.errors import InputError
@@ -78,6 +83,18 @@ def _hub_rows(release: str) -> list[dict]:
     return rows
 
 
+def _folder_rows(folder: Path, release: str) -> list[dict]:
+    """The release's files from a folder laid out as the Hub repo is."""
+    rows = []
+    for name in RELEASES[release]:
+        if not (folder / name).is_file():
+            raise InputError(f"{name} is missing; {release} reads "
+                             f"{', '.join(RELEASES[release])}", file=str(folder),
+                             key="eval.data_files.livecodebench")
+        rows.extend(read_rows(str(folder / name), HUB))
+    return rows
+
+
 def _day(value, key: str) -> date | None:
     if value is None or isinstance(value, date):
         return value
@@ -94,7 +111,10 @@ def load(data_file: str | None = None, limit: int | None = None, release: str = 
                          f"{', '.join(RELEASES)}", key="eval.benchmark.livecodebench.options.release")
     start = _day(start_date, "eval.benchmark.livecodebench.options.start_date")
     end = _day(end_date, "eval.benchmark.livecodebench.options.end_date")
-    rows = read_rows(data_file, HUB) if data_file else _hub_rows(release)
+    if data_file and Path(data_file).is_dir():
+        rows = _folder_rows(Path(data_file), release)
+    else:
+        rows = read_rows(data_file, HUB) if data_file else _hub_rows(release)
     problems = []
     for row in rows:
         day = datetime.fromisoformat(str(row["contest_date"])).date()

@@ -1,5 +1,8 @@
 """MBPP+ (evalplus v0.2.0: 378 tasks): the task's base `assertion`s, then every base and plus
-input compared with the canonical solution's outputs."""
+input compared with the canonical solution's outputs. Reads the release file (task_id
+"Mbpp/N", canonical_solution, base_input, plus_input, assertion) or the Hub layout of
+evalplus/mbppplus (int task_id, code, prompt, test_imports, test_list and a `test` program
+holding the inputs and expected results; its one split is `train` or `test` by revision)."""
 
 from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 from evals import _evalplus
@@ -51,8 +54,32 @@ def _prompt(text: str) -> str:
     return text.strip().strip('"').strip()
 
 
+def _hub_problem(r: dict) -> dict:
+    """A Hub row: its `test` program holds every base and plus input, so it is the test."""
+    n = int(r["task_id"])
+    first = (r["test_list"] or [None])[0]
+    question = r["prompt"].strip() + (f"\n{first}" if first else "")  # as the release asks
+    return {
+        "id": f"mbpp_plus/{n}",
+        "task_id": f"Mbpp/{n}",
+        "source": "mbpp_plus",
+        "messages": user(fill(PROMPT, prompt=question)),
+        "verifier": "code",
+        "answer": None,
+        "tests": "".join(f"{line}\n" for line in r["test_imports"] or [])
+                 + _evalplus.hub_program(r["test"]),
+        "entry_point": _evalplus.entry_point(r["code"], first),
+        "timeout_s": _evalplus.HUB_TIMEOUT_S,
+        "memory_mb": _evalplus.MEMORY_MB,
+        "canonical_solution": r["code"],
+        "categories": {},
+    }
+
+
 def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
-    rows = read_rows(data_file, HUB)[:limit]
+    rows = read_rows(data_file, HUB, split=None)[:limit]
+    if rows and "canonical_solution" not in rows[0] and "code" in rows[0]:
+        return [_hub_problem(r) for r in rows]
     tasks = [{"task_id": r["task_id"], "code": r["canonical_solution"],
               "entry_point": r["entry_point"],
               "inputs": _as_tuples(r["task_id"], _evalplus.parse_inputs(r.get("base_input"))

@@ -429,3 +429,190 @@ def test_humaneval_plus_verdicts_agree_with_evalplus_on_mutants():
 @needs_bwrap
 def test_humaneval_plus_verdicts_agree_with_evalplus_on_every_mutant():
     _check_agreement(*_mutant_verdicts(None))
+
+
+# ------------------------------------------------------ the Hub layouts of EvalPlus and friends
+
+# The generated `test` programs of evalplus/mbppplus and evalplus/humanevalplus on the Hub:
+# inputs and expected results embedded, compared through an `assertion` helper that uses
+# numpy (written here in their shape, with a handful of inputs each).
+_HUB_HELPERS = '''import numpy as np
+from math import inf
+
+
+def is_floats(x) -> bool:
+    if isinstance(x, float):
+        return True
+    if isinstance(x, (list, tuple)):
+        return all(isinstance(i, float) for i in x)
+    if isinstance(x, np.ndarray):
+        return x.dtype == np.float64 or x.dtype == np.float32
+    return False
+
+
+def assertion(out, exp, atol):
+    exact_match = out == exp
+    if atol == 0 and is_floats(exp):
+        atol = 1e-6
+    if not exact_match and atol != 0:
+        assert np.allclose(out, exp, rtol=1e-07, atol=atol)
+    else:
+        assert exact_match
+
+'''
+MBPP_HUB_ROWS = [
+    {"task_id": 2, "code": "def similar_elements(test_tup1, test_tup2):\n  return tuple(set(test_tup1) & set(test_tup2))\n",
+     "prompt": "Write a function to find the shared elements from the given two lists.",
+     "source_file": "Benchmark Questions Verification V2.ipynb", "test_imports": [],
+     "test_list": ["assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
+                   "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))"],
+     "test": _HUB_HELPERS + "inputs = [[(3, 4, 5, 6), (5, 7, 4, 10)], [(1, 2, 3, 4), (5, 4, 3, 7)], "
+             "[(11, 12, 14, 13), (17, 15, 14, 13)], [(), ()], [(1, 2, 3), ()]]\n"
+             "results = [(4, 5), (3, 4), (13, 14), (), ()]\n"
+             "for i, (inp, exp) in enumerate(zip(inputs, results)):\n"
+             "    assertion(similar_elements(*inp), exp, 0)\n"},
+    {"task_id": 82, "code": "import math\ndef volume_sphere(r):\n  return (4./3.) * math.pi * (r**3)\n",
+     "prompt": "Write a function to find the volume of a sphere.",
+     "source_file": "Mike's Copy of Benchmark Questions Verification V2.ipynb",
+     "test_imports": ["import math"],
+     "test_list": ["assert math.isclose(volume_sphere(10), 4188.790204786391, rel_tol=0.001)"],
+     "test": _HUB_HELPERS + "inputs = [[10], [25], [20], [3.5], [1000000.0], [3.141]]\n"
+             "results = [4188.790204786391, 65449.84694978735, 33510.32163829113, "
+             "179.59438003021648, 4.1887902047863905e+18, 129.8052979860732]\n"
+             "for i, (inp, exp) in enumerate(zip(inputs, results)):\n"
+             "    assertion(volume_sphere(*inp), exp, 0.0001)\n"},
+]
+HUMANEVAL_HUB_ROW = {
+    "task_id": "HumanEval/2",
+    "prompt": '\n\ndef truncate_number(number: float) -> float:\n    """ Return the decimal part of '
+              'the number.\n    >>> truncate_number(3.5)\n    0.5\n    """\n',
+    "canonical_solution": "\n\n    return number - int(number)\n\n",
+    "entry_point": "truncate_number",
+    "test": _HUB_HELPERS.replace("assert np.allclose(out, exp, rtol=1e-07, atol=atol)",
+                                 "np.testing.assert_allclose(out, exp, atol=atol)")
+            + "def check(candidate):\n"
+              "    inputs = [[3.5], [1.33], [123.456], [999.99999], [0.3333333], [1.0]]\n"
+              "    results = [0.5, 0.33000000000000007, 0.45600000000000307, 0.9999900000000252, "
+              "0.3333333, 0.0]\n"
+              "    for i, (inp, exp) in enumerate(zip(inputs, results)):\n"
+              "        assertion(candidate(*inp), exp, 1e-06)\n",
+}
+
+
+def _hub_repo(root: Path, rows: list[dict], split: str = "test", config: str = "default") -> Path:
+    """A local copy of a Hub dataset repo: the data file and the README's `configs:`."""
+    root.mkdir(parents=True)
+    (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n"
+                                    f"  - split: {split}\n    path: {split}.jsonl\n---\n")
+    return root
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    import datasets
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("split", ["test", "train"])   # the split's name depends on the revision
+def test_mbpp_plus_reads_the_hub_layout(tmp_path, hf_cache, split):
+    folder = _hub_repo(tmp_path / "mbppplus", MBPP_HUB_ROWS, split=split)
+    problems = get_benchmark("mbpp_plus").problems(str(folder))
+    assert [(p["id"], p["task_id"], p["entry_point"]) for p in problems] == [
+        ("mbpp_plus/2", "Mbpp/2", "similar_elements"), ("mbpp_plus/82", "Mbpp/82", "volume_sphere")]
+    # Asked as the release asks: the task's text and its first test.
+    assert "Write a function to find the shared elements from the given two lists.\nassert " \
+           "set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))\n" \
+           in problems[0]["messages"][-1]["content"]
+    assert problems[1]["tests"].startswith("import math\n")
+    # The repo's data file alone is read by its columns, as the release file is.
+    assert get_benchmark("mbpp_plus").problems(str(folder / f"{split}.jsonl")) == problems
+    for p, row in zip(problems, MBPP_HUB_ROWS):
+        assert verify(p, _fenced(row["code"])).ok, verify(p, _fenced(row["code"])).reason
+    # A float answer off by rounding passes through the tolerance (numpy's allclose, which the
+    # sandbox cannot import, done in the standard library); a wrong one fails on a plus input.
+    close = "import math\ndef volume_sphere(r):\n  return (4/3)*math.pi*r*r*r"
+    assert verify(problems[1], _fenced(close)).ok
+    assert not verify(problems[1], _fenced(close.replace("4/3", "4.001/3"))).ok
+    wrong = "def similar_elements(a, b):\n  return tuple(x for x in a if x in b) or (0,)"
+    assert not verify(problems[0], _fenced(wrong)).ok
+
+
+@needs_bwrap
+def test_humaneval_plus_reads_the_hub_layout(tmp_path, hf_cache):
+    folder = _hub_repo(tmp_path / "humanevalplus", [HUMANEVAL_HUB_ROW])
+    (p,) = get_benchmark("humaneval_plus").problems(str(folder))
+    assert p["id"] == "humaneval_plus/2" and p["entry_point"] == "truncate_number"
+    assert p["tests"].rstrip().endswith("check(truncate_number)")
+    assert verify(p, _fenced(HUMANEVAL_HUB_ROW["canonical_solution"])).ok
+    assert verify(p, _fenced("    return number % 1.0")).ok       # within atol
+    assert not verify(p, _fenced("    return round(number % 1.0, 2)")).ok
+
+
+def test_read_rows_takes_a_local_copy_of_a_hub_repo(tmp_path, hf_cache):
+    from distill.eval.benchmark import file_sha256, read_rows
+    rows = json.loads((DATA / "mbpp" / "sanitized-mbpp.json").read_text())
+    from datasets import Dataset, Features, Sequence, Value
+    features = Features({"source_file": Value("string"), "task_id": Value("int32"),
+                         "prompt": Value("string"), "code": Value("string"),
+                         "test_imports": Sequence(Value("string")),
+                         "test_list": Sequence(Value("string"))})
+    (tmp_path / "mbpp" / "sanitized").mkdir(parents=True)
+    for split, lo, hi in (("test", 11, 510), ("train", 601, 974)):
+        Dataset.from_list([r for r in rows if lo <= r["task_id"] <= hi], features=features).to_parquet(
+            str(tmp_path / "mbpp" / "sanitized" / f"{split}-00000-of-00001.parquet"))
+    (tmp_path / "mbpp" / "README.md").write_text(
+        "---\nconfigs:\n- config_name: sanitized\n  data_files:\n  - split: train\n    path: "
+        "sanitized/train-*\n  - split: test\n    path: sanitized/test-*\n---\n")
+    folder = str(tmp_path / "mbpp")
+    assert len(read_rows(folder, "google-research-datasets/mbpp", config="sanitized")) == 257
+    assert len(read_rows(folder, "x", config="sanitized", split="train")) == 120
+    bench = get_benchmark("mbpp")
+    assert len(bench.problems(folder)) == 257
+    # A folder is pinned by the content of its files, as a file is.
+    version = bench.resolved_version(folder)
+    assert version == bench.resolved_version(folder) and version.startswith(bench.version + "+sha256.")
+    (tmp_path / "mbpp" / "README.md").write_text((tmp_path / "mbpp" / "README.md").read_text() + "\n")
+    assert bench.resolved_version(folder) != version and len(file_sha256(folder)) == 64
+    with pytest.raises(InputError, match="has several splits"):
+        read_rows(folder, "x", config="sanitized", split=None)
+
+
+def test_livecodebench_reads_the_release_files_of_a_folder(tmp_path):
+    lines = (FIXTURES / "livecodebench_lite.jsonl").read_text().splitlines(True)
+    folder = tmp_path / "lcb"
+    folder.mkdir()
+    (folder / "test.jsonl").write_text("".join(lines[:2]))
+    (folder / "test2.jsonl").write_text("".join(lines[2:]))
+    bench = get_benchmark("livecodebench")
+    assert len(bench.problems(str(folder), options={"release": "release_v1"})) == 2
+    assert len(bench.problems(str(folder), options={"release": "release_v2"})) == 4
+    assert [p["task_id"] for p in bench.problems(str(folder), options={"release": "v2"})] == \
+        ["9001", "9002"]
+    with pytest.raises(InputError, match="test3.jsonl.*release_v3"):
+        bench.problems(str(folder), options={"release": "release_v3"})
+
+
+def test_decontamination_reads_the_hub_layout_and_names_a_broken_one(tmp_path, hf_cache):
+    from distill.filters.decontaminate import Index, load_benchmarks
+    folder = _hub_repo(tmp_path / "mbppplus", MBPP_HUB_ROWS)
+    for data in (folder / "test.jsonl", folder):
+        items, skipped = load_benchmarks(["mbpp_plus"], {"mbpp_plus": str(data)})
+        assert skipped == {}
+        assert [i for i, _ in items["mbpp_plus"]] == ["mbpp_plus/2", "mbpp_plus/82"]
+    # An MBPP train prompt of the same task is found (MBPP+ holds tasks of MBPP's train split).
+    hit = Index(items).check("You are an expert Python programmer, and here is your task: Write "
+                             "a function to find the volume of a sphere. Your code should pass "
+                             "these tests:\n\nassert math.isclose(volume_sphere(10), ...)")
+    assert hit and hit.item == "mbpp_plus/82"
+    # Data in neither layout: an error naming the benchmark and the column, not "not on hand".
+    broken = _hub_repo(tmp_path / "broken", [{k: v for k, v in MBPP_HUB_ROWS[0].items()
+                                              if k != "prompt"}])
+    with pytest.raises(InputError) as e:
+        load_benchmarks(["mbpp_plus"], {"mbpp_plus": str(broken)})
+    assert "mbpp_plus" in str(e.value) and "'prompt'" in str(e.value)
+    assert "not on hand" not in str(e.value)
+    # Not on hand (no file, no Hub) is still skipped and named.
+    _, skipped = load_benchmarks(["humaneval_plus"], {})
+    assert skipped["humaneval_plus"].startswith("not on hand")

@@ -613,3 +613,38 @@ def test_pipelined_math_workers_answer_every_question_in_order():
     for _ in range(2):
         assert [v.reason for v in verify_many(items, workers=1)] == [
             "ok" if i % 2 == 0 else f"wrong answer: got {i + 1}, want {i}" for i in range(12)]
+
+
+def test_a_gold_that_cannot_be_checked_is_a_rejection_not_an_abort(tmp_path):
+    """Traces brought with --input (or prompt records from before the prompts stage skipped
+    them) whose gold is empty, a proof, unparsable or not a choice letter are rejected with a
+    verdict naming the gold; the other traces are graded as usual."""
+    def row(answer, content="<think>ok</think>\\boxed{42}", **extra):
+        return {"messages": [{"role": "user", "content": f"Q {answer!r} {extra}"},
+                             {"role": "assistant", "content": content}], "answer": answer,
+                "verifier": "math", **extra}
+    rows = [row("42"), row("proof"), row("notfound"), row(""), row("\\frac{"), row("\\text{}"),
+            row("E", "<think>ok</think>Answer: B", verifier="choice", choices=["1", "2", "3", "4"])]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = run_filter(_recipe(input=str(path)), tmp_path / "run")
+    assert c["total"] == 7 and c["kept"] == 1
+    assert c["reasons"]["verify"] == {"bad gold": 6}
+    reasons = sorted(v["reasons"]["verify"] for v in Stage(tmp_path / "run", "filter").read()
+                     if not v["kept"])
+    assert reasons == sorted([
+        "bad gold: proof: answer 'proof' is a proof, not an answer to check",
+        "bad gold: notfound: answer 'notfound' is not an answer to check",
+        "bad gold: empty: the answer is empty",
+        "bad gold: unparsable: answer '\\\\frac{' does not parse",
+        "bad gold: unparsable: answer '\\\\text{}' does not parse",
+        "bad gold: choice: answer 'E' is not one of the letters ABCD"])
+    # One problem at a time, a bad gold is still an error for the caller.
+    with pytest.raises(ValueError, match="does not parse"):
+        verify({"id": "bad", "verifier": "math", "answer": "\\frac{"}, "\\boxed{1}")
+
+
+def test_check_golds_names_why_a_gold_cannot_be_checked():
+    assert verify_mod.check_golds(["42", " ", None, "Proof", "notfound", "\\text{}", "x^2+1",
+                                   "\\frac{"], workers=2) == \
+        [None, "empty", "empty", "proof", "notfound", "unparsable", None, "unparsable"]

@@ -1,6 +1,6 @@
-"""Benchmarks: a `Benchmark` per file in evals/, discovered by name; loaders read the Hub or
-a local file and return problem dicts (id, source, messages, verifier, answer / tests,
-entry_point, categories)."""
+"""Benchmarks: a `Benchmark` per file in evals/, discovered by name; loaders read the Hub, a
+local file or a local copy of a Hub dataset repo, and return problem dicts (id, source,
+messages, verifier, answer / tests, entry_point, categories)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class Benchmark:
     max_tokens: int = 32768
 
     def resolved_version(self, data_file: str | None = None) -> str:
-        """The version recorded with results: a local file is pinned by its content hash."""
+        """The version recorded with results: a local file or folder is pinned by its content
+        hash."""
         if data_file is None:
             return self.version
         return f"{self.version}+sha256.{file_sha256(data_file)[:16]}"
@@ -99,23 +100,49 @@ def list_benchmarks() -> list[str]:
 # ---------------------------------------------------------------------- shared by loaders
 
 def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of a folder: every file in it (hidden ones aside) with its
+    relative path, in sorted order."""
+    path = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = [path] if not path.is_dir() else sorted(
+        p for p in path.rglob("*") if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    for f in files:
+        if f != path:
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
-def read_rows(data_file: str | None, hub: str, *, split: str = "test",
+def _load_dataset(name: str, config: str | None, split: str | None, revision: str | None):
+    """`datasets.load_dataset` of a Hub id or a local copy of its repo (a folder with the
+    README's `configs:` and the data files), the same call for both; `split=None` takes the
+    only split there is (evalplus/mbppplus names it `train` or `test` by revision)."""
+    from datasets import load_dataset
+
+    from distill.errors import InputError
+    data = load_dataset(name, config, split=split, revision=revision)
+    if split is not None:
+        return data
+    if len(data) != 1:
+        raise InputError(f"has several splits ({', '.join(data)}); name one", file=name)
+    return next(iter(data.values()))
+
+
+def read_rows(data_file: str | None, hub: str, *, split: str | None = "test",
               config: str | None = None, revision: str | None = None) -> list[dict]:
-    """Rows of a local .jsonl / .jsonl.gz / .json / .csv file, or of the Hub dataset (at
-    `revision` when given). A line that is not JSON is bad input naming file and line."""
+    """Rows of a local .jsonl / .jsonl.gz / .json / .csv file, of a local copy of a Hub
+    dataset repo (a folder), or of the Hub dataset `hub` (at `revision` when given). A line
+    that is not JSON is bad input naming file and line."""
     from distill.errors import InputError
 
     if data_file is None:
-        from datasets import load_dataset
-        return list(load_dataset(hub, config, split=split, revision=revision))
+        return list(_load_dataset(hub, config, split, revision))
     path = Path(data_file)
+    if path.is_dir():
+        return list(_load_dataset(str(path), config, split, None))
     if not path.is_file():
         raise InputError("benchmark data file not found", file=str(path))
     opener = gzip.open if path.suffix == ".gz" else open

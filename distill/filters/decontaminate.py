@@ -13,8 +13,10 @@ Two checks, as open-r1 and the dedup literature do them:
   (in `BOILERPLATE_ITEMS` or more items of a benchmark) are left out on both sides, so two
   prompts of one template ("...returns x plus 90" and "...returns x plus 91") are not a hit.
 
-A benchmark that cannot be loaded here (no local file and no Hub access, or gated) is skipped
-and named with the reason, never an error: the report says what was not checked.
+A benchmark that is not on hand (no local file and no Hub access, or gated) is skipped and
+named with the reason: the report says what was not checked. Data that is on hand but not in
+a layout the benchmark's loader reads (a column missing), or a local file the recipe names
+that is missing or broken, is bad input: an error naming the benchmark, never a silent skip.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def _offline():
 
 def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict, dict]:
     """(benchmark -> [(item id, prompt text)], benchmark -> why it was skipped)."""
+    from distill.errors import InputError
     from distill.eval.benchmark import get_benchmark
 
     items: dict[str, list[tuple[str, str]]] = {}
@@ -88,19 +91,33 @@ def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict,
         for name in names:
             try:
                 bench = get_benchmark(name)
-                problems = bench.load(data_files.get(name), None)
             except KeyError as e:
                 skipped[name] = str(e).strip("'\"")
                 continue
+            data = data_files.get(name)
+            key = f"eval.data_files.{name}" if data else None
+            try:
+                problems = bench.load(data, None)
+            except InputError as e:     # a local file that is missing, or a bad line in it
+                raise InputError(f"benchmark {name}: {e.message}", file=e.file or data,
+                                 key=e.key or key, line=e.line) from None
+            except (KeyError, TypeError, ValueError) as e:   # read, but not in its layout
+                what = f"its rows have no column {e}" if isinstance(e, KeyError) else \
+                    f"its rows do not read ({type(e).__name__}: {_first_line(e)})"
+                raise InputError(f"benchmark {name}: {what}; the data is not in a layout "
+                                 f"evals/{name}.py reads", file=data or bench.hub,
+                                 key=key) from None
             except Exception as e:  # noqa: BLE001  (no local file, no Hub, gated: not on hand)
-                first = (str(e).strip().splitlines() or [""])[0][:200]
-                where = "" if online or data_files.get(name) else "no local file and the Hub " \
-                    "is unreachable; "
-                skipped[name] = f"not on hand ({where}{type(e).__name__}: {first})"
+                where = "" if online or data else "no local file and the Hub is unreachable; "
+                skipped[name] = f"not on hand ({where}{type(e).__name__}: {_first_line(e)})"
                 continue
             items[name] = [(str(p["id"]), prompt_text(p.get("messages") or []))
                            for p in problems]
     return items, skipped
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 class Index:

@@ -18,6 +18,8 @@ Public functions (used by distill/filters, distill/eval and evals/):
 - `verify_many(items, workers, *, timeout_s, memory_mb) -> list[Verdict]` grades (problem,
   answer) pairs in parallel, in order, with hard timeouts (math in killable worker processes,
   code in parallel sandboxes);
+- `check_golds(answers, workers) -> list[str | None]`: why each math gold cannot be checked
+  (`GOLD_ISSUES`), None when it can; the prompts stage skips such rows;
 - `extract_answer(text)`, `last_boxed(text)`, `extract_choice(text, letters)`,
   `extract_code(text)`: what a grader reads out of a model's text;
 - `compare_stdout(got, want) -> bool`: LiveCodeBench's stdout comparison;
@@ -51,6 +53,22 @@ from distill.filters.extract import extract_answer, extract_choice, extract_code
 MATH_TIMEOUT_S = 5           # math-verify's own SIGALRM limits, per parse and per comparison
 MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed past it
 MATH_WINDOW = 8              # questions in flight per worker
+# Why a gold answer cannot be checked (NuminaMath-1.5 writes "proof" and "notfound" in its
+# `answer` column, and leaves some empty; a choice gold must be one of the letters).
+GOLD_ISSUES = ("empty", "proof", "notfound", "unparsable", "choice", "timeout")
+
+
+class GoldError(ValueError):
+    """The problem's gold answer cannot be checked: raised by `verify` (one problem, the caller
+    should know), turned by `verify_many` into a rejection naming the gold, so one bad row
+    never aborts a batch. `kind` is one of GOLD_ISSUES."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+    def verdict(self) -> "Verdict":
+        return Verdict(False, f"bad gold: {self.kind}: {self}")
 
 
 # ----------------------------------------------------------------------------------- math
@@ -65,17 +83,30 @@ def _parse_gold(gold_text: str, timeout: int | None):
     return parse("\\boxed{" + gold_text + "}", parsing_timeout=timeout)
 
 
+def _checked_gold(gold_text: str | None, timeout: int | None):
+    """The parsed gold, or GoldError: empty, a proof or "notfound" (which math-verify would
+    read as products of symbols, f*o*o*p*r, and match an answer of the same letters), or
+    nothing math-verify can compare (no expression, or only the raw string back, which would
+    make the check a string comparison)."""
+    text = (gold_text or "").strip()
+    if not text:
+        raise GoldError("empty", "the answer is empty")
+    if text.lower() == "proof":
+        raise GoldError("proof", f"answer {gold_text!r} is a proof, not an answer to check")
+    if text.lower() == "notfound":
+        raise GoldError("notfound", f"answer {gold_text!r} is not an answer to check")
+    gold = _parse_gold(gold_text, timeout)
+    if all(isinstance(g, str) for g in gold):
+        raise GoldError("unparsable", f"answer {gold_text!r} does not parse")
+    return gold
+
+
 def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
     from math_verify import parse, verify as math_equal
 
     pt = MATH_TIMEOUT_S if timeouts else None
     gold_text = problem.get("answer")
-    if gold_text is None or not str(gold_text).strip():
-        raise ValueError(f"problem {problem.get('id')!r} has verifier 'math' but no answer")
-    gold = _parse_gold(str(gold_text), pt)
-    if not gold:
-        raise ValueError(f"gold answer of problem {problem.get('id')!r} does not parse: "
-                         f"{gold_text!r}")
+    gold = _checked_gold(None if gold_text is None else str(gold_text), pt)
     answer = extract_answer(content or "")
     if answer is None:
         return Verdict(False, "no \\boxed answer")
@@ -95,8 +126,8 @@ def _verify_choice(problem: dict, content: str) -> Verdict:
     n = len(problem.get("choices") or []) or 4
     letters = "ABCDEFGHIJ"[:n]
     if gold not in letters or len(gold) != 1:
-        raise ValueError(f"problem {problem.get('id')!r} has verifier 'choice' but its answer "
-                         f"{problem.get('answer')!r} is not one of the letters {letters}")
+        raise GoldError("choice", f"answer {problem.get('answer')!r} is not one of the letters "
+                                  f"{letters}")
     got = extract_choice(content or "", letters)
     if got is None:
         return Verdict(False, "no choice letter")
@@ -110,7 +141,8 @@ def _verify_choice(problem: dict, content: str) -> Verdict:
 def verify(problem: dict, content: str, *, timeout_s: float | None = None,
            memory_mb: int | None = None) -> Verdict:
     """Grades one answer. Math uses math-verify's SIGALRM timeouts when called on the main
-    thread (they cannot work elsewhere); `verify_many` adds a hard outer limit."""
+    thread (they cannot work elsewhere); `verify_many` adds a hard outer limit. A gold answer
+    that cannot be checked raises GoldError (a ValueError)."""
     kind = problem.get("verifier") or "none"
     if kind == "math":
         return _verify_math(problem, content, threading.current_thread() is threading.main_thread())
@@ -157,8 +189,6 @@ class _MathWorker:
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         reply = json.loads(line)
-        if "error" in reply:
-            raise ValueError(reply["error"])
         return Verdict(reply["ok"], reply["reason"])
 
     def close(self) -> None:
@@ -210,8 +240,8 @@ def _serve() -> None:
         try:
             v = _verify_math(job["problem"], job["content"], timeouts=True)
             reply = {"ok": v.ok, "reason": v.reason}
-        except ValueError as e:
-            reply = {"error": str(e)}
+        except GoldError as e:
+            reply = {"ok": False, "reason": e.verdict().reason}
         except Exception as e:  # noqa: BLE001  (math-verify's own timeouts and crashes)
             reply = {"ok": False, "reason": _short(f"verifier error: {type(e).__name__}: {e}")}
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -292,7 +322,10 @@ def verify_many(items: list[tuple[dict, str]], workers: int = 2, *,
         elif kind == "code":
             code_jobs.append(i)
         else:
-            out[i] = verify(problem, content)
+            try:
+                out[i] = verify(problem, content)
+            except GoldError as e:
+                out[i] = e.verdict()
     if code_jobs:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             verdicts = pool.map(lambda i: verify_code(items[i][0], items[i][1], timeout_s,
@@ -303,6 +336,29 @@ def verify_many(items: list[tuple[dict, str]], workers: int = 2, *,
         for i, v in _verify_math_many(math_jobs, max(1, workers)).items():
             out[i] = v
     return out  # type: ignore[return-value]
+
+
+def check_golds(answers: list[str | None], workers: int = 2) -> list[str | None]:
+    """Why each math gold answer cannot be checked (one of GOLD_ISSUES), None when it can.
+    Parsed as `verify_many` parses golds, in the killable worker processes (math-verify can
+    hang on odd LaTeX; a parse past the hard limit is a "timeout"): a worker's check starts
+    with the gold, and with no answer to compare stops right after it."""
+    out: list[str | None] = [None] * len(answers)
+    jobs = []
+    for i, text in enumerate(answers):
+        try:    # the cheap cases here, without a round trip to a worker
+            if not (text or "").strip() or text.strip().lower() in ("proof", "notfound"):
+                _checked_gold(text, None)
+        except GoldError as e:
+            out[i] = e.kind
+            continue
+        jobs.append((i, {"id": f"gold-{i}", "answer": text}, ""))
+    for i, v in (_verify_math_many(jobs, max(1, workers)).items() if jobs else ()):
+        if v.reason == "timeout":
+            out[i] = "timeout"
+        elif v.reason.startswith("bad gold: "):
+            out[i] = v.reason.split(": ", 2)[1]
+    return out
 
 
 if __name__ == "__main__":
