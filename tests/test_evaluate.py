@@ -126,7 +126,7 @@ def test_all_three_models_are_scored_with_the_same_sampling(monkeypatch, run_dir
     assert rows[("student", "reasoning", "pass@2")]["score"] == pytest.approx(4 / 6)
     assert set(student) == {"model", "role", "benchmark", "category", "metric", "score",
                             "ci_low", "ci_high", "n", "samples", "retention", "retention_ci_low",
-                            "retention_ci_high"}
+                            "retention_ci_high", "truncated", "infra_errors", "options"}
     # Retention of the teacher's pass@1 (the teacher solves everything), with a paired interval.
     assert student["retention"] == pytest.approx(4 / 6)
     assert student["retention_ci_low"] < 4 / 6 < student["retention_ci_high"] <= 1.0
@@ -361,6 +361,29 @@ def test_score_refuses_missing_tasks_unknown_ids_and_bad_lines(tmp_path):
 
 
 @needs_data
+def test_score_never_scores_a_completion_the_grader_failed_to_grade(tmp_path, monkeypatch):
+    data = DATA / "gsm8k" / "test.jsonl"
+    path = _write(tmp_path / "s.jsonl", [{"task_id": "gsm8k/0", "completion": "\\boxed{18}"},
+                                         {"task_id": "gsm8k/1", "completion": "\\boxed{3}"}])
+    verify_mod = sys.modules["distill.filters.verify"]
+    real, broken = verify_mod.verify_many, [True]
+
+    def crashing(items, **kw):
+        return [Verdict(False, "math verification worker died", infra=True)
+                if broken[0] and c == "\\boxed{3}" else v
+                for (p, c), v in zip(items, real(items, **kw))]
+
+    monkeypatch.setattr(verify_mod, "verify_many", crashing)
+    result = _score("gsm8k", "--samples", path, "--data-file", data, "--subset")
+    assert result.exit_code == 1 and "1 completions could not be graded" in str(result.exception)
+    kept = json.loads((tmp_path / "s.gsm8k.results.json").read_text())["samples"]
+    assert [s["task_id"] for s in kept] == ["gsm8k/0"]        # never cached as wrong
+    broken[0] = False
+    result = _score("gsm8k", "--samples", path, "--data-file", data, "--subset")
+    assert result.exit_code == 0 and re.search(r"reasoning\s+pass@1\s+100\.0%", result.output)
+
+
+@needs_data
 def test_score_reports_maj_at_k_for_answers_it_can_vote_on(tmp_path):
     data = DATA / "gsm8k" / "test.jsonl"
     rows = [{"task_id": "gsm8k/0", "completion": t} for t in ("\\boxed{18}", "\\boxed{17}", "\\boxed{18}")]
@@ -466,3 +489,114 @@ def test_a_changed_prompt_draws_new_samples(monkeypatch, run_dir):
     world = World().install(monkeypatch)
     run_evaluate(recipe(samples=1), run_dir)
     assert world.samples() == 3 * 2
+
+
+# ------------------------------------------------------ what a score row says about its run
+
+def test_sample_ids_do_not_change_for_runs_without_the_new_settings():
+    """Records drawn before the context, request-splitting and grading settings existed keep
+    their ids: the sampling hash and the sample id are what they were."""
+    from distill.eval.models import EvalModel
+    from distill.eval.runner import Sampling, _sample_id
+
+    sp = Sampling(4, 0.6, 0.95, 32768)
+    assert sp.hash() == "32c85af7983f7e4d"
+    model = EvalModel("base", "Qwen/Qwen2.5-Math-7B", "Qwen/Qwen2.5-Math-7B@", None)
+    bench = Benchmark(name="math500", version="v1", category="reasoning", hub="x", load=None)
+    problem = {"id": "math500/0", "messages": [{"role": "user", "content": "What is 1+1?"}]}
+    assert _sample_id(model, bench, problem, 3, sp.hash()) == "8cd440659e0ebe38"
+
+
+def _answering(world, finish=lambda model, q: "stop", attempts=lambda model, q: 1):
+    """A complete_all that answers as World does, with a finish reason and a number of attempts
+    per (model, question)."""
+    def complete_all(base_url, model, jobs, on_done, **kw):
+        for job in jobs:
+            q = job.messages[-1]["content"]
+            world.requests.append((model, q, job.n, job.temperature))
+            choice = Choice(f"\\boxed{{{_answer(model, q)}}}", "r", finish(model, q), None)
+            on_done(job, Response([choice] * job.n, {}, 0.0, attempts=attempts(model, q)))
+        return []
+    return complete_all
+
+
+def test_rows_carry_the_share_cut_at_the_length_cap_and_the_infrastructure_errors(monkeypatch,
+                                                                                 run_dir):
+    world = World().install(monkeypatch)
+
+    def teacher_on(question):
+        return lambda m, q: m == "teacher-model" and q == question
+
+    monkeypatch.setattr(sys.modules["distill.teacher.client"], "complete_all", _answering(
+        world, finish=lambda m, q: "length" if teacher_on("What is 1+1?")(m, q) else "stop",
+        attempts=lambda m, q: 3 if teacher_on("What is 2+2?")(m, q) else 1))
+
+    def verify_many(items, workers=2, **kw):
+        # The sandbox dies under the first grading of q4's answers; graded again, they pass.
+        again = all(p["id"] == "q4" for p, _ in items)
+        return [Verdict(False, "sandbox died during the run", infra=True) if p["id"] == "q4"
+                and not again else Verdict(c == f"\\boxed{{{p['answer']}}}", "ok")
+                for p, c in items]
+
+    monkeypatch.setattr(sys.modules["distill.filters.verify"], "verify_many", verify_many)
+    run_evaluate(recipe(samples=2), run_dir)
+
+    rows = _rows(run_dir)
+    teacher = rows[("teacher", "reasoning", "pass@1")]
+    assert teacher["truncated"] == pytest.approx(2 / 12)           # q1's two samples
+    assert rows[("teacher", "reasoning/carries=1", "pass@1")]["truncated"] == pytest.approx(2 / 6)
+    assert rows[("teacher", "reasoning/carries=0", "pass@1")]["truncated"] == 0.0
+    # q2's request took 3 attempts (2 retried); q4's answers were graded twice (2 samples, once
+    # each), and still count as right: an infrastructure failure is never a wrong answer.
+    assert teacher["infra_errors"] == 2 + 2 and teacher["score"] == 1.0
+    assert rows[("teacher", "reasoning/carries=0", "pass@1")]["infra_errors"] == 4
+    assert rows[("teacher", "reasoning/carries=1", "pass@1")]["infra_errors"] == 0
+    assert rows[("teacher", "reasoning", "maj@2")]["infra_errors"] == 4
+    for role in ("base", "student"):
+        assert rows[(role, "reasoning", "pass@1")]["truncated"] == 0.0
+        assert rows[(role, "reasoning", "pass@1")]["infra_errors"] == 2   # q4 again
+    q4 = [r for r in Stage(run_dir, "eval").read() if r["task_id"] == "q4"]
+    assert len(q4) == 6 and all(r["grade_retries"] == 1 for r in q4)
+
+
+def test_a_sample_the_grader_cannot_grade_is_not_scored_and_is_asked_again(monkeypatch, run_dir):
+    world = World().install(monkeypatch)
+    broken = True
+
+    def verify_many(items, workers=2, **kw):
+        return [Verdict(False, "sandbox died during the run", infra=True)
+                if broken and p["id"] == "q1" and c == "\\boxed{3}"          # the base's q1
+                else Verdict(c == f"\\boxed{{{p['answer']}}}", "ok") for p, c in items]
+
+    monkeypatch.setattr(sys.modules["distill.filters.verify"], "verify_many", verify_many)
+    with pytest.raises(RuntimeError, match="could not be graded.*sandbox died during the run"):
+        run_evaluate(recipe(samples=2), run_dir)
+    stage = Stage(run_dir, "eval")
+    assert not stage.is_complete() and not (stage.path / "scores.json").exists()
+    assert not [r for r in stage.read() if r["role"] == "base" and r["task_id"] == "q1"]
+    assert len(list(stage.read())) == 36 - 2
+    failed = stage.read_json("failed.json")
+    assert [(f["role"], f["benchmark"], f["task"], f["kind"], f["attempts"]) for f in failed] == \
+        [("base", "toy_arith", "q1", "grading", 3)]          # eval.grade_retries = 2
+    assert failed[0]["model"] == "toy:student" and "sandbox died" in failed[0]["reason"]
+
+    broken, world.requests[:] = False, []
+    run_evaluate(recipe(samples=2), run_dir)
+    assert world.requests == [("base-model", "What is 1+1?", 2, 0.6)]
+    assert stage.is_complete() and not (stage.path / "failed.json").exists()
+    assert _rows(run_dir)[("base", "reasoning", "pass@1")]["n"] == 6
+
+
+def test_the_scored_window_of_a_benchmark_is_in_the_scores(monkeypatch, run_dir):
+    World().install(monkeypatch)
+    windowed = Benchmark(name="toy_arith", version="1", category="reasoning", hub="local/toy",
+                         options={"release": "release_v6", "start_date": None, "end_date": None},
+                         load=lambda data_file, limit, **opts: [dict(q) for q in QUESTIONS])
+    monkeypatch.setattr(sys.modules["distill.eval.benchmark"], "get_benchmark", lambda n: windowed)
+    cfg = recipe(samples=1)
+    cfg.eval.benchmark = {"toy_arith": BenchmarkSettings(options={"release": "release_v5",
+                                                                  "start_date": "2024-08-01"})}
+    run_evaluate(cfg, run_dir)
+    window = {"release": "release_v5", "start_date": "2024-08-01", "end_date": None}
+    assert all(r["options"] == window for r in Stage(run_dir, "eval").read_json("scores.json"))
+    assert Stage(run_dir, "eval").manifest()["benchmarks"]["toy_arith"]["options"] == window

@@ -25,7 +25,7 @@ def test_run_smoke_end_to_end(tmp_path):
     assert "## What a kept trace cost" in (report / "economics.md").read_text()
     rows = list(csv.DictReader(open(report / "leaderboard.csv")))
     assert list(rows[0]) == ["model", "role", "benchmark", "category", "metric", "score",
-                             "ci_low", "ci_high", "n", "retention"]
+                             "ci_low", "ci_high", "n", "retention", "truncated", "infra_errors"]
     top = {(r["role"], r["benchmark"]): r for r in rows
            if r["metric"] == "pass@1" and "/" not in r["category"]}
     for bench, category in [("toy_arith", "reasoning"), ("toy_code", "coding")]:

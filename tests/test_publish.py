@@ -53,6 +53,9 @@ def _write_eval(run_dir, with_questions=True):
                 scores.append({"model": NAMES[role], "role": role, "benchmark": "toy_arith",
                                "category": cat, "metric": "pass@1", "score": est.value,
                                "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n,
+                               # a share cut at the length cap, and the retried failures
+                               "truncated": {"teacher": 0.0, "base": 0.4, "student": 0.1}[role],
+                               "infra_errors": 3 if role == "teacher" else 0,
                                # as the eval stage writes it (a paired-bootstrap interval)
                                **({"retention_ci_low": 0.5, "retention_ci_high": 1.0}
                                   if (role, cat) == ("student", "reasoning") else {})})
@@ -60,7 +63,8 @@ def _write_eval(run_dir, with_questions=True):
             scores.append({"model": NAMES[role], "role": role, "benchmark": "toy_code",
                            "category": "coding", "metric": "pass@1",
                            "score": 0.0 if role == "teacher" else 0.1, "ci_low": 0.0,
-                           "ci_high": 0.3, "n": 10})
+                           "ci_high": 0.3, "n": 10, "truncated": 0.0, "infra_errors": 0,
+                           "options": {"release": "v2", "start_date": "2024-08-01"}})
     stage.write_json("scores.json", scores)
     if with_questions:
         stage.write_json("questions.json", questions)
@@ -83,7 +87,7 @@ def _csv(report):
 def test_csv_has_the_contract_columns_and_retention(report):
     columns, rows = _csv(report)
     assert columns == ["model", "role", "benchmark", "category", "metric", "score", "ci_low",
-                       "ci_high", "n", "retention"]
+                       "ci_high", "n", "retention", "truncated", "infra_errors"]
     assert len(rows) == 3 * 4
     by = {(r["role"], r["benchmark"], r["category"]): r for r in rows}
     assert float(by[("teacher", "toy_arith", "reasoning")]["retention"]) == 1.0
@@ -97,18 +101,27 @@ def test_csv_has_the_contract_columns_and_retention(report):
     assert by[("student", "toy_arith", "reasoning")]["model"] == "tiny-distilled"
     assert by[("student", "toy_arith", "reasoning")]["n"] == "10"
     assert float(by[("student", "toy_arith", "reasoning")]["ci_low"]) < 0.6
+    # What may keep a score from reproducing: answers cut at the cap, infrastructure errors.
+    assert float(by[("base", "toy_arith", "reasoning/hard")]["truncated"]) == pytest.approx(0.4)
+    assert by[("teacher", "toy_arith", "reasoning")]["infra_errors"] == "3"
+    assert by[("student", "toy_code", "coding")]["infra_errors"] == "0"
 
 
 def test_markdown_and_html_tables(report):
     md = (report / "leaderboard.md").read_text()
     assert "| model | role | benchmark |" in md and "| tiny-distilled | student | toy_arith |" in md
     assert "| 0.75 [0.50, 1.00] |" in md        # retention with its interval
-    assert "| 0.25 |" in md                     # none given: the retention alone
+    assert "| 0.25 | 40.0 | 0 |" in md          # none given: the retention alone; cut, infra
+    assert "| 1.00 | 0.0 | 3 |" in md           # the teacher's three retried failures
+    assert "Scored with: toy_code: release=v2, start_date=2024-08-01." in md
     page = (report / "leaderboard.html").read_text()
     assert '<table class="sortable">' in page and page.count("<tr>") == 1 + 12
     assert "addEventListener(\"click\"" in page and "<script src" not in page
     assert '<th data-col="retention">retention</th>' in page
     assert '<th data-col="retention 95% CI">' in page and "<td>[0.50, 1.00]</td>" in page
+    assert '<th data-col="truncated">' in page and '<th data-col="infra_errors">' in page
+    assert '<td class="num" data-v="0.4">40.0</td>' in page
+    assert "Scored with: toy_code: release=v2, start_date=2024-08-01." in page
 
 
 def test_retention_plot_is_a_png(report):

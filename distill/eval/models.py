@@ -5,7 +5,8 @@ Every model is reached over the chat-completions API with the same client and th
 sampling. A model is either an endpoint already running (an API teacher such as DeepSeek's,
 `teacher.base_url`; students served elsewhere, `eval.base_url`) or a local path / Hub id that
 this stage serves for as long as it needs it, with the project's server or with `vllm serve`
-(`eval.server`).
+(`eval.server`; `eval.vllm_executable` names the command, `eval.server_args` adds flags, and the
+stage adds the --max-model-len its prompts need: distill/eval/context.py).
 
 Each model also has a `key` that goes into the id of its per-sample records: the same key means
 the same weights, so a re-run reuses samples and a different model reuses none. A local
@@ -17,7 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
@@ -26,7 +30,10 @@ from distill.config import Recipe
 from distill.errors import InputError
 from distill.records import Stage, record_id
 
-Endpoint = Callable[[], ContextManager[tuple[str, str, "str | None"]]]  # (base_url, model, key)
+log = logging.getLogger(__name__)
+
+# endpoint(max_model_len) -> (base_url, model, key); max_model_len reaches `vllm serve` only.
+Endpoint = Callable[..., ContextManager[tuple[str, str, "str | None"]]]
 # Files above this size are fingerprinted by size and modification time instead of content:
 # hashing a 14B checkpoint (28 GB) on every eval would cost minutes.
 HASH_LIMIT_BYTES = 256 << 20
@@ -38,6 +45,10 @@ class EvalModel:
     name: str          # what the leaderboard shows
     key: str           # what identifies its weights in record ids
     endpoint: Endpoint
+    served: str = "endpoint"   # vllm | distill: started by this stage; endpoint: already running
+    path: str | None = None    # what a server started here loads (a directory or a Hub id)
+    revision: str | None = None
+    max_n_per_request: int | None = None   # samples per request; None: all missing at once
 
 
 def fingerprint(path: Path) -> str:
@@ -67,28 +78,49 @@ def weights_key(model: str, revision: str | None) -> str:
     return f"{model}@{revision or ''}"
 
 
+def vllm_command(executable: str, model: str, port: int, *, revision: str | None = None,
+                 max_model_len: int | None = None,
+                 extra_args: list[str] | None = None) -> list[str]:
+    """`vllm serve MODEL` on 127.0.0.1:PORT as the served name `model`. `executable` is split
+    like shell words ("vllm", "/opt/vllm-env/bin/vllm", "python -m vllm.entrypoints.cli.main")."""
+    from distill.teacher.local import resolve
+
+    cmd = shlex.split(executable) + ["serve", resolve(model), "--host", "127.0.0.1",
+                                     "--port", str(port), "--served-model-name", model]
+    if max_model_len is not None:
+        cmd += ["--max-model-len", str(max_model_len)]
+    if revision:
+        cmd += ["--revision", revision]
+    return cmd + list(extra_args or [])
+
+
 @contextlib.contextmanager
 def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str] | None = None,
+               max_model_len: int | None = None, executable: str = "vllm",
+               log_path: str | Path | None = None,
                startup_timeout_s: float = 1800.0) -> Iterator[tuple[str, str]]:
     """`vllm serve MODEL` on a free local port, stopped on exit; yields (base_url, served name).
-    The served name is `model` as given. vLLM is not a dependency: it must be on PATH."""
+    The served name is `model` as given. vLLM is not a dependency: `executable` must be on PATH
+    (or a path). The command line is printed and logged; the server's output goes to
+    `log_path` (a temporary file when None)."""
     import shutil
     import tempfile
 
-    from distill.teacher.local import free_port, launched, resolve
+    from distill.teacher.local import free_port, launched
 
-    exe = shutil.which("vllm")
-    if exe is None:
-        raise InputError("eval.server is vllm but `vllm` is not on PATH (pip install vllm)",
-                         key="eval.server")
+    words = shlex.split(executable)
+    if not words or shutil.which(words[0]) is None:
+        raise InputError(f"eval.server is vllm but `{executable}` is not on PATH (pip install "
+                         "vllm, or name it in eval.vllm_executable)", key="eval.server")
     port = free_port()
-    cmd = [exe, "serve", resolve(model), "--host", "127.0.0.1", "--port", str(port),
-           "--served-model-name", model]
-    if revision:
-        cmd += ["--revision", revision]
-    cmd += extra_args or []
-    fd, log_path = tempfile.mkstemp(prefix=f"distill-vllm-{port}-", suffix=".log")
-    os.close(fd)
+    cmd = vllm_command(executable, model, port, revision=revision, max_model_len=max_model_len,
+                       extra_args=extra_args)
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix=f"distill-vllm-{port}-", suffix=".log")
+        os.close(fd)
+    # Printed as well as logged: the command is what someone reproducing a score needs first.
+    print(f"eval: {shlex.join(cmd)}  (log: {log_path})", file=sys.stderr, flush=True)
+    log.info("eval: %s", shlex.join(cmd))
     # launched(): its own process group (vLLM's engine and workers are its children, all
     # stopped together) and SIGTERM if this process dies.
     with launched(cmd, f"http://127.0.0.1:{port}/health", Path(log_path), startup_timeout_s,
@@ -96,14 +128,17 @@ def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str]
         yield f"http://127.0.0.1:{port}/v1", model
 
 
-def _served(cfg: Recipe, model: str, revision: str | None, base_url: str | None) -> Endpoint:
+def _served(cfg: Recipe, model: str, revision: str | None, base_url: str | None,
+            log_path: Path) -> Endpoint:
     @contextlib.contextmanager
-    def endpoint() -> Iterator[tuple[str, str, str | None]]:
+    def endpoint(max_model_len: int | None = None) -> Iterator[tuple[str, str, str | None]]:
         if base_url:  # students already served elsewhere (cfg.eval.base_url)
             yield base_url.rstrip("/"), model, None
             return
         if cfg.eval.server == "vllm":
-            with serve_vllm(model, revision=revision, extra_args=cfg.eval.server_args) as (url, name):
+            with serve_vllm(model, revision=revision, extra_args=cfg.eval.server_args,
+                            max_model_len=max_model_len, executable=cfg.eval.vllm_executable,
+                            log_path=log_path) as (url, name):
                 yield url, name, None
             return
         from distill.teacher.local import serve_local
@@ -113,14 +148,20 @@ def _served(cfg: Recipe, model: str, revision: str | None, base_url: str | None)
     return endpoint
 
 
-def _teacher(cfg: Recipe) -> Endpoint:
-    """The teacher's own endpoint (an API teacher, with its key) unless it is a local model
-    that eval.server says to serve with vLLM."""
+def _how_served(cfg: Recipe, base_url: str | None) -> str:
+    return "endpoint" if base_url else cfg.eval.server
+
+
+def _teacher(cfg: Recipe, log_path: Path) -> tuple[Endpoint, str]:
+    """The teacher's own endpoint (an API teacher, with its key; a managed `vllm serve` with
+    the teacher.vllm settings its size needs, which also fix its context) unless it is a local
+    model that distill's server would serve and eval.server says to serve with vLLM."""
     from distill.teacher.local import teacher_endpoint
 
-    if cfg.teacher.base_url or cfg.eval.server != "vllm":
-        return lambda: teacher_endpoint(cfg.teacher)
-    return _served(cfg, cfg.teacher.model, cfg.teacher.revision, None)
+    t = cfg.teacher
+    if t.base_url or t.backend != "http" or cfg.eval.server != "vllm":
+        return (lambda max_model_len=None: teacher_endpoint(t)), "endpoint"
+    return _served(cfg, t.model, t.revision, None, log_path), "vllm"
 
 
 def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
@@ -133,11 +174,19 @@ def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
     # A re-trained student lives at the same path: its manifest tells the weights apart. The
     # key leaves the absolute path out, so a moved run directory keeps its records.
     student_key = f"run:train/model@{record_id(train.manifest())}"
-    t, s = cfg.teacher, cfg.train
+    t, s, e = cfg.teacher, cfg.train, cfg.eval
+    logs = Path(run_dir) / "eval" / "logs"
+    teacher, how = _teacher(cfg, logs / "vllm-teacher.log")
+    # The teacher is asked as the generate stage asks it (an API that ignores `n` is set up
+    # there); students, served here or by eval.base_url, take n as it comes unless told.
+    teacher_n = e.max_n_per_request or cfg.generate.max_n_per_request
     return [
-        EvalModel("teacher", t.model, weights_key(t.model, t.revision), _teacher(cfg)),
+        EvalModel("teacher", t.model, weights_key(t.model, t.revision), teacher, how,
+                  t.model, t.revision, teacher_n),
         EvalModel("base", s.student, weights_key(s.student, s.revision),
-                  _served(cfg, s.student, s.revision, cfg.eval.base_url)),
+                  _served(cfg, s.student, s.revision, e.base_url, logs / "vllm-base.log"),
+                  _how_served(cfg, e.base_url), s.student, s.revision, e.max_n_per_request),
         EvalModel("student", cfg.publish.hub_repo or f"{cfg.run.name}-distilled", student_key,
-                  _served(cfg, student_path, None, cfg.eval.base_url)),
+                  _served(cfg, student_path, None, e.base_url, logs / "vllm-student.log"),
+                  _how_served(cfg, e.base_url), student_path, None, e.max_n_per_request),
     ]

@@ -1,25 +1,31 @@
 """The evaluate stage: reads benchmarks and run_dir/train/model, writes Stage("eval") per-sample
-records, eval/scores.json (with retention), eval/questions.json and eval/comparisons.json.
+records, eval/scores.json (with retention), eval/questions.json, eval/comparisons.json and,
+while some samples could not be had, eval/failed.json.
 
 Teacher, base student and distilled student answer the same questions with the same sampling
 (the benchmark's defaults, cfg.eval, cfg.eval.benchmark.<name>), over the same
-OpenAI-compatible client; the shared scorer (filters.verify) grades them. Each sample is one
-record keyed by (model, benchmark, version, task, sample, sampling hash), where the sampling
-hash covers temperature, top-p, max tokens and the prompt itself: an interrupted eval resumes
-with only the missing samples, more samples reuse the ones drawn, and a changed prompt, sampling
-or model draws anew.
+OpenAI-compatible client (distill/eval/answers.py); the shared scorer (filters.verify) grades
+them. Each sample is one record keyed by (model, benchmark, version, task, sample, sampling
+hash), where the sampling hash covers temperature, top-p, max tokens and the prompt itself: an
+interrupted eval resumes with only the missing samples, more samples reuse the ones drawn, and a
+changed prompt, sampling or model draws anew. A model this stage serves with vLLM gets the
+context its prompts need (distill/eval/context.py); a request clamped to it has the max_tokens
+it asked for in its key as well, so a longer context later draws anew.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import Recipe
 from distill.errors import InputError
 from distill.eval import scoring
+from distill.eval.answers import Ask, answer
+from distill.eval.context import Context, flag_value, plan_context
 from distill.eval.models import EvalModel, eval_models
 from distill.records import Stage, record_id
 
@@ -69,11 +75,15 @@ def sampling_summary(cfg: Recipe) -> str:
     return "; ".join(f"{name}: {w}" for name, w in per.items())
 
 
-def _sample_id(model: EvalModel, bench, problem: dict, sample: int, shash: str) -> str:
+def _sample_id(model: EvalModel, bench, problem: dict, sample: int, shash: str,
+               clamped_to: int | None = None) -> str:
     # The role is part of the key: a recipe may name the same weights as teacher and base.
     # The prompt is too: a benchmark whose prompt changed must not reuse old answers.
-    return record_id(model.role, model.key, bench.name, bench.version, problem["id"], sample,
-                     shash, record_id(problem["messages"]))
+    parts = [model.role, model.key, bench.name, bench.version, problem["id"], sample, shash,
+             record_id(problem["messages"])]
+    if clamped_to is not None:   # fewer new tokens than the sampling says: another sampling
+        parts.append(("max_tokens", clamped_to))
+    return record_id(*parts)
 
 
 def _pinned(bench, data_file: str | None):
@@ -84,66 +94,57 @@ def _pinned(bench, data_file: str | None):
     return bench
 
 
-def _evaluate_model(cfg: Recipe, stage: Stage, model: EvalModel, benches: list, problems: dict,
-                    sampling: dict, done: set[str]) -> int:
-    """Asks `model` for every missing sample and writes one scored record per sample.
-    Returns the number of requests that failed after retries."""
-    from distill.teacher.client import Job, complete_all
+def _context(cfg: Recipe, model: EvalModel, benches: list, problems: dict,
+             sampling: dict) -> tuple[Context | None, int | None]:
+    """For a model served here with vLLM: its context and the --max-model-len to start it
+    with (None when eval.server_args already carry one, which then is the context)."""
+    if model.served != "vllm":
+        return None, None
+    given = flag_value(cfg.eval.server_args, "--max-model-len")
+    if given and cfg.eval.max_model_len and int(given) != cfg.eval.max_model_len:
+        raise InputError(f"--max-model-len {given} in eval.server_args disagrees with "
+                         f"eval.max_model_len {cfg.eval.max_model_len}", key="eval.max_model_len")
+    everything = [p for b in benches for p in problems[b.name]]
+    ctx = plan_context(model.path, model.revision, everything,
+                       max(sampling[b.name].max_tokens for b in benches),
+                       int(given) if given else cfg.eval.max_model_len)
+    log.info("eval %s: vLLM context %d tokens (%s)", model.role, ctx.max_model_len, ctx.why)
+    return ctx, None if given else ctx.max_model_len
 
-    pending: dict[str, tuple] = {}  # job key -> (bench, problem, sample indices)
+
+def _asks(model: EvalModel, benches: list, problems: dict, sampling: dict,
+          ctx: Context | None) -> list[Ask]:
+    out = []
     for bench in benches:
         sp = sampling[bench.name]
+        shash = sp.hash()
         for p in problems[bench.name]:
-            missing = [s for s in range(sp.samples)
-                       if _sample_id(model, bench, p, s, sp.hash()) not in done]
-            if missing:
-                pending[record_id(bench.name, p["id"], missing)] = (bench, p, missing)
-    if not pending:
-        log.info("eval %s: all samples done", model.role)
-        return 0
+            asked = ctx.max_tokens(p["id"], sp.max_tokens) if ctx else sp.max_tokens
+            clamped = asked if asked != sp.max_tokens else None
+            out.append(Ask(bench, p, [_sample_id(model, bench, p, s, shash, clamped)
+                                      for s in range(sp.samples)],
+                           shash, sp.temperature, sp.top_p, asked, sp.max_tokens,
+                           ctx.prompt_tokens[p["id"]] if ctx else None))
+    return out
 
-    failures = 0
-    with model.endpoint() as (base_url, served, api_key):
-        jobs = []
-        for k, (bench, p, missing) in pending.items():
-            sp = sampling[bench.name]
-            jobs.append(Job(key=k, messages=p["messages"], n=len(missing),
-                            temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens))
-        # Generate in chunks and grade each chunk in parallel worker processes: grading runs
-        # untrusted code with timeouts, which must not stall the client's event loop, and a
-        # crash loses at most one chunk of samples.
-        chunk = max(64, 4 * cfg.eval.max_concurrency)
-        for start in range(0, len(jobs), chunk):
-            answered: list[tuple] = []
-            failed = complete_all(base_url, served, jobs[start:start + chunk],
-                                  lambda job, resp: answered.append((job, resp)),
-                                  api_key=api_key, max_concurrency=cfg.eval.max_concurrency,
-                                  desc=f"eval {model.role}")
-            failures += len(failed)
-            items, meta = [], []
-            for job, resp in answered:
-                bench, p, missing = pending[job.key]
-                for sample, choice in zip(missing, resp.choices):
-                    items.append((p, choice.content or ""))
-                    meta.append((bench, p, sample, choice))
-            # The filter stage's scorer settings: a student is graded as its teacher's traces were.
-            verdicts = scoring.grade(items, workers=cfg.filter.workers,
-                                     timeout_s=cfg.filter.code_timeout_s,
-                                     memory_mb=cfg.filter.code_memory_mb)
-            with stage.writer() as w:
-                for (bench, p, sample, choice), verdict in zip(meta, verdicts):
-                    shash = sampling[bench.name].hash()
-                    w.write({
-                        "id": _sample_id(model, bench, p, sample, shash),
-                        "role": model.role, "model": model.name, "benchmark": bench.name,
-                        "version": bench.version, "task_id": p["id"],
-                        "categories": p.get("categories") or {}, "sample": sample,
-                        "correct": bool(verdict.ok), "reason": verdict.reason,
-                        "answer": scoring.voted_answer(p, choice.content or ""),
-                        "content": choice.content, "reasoning": choice.reasoning,
-                        "finish_reason": choice.finish_reason, "sampling_hash": shash,
-                    })
-    return failures
+
+def _failed(stage: Stage, failures: list[dict]) -> RuntimeError:
+    """Writes eval/failed.json and says what failed, with the commonest kind's own message."""
+    path = stage.write_json("failed.json", failures)
+    kinds = Counter(f["kind"] for f in failures)
+    kind, count = kinds.most_common(1)[0]
+    example = next(f for f in failures if f["kind"] == kind)
+    graded = sum(f["kind"] == "grading" for f in failures)
+    parts = []
+    if len(failures) > graded:
+        parts.append(f"{len(failures) - graded} eval requests failed after retries")
+    if graded:
+        parts.append(f"the answers to {graded} questions could not be graded (the grader "
+                     "failed, not the answers)")
+    return RuntimeError(f"{'; '.join(parts)}. Commonest: {kind} ({count} of {len(failures)}), "
+                        f"e.g. {example['role']} on {example['benchmark']} {example['task']}: "
+                        f"{example['reason']}. All in {path}; re-run the eval stage to retry "
+                        "only those")
 
 
 def _question_rows(model: EvalModel, bench, questions: list[scoring.Question]) -> list[dict]:
@@ -174,37 +175,42 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
     if unknown:
         raise InputError(f"settings for {unknown[0]!r}, which is not in eval.benchmarks",
                          key=f"eval.benchmark.{unknown[0]}")
-    problems = {}
+    problems, options = {}, {}
     for b in benches:
         own = cfg.eval.benchmark.get(b.name)
+        # The loader's options as scored (a LiveCodeBench release and date window) go into
+        # the score rows and the manifest.
+        options[b.name] = b.resolved_options(own.options if own else None,
+                                             key=f"eval.benchmark.{b.name}.options")
         problems[b.name] = b.problems(cfg.eval.data_files.get(b.name), cfg.eval.limit,
                                       own.options if own else None)
         if not problems[b.name]:
             raise InputError(f"benchmark {b.name} has no questions", key="eval.benchmarks")
     sampling = {b.name: sampling_for(cfg, b) for b in benches}
 
-    failures = 0
+    contexts = {m.role: _context(cfg, m, benches, problems, sampling) for m in models}
+    asks = {m.role: _asks(m, benches, problems, sampling, contexts[m.role][0]) for m in models}
+    failures, done = [], stage.ids()
     for model in models:
-        failures += _evaluate_model(cfg, stage, model, benches, problems, sampling, stage.ids())
+        failures += answer(cfg, stage, model, asks[model.role], done, contexts[model.role][1])
     if failures:
-        raise RuntimeError(f"{failures} eval requests failed after retries; re-run the eval "
-                           "stage to retry only those")
+        raise _failed(stage, failures)
+    (stage.path / "failed.json").unlink(missing_ok=True)
 
     by_id = {r["id"]: r for r in stage.read()}
     rows, question_rows, comparisons = [], [], []
     table: dict[tuple[str, str], list[scoring.Question]] = {}
     for bench in benches:
-        sp = sampling[bench.name]
         for model in models:
-            wanted = [_sample_id(model, bench, p, s, sp.hash())
-                      for p in problems[bench.name] for s in range(sp.samples)]
+            wanted = [i for a in asks[model.role] if a.bench is bench for i in a.ids]
             missing = [i for i in wanted if i not in by_id]
             if missing:
                 raise RuntimeError(f"{len(missing)} {model.role} samples on {bench.name} "
                                    "have no record; re-run the eval stage")
             qs = scoring.questions_from(bench, problems[bench.name], [by_id[i] for i in wanted])
             table[(model.role, bench.name)] = qs
-            rows.extend(scoring.score_rows(model.name, model.role, bench, qs, cfg.eval.pass_k))
+            rows.extend({**r, "options": options[bench.name]} for r in
+                        scoring.score_rows(model.name, model.role, bench, qs, cfg.eval.pass_k))
             question_rows.extend(_question_rows(model, bench, qs))
         for a, b in (("student", "base"), ("student", "teacher")):
             comparisons.extend(scoring.comparison_rows(a, b, bench, table[(a, bench.name)],
@@ -213,7 +219,8 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
     stage.write_json("questions.json", question_rows)
     stage.write_json("comparisons.json", comparisons)
     path = stage.write_json("scores.json", rows)
-    stage.complete(benchmarks={b.name: {"version": b.version, **dataclasses.asdict(sampling[b.name])}
-                               for b in benches},
+    stage.complete(benchmarks={b.name: {"version": b.version,
+                                        **dataclasses.asdict(sampling[b.name]),
+                                        "options": options[b.name]} for b in benches},
                    models={m.role: m.name for m in models})
     return path

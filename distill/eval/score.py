@@ -8,7 +8,10 @@ stage's, in the sandbox), writes `<FILE stem>.<benchmark>.results.json` beside t
 verdict per sample, the score rows) and returns the score rows.
 
 The results file is also a cache: a re-run grades only the completions whose (benchmark
-version, task, sample, completion text) it has not graded before.
+version, task, sample, completion text) it has not graded before. A completion the grader
+failed to grade (a sandbox that died, a crashed math worker) is graded again up to
+GRADE_RETRIES times and never scored as wrong: if it still fails, the others are cached and
+the run stops saying so, and a re-run grades only what is left.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from distill.eval import scoring
 from distill.records import write_json
 
 TEXT_FIELDS = ("completion", "solution", "response", "content")
+GRADE_RETRIES = 2   # as eval.grade_retries
 
 
 def read_samples(path: Path) -> list[dict]:
@@ -94,19 +98,32 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
     if not graded:
         raise InputError("no samples to score", file=str(samples))
 
-    out_path = results_path(Path(samples), benchmark)
     cached = {}
+    out_path = results_path(Path(samples), benchmark)
     if out_path.is_file():
         try:
             cached = {s["key"]: s for s in json.loads(out_path.read_text()).get("samples", [])}
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
             cached = {}  # a damaged results file is only a cache: grade again
     todo = [g for g in graded if g["key"] not in cached]
-    verdicts = scoring.grade([(g["problem"], g["text"]) for g in todo], workers=workers)
-    for g, v in zip(todo, verdicts):
+    verdicts, failed = scoring.grade([(g["problem"], g["text"]) for g in todo],
+                                     retries=GRADE_RETRIES, workers=workers)
+    not_graded = []
+    for g, v, fails in zip(todo, verdicts, failed):
+        if v.infra:
+            not_graded.append((g, v))
+            continue
         cached[g["key"]] = {"key": g["key"], "task_id": g["task_id"], "sample": g["sample"],
                             "correct": bool(v.ok), "reason": v.reason,
-                            "answer": scoring.voted_answer(g["problem"], g["text"])}
+                            "answer": scoring.voted_answer(g["problem"], g["text"]),
+                            "grade_retries": fails}
+    if not_graded:
+        write_json(out_path, {"benchmark": benchmark, "version": version,
+                              "samples": list(cached.values())})
+        g, v = not_graded[0]
+        raise RuntimeError(f"{len(not_graded)} completions could not be graded (the grader "
+                           f"failed, not the answer), e.g. line {g['line']}: {v.reason}; the "
+                           f"others are kept in {out_path}: re-run to grade the rest")
     results = [{**cached[g["key"]], "line": g["line"]} for g in graded]
 
     present = [p for p in problems if p["id"] in per_task]

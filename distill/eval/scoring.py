@@ -1,6 +1,9 @@
 """From per-sample verdicts to score rows: reads graded samples grouped by question, writes
 rows of pass@1 / pass@k / maj@k with 95% intervals per benchmark and category, retention of the
-teacher's score with its interval, and paired comparisons of two models.
+teacher's score with its interval, and paired comparisons of two models. Each row also says
+what could make it differ from a published score: the share of its answers cut at the length
+cap (finish_reason "length") and the infrastructure errors behind it (failed request attempts
+that were retried, gradings the grader failed and did again).
 
 Shared by the eval stage (three models) and `distill score` (one model's samples). Every
 statistic comes from `metrics`; this module only groups questions into categories and names
@@ -26,6 +29,8 @@ class Question:
     labels: list[str]                     # categories it is scored in (Benchmark.category_labels)
     verdicts: list[bool] = field(default_factory=list)        # in sample order
     answers: list[str | None] = field(default_factory=list)   # extracted, for maj@k
+    truncated: int | None = 0     # samples cut at the length cap; None: finish reasons unknown
+    infra_errors: int = 0         # retried request attempts and failed gradings
 
 
 def voted_answer(problem: dict, content: str) -> str | None:
@@ -40,10 +45,7 @@ def voted_answer(problem: dict, content: str) -> str | None:
     return None
 
 
-def grade(items: list[tuple[dict, str]], **kw) -> list:
-    """`verify_many` with the slowest problems first (by their reference solution's time), so
-    that with a few workers one long task does not run alone at the end; verdicts come back in
-    the order of `items`."""
+def _grade_once(items: list[tuple[dict, str]], **kw) -> list:
     from distill.filters.verify import verify_many
 
     order = sorted(range(len(items)), key=lambda i: -sum(items[i][0].get("reference_times_s") or ()))
@@ -52,6 +54,26 @@ def grade(items: list[tuple[dict, str]], **kw) -> list:
     for i, v in zip(order, verdicts):
         out[i] = v
     return out
+
+
+def grade(items: list[tuple[dict, str]], *, retries: int = 0, **kw) -> tuple[list, list[int]]:
+    """`verify_many` with the slowest problems first (by their reference solution's time), so
+    that with a few workers one long task does not run alone at the end. An item the grader
+    failed to grade (`Verdict.infra`: a sandbox that died, a crashed math worker) is graded
+    again, up to `retries` more times. Returns the verdicts in the order of `items` (still
+    infra where every grading failed) and, per item, how many of its gradings failed."""
+    verdicts = _grade_once(items, **kw)
+    failed = [0] * len(items)
+    for _ in range(retries):
+        again = [i for i, v in enumerate(verdicts) if v.infra]
+        if not again:
+            break
+        for i, v in zip(again, _grade_once([items[i] for i in again], **kw)):
+            failed[i] += 1
+            verdicts[i] = v
+    for i, v in enumerate(verdicts):
+        failed[i] += v.infra
+    return verdicts, failed
 
 
 def questions_from(bench, problems: list[dict], samples: list[dict]) -> list[Question]:
@@ -64,8 +86,12 @@ def questions_from(bench, problems: list[dict], samples: list[dict]) -> list[Que
     for p in problems:
         rs = sorted(by_task.get(p["id"], []), key=lambda r: r["sample"])
         if rs:
+            known = all("finish_reason" in r for r in rs)
             out.append(Question(p["id"], bench.category_labels(p),
-                                [bool(r["correct"]) for r in rs], [r.get("answer") for r in rs]))
+                                [bool(r["correct"]) for r in rs], [r.get("answer") for r in rs],
+                                sum(r["finish_reason"] == "length" for r in rs) if known else None,
+                                sum(int(r.get("retried_attempts") or 0)
+                                    + int(r.get("grade_retries") or 0) for r in rs)))
     return out
 
 
@@ -111,12 +137,15 @@ def score_rows(model: str, role: str, bench, questions: list[Question],
     n = min(len(q.verdicts) for q in questions)
     rows = []
     for label, qs in groups(questions).items():
+        cut = None if any(q.truncated is None for q in qs) else \
+            sum(q.truncated for q in qs) / sum(len(q.verdicts) for q in qs)
+        infra = sum(q.infra_errors for q in qs)
         for metric in metric_names(bench, n, pass_k):
             est = estimate(qs, metric)
             rows.append({"model": model, "role": role, "benchmark": bench.name,
                          "category": label, "metric": metric, "score": est.value,
                          "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n,
-                         "samples": n})
+                         "samples": n, "truncated": cut, "infra_errors": infra})
     return rows
 
 

@@ -57,6 +57,9 @@ SPEC_FILE = "functional_tests.pkl"
 class Verdict:
     ok: bool
     reason: str
+    # The grader failed, not the answer (the sandbox died or could not set up; a math-verify
+    # worker crashed): never a final verdict. Graded again, never scored as wrong.
+    infra: bool = False
 
 
 # ------------------------------------------------------------------------------ programs
@@ -148,14 +151,28 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _infra(result: sandbox.Result) -> bool:
+    """Whether the sandbox failed rather than the program: it died during the run or could not
+    place the program (an error with no exit code), or stopped answering past the program's
+    wall limit plus its grace (run_python's "sandbox stopped answering"). A program that ran
+    out of time (the sandbox stopped it and answered) or died of a signal failed on its own."""
+    if result.status == "error":
+        return result.exit_code is None
+    return result.status == "timeout" and result.stderr == "sandbox stopped answering"
+
+
+def _failed(result: sandbox.Result, suffix: str = "") -> Verdict:
+    return Verdict(False, _reason(result) + suffix, infra=_infra(result))
+
+
 def _reason(result: sandbox.Result) -> str:
+    if _infra(result):
+        return result.stderr or "sandbox error"
     if result.status in ("timeout", "memory"):
         return result.status
     if result.status == "output":
         return "output limit"
     if result.status == "error":
-        if result.exit_code is None:
-            return result.stderr or "sandbox error"
         return f"killed by signal {(result.exit_code or 128) - 128}"
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
     if not lines:
@@ -210,7 +227,7 @@ def verify_code(problem: dict, content: str, timeout_s: float | None = None,
     if problem.get("tests") or problem.get("functional_tests") or not problem.get("stdio_tests"):
         result, token = _run_in_process_tests(problem, code, timeout, memory)
         if not result.ok:
-            return Verdict(False, _reason(result))
+            return _failed(result)
         if token not in result.stdout.rsplit("\n", 2)[-2:]:
             return Verdict(False, "exited before the tests finished")
     tests = problem.get("stdio_tests") or []
@@ -220,7 +237,7 @@ def verify_code(problem: dict, content: str, timeout_s: float | None = None,
         r = sandbox.run_python(code, stdin=test["input"], timeout_s=limit, memory_mb=memory,
                                output_bytes=max(1 << 16, 2 * len(want) + 4096))
         if not r.ok:
-            return Verdict(False, f"{_reason(r)} on test {i}")
+            return _failed(r, f" on test {i}")
         if r.truncated:
             return Verdict(False, f"output limit on test {i}")
         if not compare_stdout(r.stdout, want):

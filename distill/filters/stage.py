@@ -2,7 +2,8 @@
 writes a verdict per record to Stage("filter"), the kept traces as chat records to
 Stage("dataset"), and counts.json, report.json and report.md beside the verdicts.
 Verification, the slow filter, keeps its verdicts in filter/verdicts/ as it goes (keyed by the
-record, the limits and the verifier's code): a crashed or repeated run grades only the rest.
+record, the limits and the verifier's code): a crashed or repeated run grades only the rest. A
+verdict the grader failed to give (Verdict.infra) is never kept: the next run grades it again.
 
 Filters run cheapest first and a record stops at its first rejection:
   truncated, think, empty, answer, repetition, length   (format, per trace)
@@ -139,7 +140,9 @@ def _verdict_key(gen: dict, settings: dict) -> str:
 
 def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
     """Grades the surviving traces; verdicts are kept in filter/verdicts/ across runs.
-    Returns how many were graded now and how many came from the store."""
+    Returns how many were graded now and how many came from the store, and how many the grader
+    failed to grade (a sandbox that died, a math worker that crashed): those are rejected in
+    this run as "not graded" but not stored, so the next run grades them again."""
     from distill.filters.verify import verify_many
 
     fc = cfg.filter
@@ -150,6 +153,7 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
     verdicts = {r["id"]: r for r in store.read() if r["id"] in wanted}
     todo = [(k, g) for k, g in keyed if k not in verdicts]
     stored = len(keyed) - len(todo)
+    not_graded = 0
     if todo:
         log.info("filter: verifying %d traces (%d verdicts stored)", len(todo), stored)
         with store.writer() as w:
@@ -160,13 +164,22 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
                                      memory_mb=fc.code_memory_mb)
                 for (key, _), v in zip(batch, graded):
                     verdicts[key] = {"id": key, "ok": v.ok, "reason": v.reason}
-                    w.write(verdicts[key])
+                    if v.infra:
+                        verdicts[key]["reason"] = f"not graded: {v.reason}"
+                        not_graded += 1
+                    else:
+                        w.write(verdicts[key])
+        if not_graded:
+            log.warning("filter: %d traces could not be graded (the grader failed, not the "
+                        "trace); they are left out of this run's set and graded again by the "
+                        "next run", not_graded)
     for key, gen in keyed:
         v = verdicts[key]
         ledger.mark(gen, "verify", None if v["ok"] else v["reason"])
         if v["ok"]:
             ledger.reasons[gen["id"]]["verify"] = v["reason"]
-    return {"graded": len(todo), "stored": stored}
+    out = {"graded": len(todo), "stored": stored}
+    return {**out, "not_graded": not_graded} if not_graded else out
 
 
 def _dedup(cfg, ledger: _Ledger) -> None:

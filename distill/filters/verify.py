@@ -155,6 +155,10 @@ def verify(problem: dict, content: str, *, timeout_s: float | None = None,
     raise ValueError(f"unknown verifier {kind!r} in problem {problem.get('id')!r}")
 
 
+class _WorkerDied(RuntimeError):
+    """A math worker process exited (crashed, or was killed) with questions unanswered."""
+
+
 class _MathWorker:
     """A `python -m distill.filters.verify` child answering one JSON line per problem; a
     separate interpreter (not multiprocessing) so no caller needs a `__main__` guard."""
@@ -166,8 +170,12 @@ class _MathWorker:
         self._buf = b""
 
     def send(self, problem: dict, content: str) -> None:
-        self.proc.stdin.write((json.dumps({"problem": problem, "content": content}) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            line = json.dumps({"problem": problem, "content": content}) + "\n"
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass    # it died: receive() finds out and says so
 
     def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
         self.send(problem, content)
@@ -185,7 +193,7 @@ class _MathWorker:
                 raise TimeoutError
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                raise RuntimeError("math verification worker died")
+                raise _WorkerDied("math verification worker died")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         reply = json.loads(line)
@@ -251,7 +259,8 @@ def _serve() -> None:
 def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[int, Verdict]:
     """Math checks in worker processes, where math-verify's SIGALRM limits work (main thread);
     a worker stuck past MATH_HARD_TIMEOUT_S (sympy can ignore the alarm) is killed and
-    replaced, and its item is marked timeout."""
+    replaced, and its item is marked timeout. A worker that dies is replaced too, and its item
+    gets an `infra` verdict: the grader failed, not the answer."""
     done: dict[int, Verdict] = {}
     queue = list(reversed(jobs))
     lock = threading.Lock()
@@ -282,8 +291,9 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
                 try:
                     v = worker.receive(MATH_HARD_TIMEOUT_S)
                     done[pending.popleft()[0]] = v
-                except TimeoutError:
-                    done[pending.popleft()[0]] = Verdict(False, "timeout")
+                except (TimeoutError, _WorkerDied) as e:
+                    done[pending.popleft()[0]] = Verdict(False, "timeout") \
+                        if isinstance(e, TimeoutError) else Verdict(False, str(e), infra=True)
                     worker.close()
                     worker = _MathWorker()
                     for _, slim, content in pending:

@@ -2,6 +2,10 @@
 
 Retention = student score / teacher score on the same benchmark, category and metric; it is
 filled on student and base rows, 1.0 on teacher rows, empty where the teacher scored 0.
+`truncated` is the share of the row's answers cut at the length cap and `infra_errors` the
+request attempts that failed and were retried plus the gradings that failed and were done
+again: what to look at first when a score does not reproduce. A benchmark scored with loader
+options (a LiveCodeBench release and date window) has them listed under the tables.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections import defaultdict
 from distill.eval import metrics
 
 COLUMNS = ["model", "role", "benchmark", "category", "metric", "score", "ci_low", "ci_high", "n",
-           "retention"]
+           "retention", "truncated", "infra_errors"]
 ROLE_ORDER = {"teacher": 0, "base": 1, "student": 2}
 
 
@@ -26,10 +30,11 @@ def leaderboard_rows(scores: list[dict]) -> list[dict]:
     for r in scores:
         t = teacher.get((r["benchmark"], r["category"], r["metric"]))
         ret = 1.0 if r["role"] == "teacher" else (r["score"] / t if t else None)
-        rows.append({**{c: r.get(c) for c in COLUMNS[:-1]}, "retention": ret,
+        rows.append({**{c: r.get(c) for c in COLUMNS}, "retention": ret,
                      # the eval stage's paired-bootstrap interval of the retention, when given
                      "retention_ci_low": r.get("retention_ci_low"),
-                     "retention_ci_high": r.get("retention_ci_high")})
+                     "retention_ci_high": r.get("retention_ci_high"),
+                     "options": r.get("options")})
     rows.sort(key=lambda r: (r["benchmark"], "/" in r["category"], r["category"], r["metric"],
                              ROLE_ORDER.get(r["role"], 9)))
     return rows
@@ -108,16 +113,33 @@ def retention_text(r: dict) -> str:
     return f"{r['retention']:.2f} {retention_interval(r)}".rstrip()
 
 
+def benchmark_options(rows: list[dict]) -> list[str]:
+    """"livecodebench: release=release_v5, start_date=2024-08-01, ...": the loader options each
+    benchmark was scored with, for the benchmarks that have any."""
+    seen: dict[str, dict] = {}
+    for r in rows:
+        if r.get("options"):
+            seen.setdefault(r["benchmark"], r["options"])
+    return [f"{b}: " + ", ".join(f"{k}={v}" for k, v in opts.items()) for b, opts in seen.items()]
+
+
 def to_markdown(rows: list[dict], title: str) -> str:
     lines = [f"# {title}", "",
              "Scores in %, 95% intervals in brackets; retention = score / teacher score (its 95% "
-             "paired-bootstrap interval in brackets).", "",
-             "| model | role | benchmark | category | metric | score | 95% CI | n | retention |",
-             "|---|---|---|---|---|--:|---|--:|--:|"]
+             "paired-bootstrap interval in brackets); cut = answers cut at the length cap, in %; "
+             "infra = failed request attempts and gradings, retried.", "",
+             "| model | role | benchmark | category | metric | score | 95% CI | n | retention "
+             "| cut | infra |",
+             "|---|---|---|---|---|--:|---|--:|--:|--:|--:|"]
     for r in rows:
         ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
+        infra = "" if r.get("infra_errors") is None else r["infra_errors"]
         lines.append(f"| {r['model']} | {r['role']} | {r['benchmark']} | {r['category']} | "
-                     f"{r['metric']} | {_pct(r['score'])} | {ci} | {r['n']} | {retention_text(r)} |")
+                     f"{r['metric']} | {_pct(r['score'])} | {ci} | {r['n']} | {retention_text(r)} "
+                     f"| {_pct(r.get('truncated'))} | {infra} |")
+    options = benchmark_options(rows)
+    if options:
+        lines += ["", "Scored with: " + "; ".join(options) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -194,8 +216,14 @@ def html_page(title: str, parts: list[str]) -> str:
 
 def to_html(rows: list[dict], title: str) -> str:
     """The run's leaderboard as one self-contained page with a sortable table."""
-    intro = ("<p>Scores in %, 95% intervals; retention = score / teacher score. "
-             "Click a column header to sort.</p>")
+    intro = ("<p>Scores in %, 95% intervals; retention = score / teacher score; truncated = "
+             "answers cut at the length cap, in %; infra_errors = failed request attempts and "
+             "gradings, retried. Click a column header to sort.</p>")
+    options = benchmark_options(rows)
+    if options:
+        intro += f"<p>Scored with: {html.escape('; '.join(options))}.</p>"
     shown = [{**r, "retention 95% CI": retention_interval(r)} for r in rows]
-    return html_page(title, [intro, html_table(shown, COLUMNS + ["retention 95% CI"],
-                                               {c: _pct for c in ("score", "ci_low", "ci_high")})])
+    after = COLUMNS.index("retention") + 1
+    return html_page(title, [intro, html_table(
+        shown, COLUMNS[:after] + ["retention 95% CI"] + COLUMNS[after:],
+        {c: _pct for c in ("score", "ci_low", "ci_high", "truncated")})])
