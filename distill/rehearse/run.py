@@ -174,26 +174,29 @@ def build_answer_key(cfg: Recipe, path: Path, copies: dict[str, Path] | None = N
 # ------------------------------------------------------------------------- the preflight
 
 def preflight(cfg: Recipe, student_tokenizer: str) -> list[str]:
-    """The checks of the train and evaluate stages that need no weights, on the recipe as
-    written with the student's real tokenizer and config.json: its tokens and template, its
-    positions against train.max_length. Raises InputError as the stage would; returns what it
-    checked, for the rehearsal's report."""
-    from transformers import AutoTokenizer
-
+    """The checks of the train stage that need no weights, on the recipe as written with the
+    student's real tokenizer and config.json: its template, end-of-turn and pad tokens, the
+    vocabulary against the embedding rows, its positions against train.max_length. Raises
+    InputError as the stage would; returns what it checked, for the rehearsal's report."""
     from distill.plan.params import arch_of, load_config
-    from distill.train.common import check_positions, prepare_tokenizer
+    from distill.train.chat import prepare_tokenizer
+    from distill.train.positions import positions
 
-    tok = AutoTokenizer.from_pretrained(student_tokenizer)
-    prepared = prepare_tokenizer(tok, cfg.train, cfg.train.student)
+    t = cfg.train.model_copy(update={"revision": None})
+    tok, stop_ids = prepare_tokenizer(t, student_tokenizer)
     config, source = load_config(cfg.train.student, cfg.train.revision)
-    positions = check_positions(cfg.train, config, cfg.train.student)
     arch = arch_of(config, cfg.train.student, source)
     if len(tok) > arch.vocab:
         raise InputError(f"the tokenizer of {cfg.train.student!r} has {len(tok):,} tokens but its "
                          f"model {arch.vocab:,} embedding rows", key="train.student")
-    return [f"tokenizer of `{cfg.train.student}` ({student_tokenizer}): {len(tok):,} tokens, "
-            f"{arch.vocab:,} embedding rows; {prepared}",
-            f"positions: {positions}"]
+    pos = positions(cfg.train, arch.max_positions or None, cfg.train.student)
+    return [f"tokenizer of `{cfg.train.student}` ({student_tokenizer}): {len(tok):,} tokens for "
+            f"{arch.vocab:,} embedding rows; end of turn `{tok.eos_token}`, pad `{tok.pad_token}`, "
+            f"stop ids {stop_ids}; the template keeps the <think> reasoning and its mask ends "
+            "with the end-of-turn token",
+            f"positions: config.json {pos['model']:,}, trained {pos['trained']:,}"
+            + (f", RoPE scaling {pos['rope_scaling']}" if pos["rope_scaling"] else "")
+            + f" for train.max_length {cfg.train.max_length:,}"]
 
 
 # ------------------------------------------------------------------------------ shrinking
