@@ -28,11 +28,13 @@ def _records(n: int) -> list[dict]:
 
 
 def run(mode: str, records: list[dict], batch_size: int) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from distill.config import Recipe
+    from distill.records import RunDir
     from distill.toy import resolve_model
-    from distill.train.common import tokenize_chats
+    from distill.train.chat import prepare_tokenizer
+    from distill.train.common import Prepared
+    from distill.train.data import source_dataset, tokenize
+    from distill.train.positions import positions
     from distill.train.sft import build_sft
     student = resolve_model("toy:student")
     cfg = Recipe.model_validate({
@@ -43,12 +45,20 @@ def run(mode: str, records: list[dict], batch_size: int) -> dict:
                   "max_length": 512, "padding_free": mode == "padding_free", "packing": mode == "packing"},
         "eval": {"benchmarks": ["toy_arith"]},
     })
-    tok = AutoTokenizer.from_pretrained(student)
-    model = AutoModelForCausalLM.from_pretrained(student)
-    model.config.use_cache = False
-    useful = sum(len(e["input_ids"]) for e in tokenize_chats(records, tok, 512)[0])
     with tempfile.TemporaryDirectory() as out:
-        trainer, _ = build_sft(cfg, model, tok, records, Path(out))
+        stage = RunDir(out).stage("dataset")
+        with stage.writer() as w:
+            for rec in records:
+                w.write(rec)
+        stage.complete()
+        data, cache = source_dataset(stage, Path(out) / "cache")
+        tok, stop_ids = prepare_tokenizer(cfg.train, student)
+        prep = Prepared(path=student, tok=tok, end_of_turn=tok.eos_token, stop_ids=stop_ids,
+                        positions=positions(cfg.train, 512, "toy:student"), data=data, cache=cache)
+        examples, _ = tokenize(data, cache, tok, end_of_turn=tok.eos_token, max_length=512,
+                               method="sft", stop_ids=stop_ids)
+        useful = sum(len(ids) for ids in examples["input_ids"])
+        trainer, _ = build_sft(cfg, prep, Path(out) / "checkpoints")
         trainer.args.save_strategy = "no"
         trainer.args.logging_steps = 10**9
         t = time.perf_counter()

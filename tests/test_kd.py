@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from distill.errors import InputError
-from distill.train.common import check_template_keeps_reasoning, vocabulary_problem
+from distill.train.chat import check_template_keeps_reasoning
+from distill.train.common import vocabulary_problem
 from distill.train.kd import KDCollator, kd_examples, topk_forward_kl
 
 
@@ -118,9 +119,8 @@ def test_vocabulary_mismatch_is_named_with_sizes():
     # DeepSeek-R1-Distill's template keeps only what follows </think>
     ("{{ message['content'] + '<|im_end|>' }}",
      "{{ message['content'].split('</think>')[-1] + '<|im_end|>' }}", "drops the <think> reasoning"),
-    # EOS after {% endgeneration %}: it is never in the loss
-    ("{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
-     "{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}", "never be taught to stop"),
+    # no end-of-turn token after the answer: nothing to learn to stop on
+    ("{{ message['content'] + '<|im_end|>' }}", "{{ message['content'] }}", "never be taught to stop"),
 ])
 def test_templates_that_would_train_a_broken_student_are_refused(old, new, error):
     tok = _toy_tok()

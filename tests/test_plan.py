@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from distill.plan import make_plan
+from distill.plan import format_plan, make_plan
 from distill.plan.params import _hub_copy, arch_of, closed_form, count, load_config
 from distill.plan.serving import GIB, best_layout, kv_bytes, weights_gib
 
@@ -148,7 +148,11 @@ def test_r1_to_7b_plan_projects_the_generation_cost():
     assert sc["teacher_self_hosted"] == pytest.approx(8 * 3.5 / (5500 * 3600) * 1e6)
     assert sc["student"] < sc["teacher_self_hosted"] / 5  # 7B dense vs 37B-active MoE
     assert plan["compute"]["ratio"] > 5
-    assert any("max_position_embeddings is 4,096" in w for w in plan["warnings"])
+    # Qwen2.5-Math-7B's 4,096 positions, raised by the recipe for its 16,384-token traces
+    assert "max_position_embeddings 4,096 raised to 40,960" in format_plan(plan)
+    unraised = make_plan(_r1_recipe(["train.max_position_embeddings=null"]))
+    assert any("train.max_length 16,384 is past the max_position_embeddings 4,096" in w
+               for w in unraised["warnings"])
 
 
 def _fake_generation(run_dir, cfg, n_prompts=6, samples=2, completion=1000, latency=2.0):

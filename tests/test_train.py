@@ -67,26 +67,180 @@ def test_train_writes_model_lineage_and_marker_and_skips_when_done(tmp_path):
     assert (changed / "model.safetensors").stat().st_mtime_ns != stamp
 
 
-def test_pad_equal_to_eos_is_refused(tmp_path):
+def _toy_with(tmp_path, name, change):
+    """The toy student saved with its tokenizer changed by `change(tok)`."""
     from distill.toy.models import build_student
     model, tok = build_student()
-    tok.pad_token = tok.eos_token
-    model.save_pretrained(tmp_path / "bad")
-    tok.save_pretrained(tmp_path / "bad")
+    change(tok)
+    model.save_pretrained(tmp_path / name)
+    tok.save_pretrained(tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_pad_equal_to_eos_trains_and_the_saved_student_stops(tmp_path):
+    """R1-Distill-Qwen ships pad == eos; no collator here reads labels from pad ids, so it is
+    allowed (the next test checks the EOS label survives padding)."""
+    student = _toy_with(tmp_path, "padeos", lambda tok: setattr(tok, "pad_token", tok.eos_token))
     run = _run_dir(tmp_path / "run", 4, 4)
-    with pytest.raises(InputError, match="pad token"):
-        run_train(_recipe(student=str(tmp_path / "bad")), run)
-    assert not RunDir(run).stage("train").is_complete()
+    model_dir = run_train(_recipe(student=student, max_steps=1), run)
+    _, tok = _load(model_dir)
+    assert tok.pad_token == tok.eos_token == "<|im_end|>"
+    assert RunDir(run).stage("train").is_complete()
 
 
-def test_template_without_generation_markers_is_refused(tmp_path):
-    from distill.toy.models import build_student
-    model, tok = build_student()
-    tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    model.save_pretrained(tmp_path / "bad")
-    tok.save_pretrained(tmp_path / "bad")
-    with pytest.raises(InputError, match="generation"):
-        run_train(_recipe(student=str(tmp_path / "bad")), _run_dir(tmp_path / "run", 4, 4))
+def test_when_pad_equals_eos_the_eos_position_keeps_its_label(tmp_path):
+    """The SFT batches TRL builds (labels from the assistant mask, padded with -100) and the KD
+    collator's: the end of each row is EOS and trained, the padding after it (the same id) is
+    not."""
+    from distill.records import RunDir as _RunDir
+    from distill.toy import resolve_model
+    from distill.train.chat import prepare_tokenizer
+    from distill.train.common import Prepared
+    from distill.train.data import source_dataset
+    from distill.train.kd import KDCollator, kd_examples
+    from distill.train.positions import positions
+    from distill.train.sft import build_sft
+
+    cfg = _recipe(pad_token="<|im_end|>", batch_size=8)
+    student = resolve_model("toy:student")
+    tok, stop_ids = prepare_tokenizer(cfg.train, student)
+    eos = tok.eos_token_id
+    assert tok.pad_token_id == eos
+    run = _run_dir(tmp_path / "run", 5, 3)
+    data, cache = source_dataset(_RunDir(run).stage("dataset"), tmp_path / "cache")
+    prep = Prepared(path=student, tok=tok, end_of_turn=tok.eos_token, stop_ids=stop_ids,
+                    positions=positions(cfg.train, 512, "toy"), data=data, cache=cache)
+    trainer, _ = build_sft(cfg, prep, tmp_path / "ckpt")
+    sft = next(iter(trainer.get_train_dataloader()))
+    kd = KDCollator(tok.pad_token_id)(kd_examples(list(_RunDir(run).stage("dataset").read()), tok, 512)[0])
+    for batch in (sft, kd):
+        lengths = batch["attention_mask"].sum(1)
+        assert lengths.min() < batch["input_ids"].shape[1]  # some rows are padded
+        for ids, labels, n in zip(batch["input_ids"], batch["labels"], lengths):
+            assert ids[n - 1] == eos and labels[n - 1] == eos
+            assert (ids[n:] == eos).all() and (labels[n:] == -100).all()
+
+
+def test_template_without_generation_markers_trains_on_the_assistant_tokens(tmp_path):
+    """The mask comes from the template's own rendering (prompt vs whole conversation), not from
+    {% generation %} markers, which no base student's template has."""
+    def strip(tok):
+        tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    student = _toy_with(tmp_path, "plain", strip)
+    model_dir = run_train(_recipe(student=student, max_steps=1), _run_dir(tmp_path / "run", 4, 4))
+    from distill.train.chat import PROBE, tokenize_chat
+    _, tok = _load(model_dir)
+    assert "{% generation %}" not in tok.chat_template  # saved with the template it was trained with
+    ids, mask = tokenize_chat(PROBE, tok, "<|im_end|>", "probe")
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == PROBE[1]["content"] + "<|im_end|>"
+    assert tok.decode([i for i, m in zip(ids, mask) if not m]).endswith("<|im_start|>assistant\n")
+
+
+def test_config_hash_of_runs_made_before_the_new_train_fields_is_kept(tmp_path):
+    """A run trained before train.end_of_turn_token, pad_token, chat_template, positions and
+    launch existed recorded 574902b108ff for this recipe and data (computed with that code):
+    with those fields at their defaults the hash is the same, so it is not trained again."""
+    cfg = _recipe()
+    run = _run_dir(tmp_path / "run", 4, 4)
+    run_train(_recipe(max_steps=1), run)       # then marked as the older code marked _recipe()'s run
+    stage = RunDir(run).stage("train")
+    stage.complete(**{**stage.manifest(), "config_hash": "574902b108ff"})
+    stamp = (run / "train" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert run_train(cfg, run) == run / "train" / "model"
+    assert stage.manifest()["config_hash"] == "574902b108ff"
+    assert (run / "train" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    from distill.train.stage import train_hash
+    assert train_hash(cfg) == "59fc018ecaea"   # section_hash("train") of the old TrainConfig
+    assert train_hash(_recipe(end_of_turn_token="<|im_end|>")) != train_hash(cfg)
+    assert train_hash(_recipe(launch={"accelerate_config": "configs/accelerate/cpu-ddp.yaml"})) != train_hash(cfg)
+
+
+def test_streamed_dataset_hash_is_the_hash_of_the_records(tmp_path):
+    from distill.train.data import dataset_hash, source_dataset
+    from distill.train.stage import _dataset_hash
+    run = _run_dir(tmp_path / "run", 6, 5)
+    stage = RunDir(run).stage("dataset")
+    with stage.writer() as w:  # a second shard repeating a record: read once, as Stage.read does
+        w.write(next(stage.read()))
+    data, cache = source_dataset(stage, tmp_path / "cache")
+    assert len(data) == 11
+    assert dataset_hash(data, cache) == _dataset_hash(list(stage.read()))
+    assert (cache / "data_hash.json").exists()  # computed once per content
+
+
+def test_tokenization_is_cached_and_reused_by_a_rerun(tmp_path, monkeypatch):
+    """Records rendered through the chat template: once for a data set and tokenizer, not on
+    every run (the checks' probe conversation is rendered every time, and not counted)."""
+    from transformers import PreTrainedTokenizerBase
+    rendered = []
+    real = PreTrainedTokenizerBase.apply_chat_template
+
+    def count(self, conversation, *a, **k):
+        if "17+25" not in str(conversation):  # the probe: "What is 17+25?"
+            rendered.append(1)
+        return real(self, conversation, *a, **k)
+    monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", count)
+    run = _run_dir(tmp_path / "run", 6, 4)
+    run_train(_recipe(max_steps=1), run)
+    first = len(rendered)
+    assert first >= 10
+    run_train(_recipe(max_steps=1, learning_rate=1e-4), run)  # retrained, same data and tokenizer
+    assert len(rendered) == first
+    cache = next((run / "train" / "cache").glob("source-*"))
+    assert list(cache.glob("tokens-sft-*.arrow"))
+    run_train(_recipe(max_steps=1, max_length=200), run)      # another max_length: tokenized again
+    assert len(rendered) == 2 * first
+
+
+@pytest.mark.parametrize("method", ["sft", "logit_kd", "on_policy"])
+def test_each_method_loads_the_student_after_its_trainer_arguments(tmp_path, monkeypatch, method):
+    """DeepSpeed ZeRO-3 builds the model sharded only when TrainingArguments exist before it
+    loads (they create the HfDeepSpeedConfig transformers checks); test_train_launch.py checks
+    the sharding itself where deepspeed is installed."""
+    from transformers import TrainingArguments
+
+    import distill.train.common as common
+    order = []
+    post_init = TrainingArguments.__post_init__
+
+    def args_made(self, *a, **k):
+        order.append("arguments")
+        return post_init(self, *a, **k)
+
+    class Loaded(Exception):
+        pass
+
+    def load(*a, **k):
+        order.append("model")
+        raise Loaded
+
+    monkeypatch.setattr(TrainingArguments, "__post_init__", args_made)
+    monkeypatch.setattr(common, "load_student", load)
+    run = _run_dir(tmp_path / "run", 4, 4)
+    if method == "logit_kd":  # stored teacher logprobs: the traces' own tokens
+        _add_logprobs(run)
+    from distill.toy import resolve_model
+    cfg = _recipe(method=method, kd={"teacher_tokenizer": resolve_model("toy:student")},
+                  on_policy={"teacher_model": resolve_model("toy:student")})
+    with pytest.raises(Loaded):
+        run_train(cfg, run)
+    assert order[:2] == ["arguments", "model"], order
+
+
+def _add_logprobs(run: Path) -> None:
+    """Rewrites the dataset stage with each trace's own tokens as top-1 teacher logprobs."""
+    from distill.toy.tokenizer import build_tokenizer
+    tok = build_tokenizer()
+    stage = RunDir(run).stage("dataset")
+    records = list(stage.read())
+    for shard in stage.shards():
+        shard.unlink()
+    with stage.writer() as w:
+        for rec in records:
+            ids = tok(rec["messages"][-1]["content"], add_special_tokens=False).input_ids + [tok.eos_token_id]
+            w.write({**rec, "teacher_logprobs": {"tokens": ids, "top_ids": [[i] for i in ids],
+                                                 "top_logprobs": [[-0.1] for _ in ids]}})
+    stage.complete()
 
 
 def test_lora_trains_and_merges(tmp_path):

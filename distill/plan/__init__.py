@@ -119,12 +119,15 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
         smallest, _ = serving.best_layout(sa, sp, "H100" if pc.hardware == "cpu" else pc.hardware,
                                           "bf16", max_len, mean_len, 1, kv_dtype, util)
         plan["student_serving"] = _layout_dict(smallest)
-        if cfg is not None and sa.max_positions and cfg.train.max_length > sa.max_positions:
-            warnings.append(
-                f"the student's max_position_embeddings is {sa.max_positions:,} but train.max_length "
-                f"is {cfg.train.max_length:,}: the base never saw positions past {sa.max_positions:,} "
-                "(DeepSeek's R1-Distill models raise max_position_embeddings in config.json and train "
-                "at the longer length; evaluate long traces before trusting them)")
+        if cfg is not None and sa.max_positions:
+            # The train stage's own rule: train.max_length within the positions the recipe gives.
+            from distill.errors import InputError
+            from distill.train.positions import positions
+            try:
+                plan["student_positions"] = {**positions(cfg.train, sa.max_positions, cfg.train.student),
+                                             "max_length": cfg.train.max_length}
+            except InputError as e:
+                warnings.append(f"{e.message}; the train stage refuses this recipe")
     if cfg is not None:
         plan["generation"] = _generation(cfg, run_dir, plan, usage, warnings, measured or {},
                                          prompts_from_recipe)

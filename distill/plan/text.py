@@ -80,6 +80,12 @@ def _models(plan: dict) -> str:
     if s:
         out += (f"\n\nThe teacher needs {t['total'] / s['total']:,.0f}x the student's memory "
                 f"(total parameters) and {c['ratio']:,.1f}x its compute per token (active parameters).")
+    pos = plan.get("student_positions")
+    if pos and pos["trained"] != pos["model"]:
+        out += (f"\nThe student trains at {pos['max_length']:,} tokens with max_position_embeddings "
+                f"{pos['model']:,} raised to {pos['trained']:,} ("
+                + (f"train.rope_scaling {pos['rope_scaling']}" if pos["rope_scaling"] else "train.max_position_embeddings")
+                + "), and is saved so.")
     return out
 
 

@@ -105,6 +105,12 @@ def _lineage_lines(cfg: Recipe, lineage: dict, license: str | None) -> list[str]
         lines.append(f"- Training: {trained.get('method', t.method)} on {trained.get('records')} "
                      f"traces" + (f", {secs / 60:.1f} min" if secs else "")
                      + (f", final loss {trained['train_loss']:.4f}" if trained.get("train_loss") is not None else ""))
+    pos = trained.get("positions") or {}
+    if pos.get("trained") and pos.get("model") and pos["trained"] != pos["model"]:
+        lines.append(f"- Positions: max_position_embeddings raised from {pos['model']:,} to {pos['trained']:,} ("
+                     + (f"train.rope_scaling {pos['rope_scaling']}" if pos.get("rope_scaling")
+                        else "train.max_position_embeddings")
+                     + f"); trained on sequences of up to {t.max_length:,} tokens")
     return lines + [""]
 
 

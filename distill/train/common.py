@@ -1,84 +1,30 @@
-"""What every training method shares: the student and its checks, PEFT, trainer arguments.
+"""What every training method shares: the prepared student (tokenizer, stop tokens, positions,
+data), loading it, PEFT, trainer arguments, and the vocabulary check of logit and on-policy
+distillation (different vocabularies cannot be compared token for token).
 
-The checks catch, before any step runs, the failures users of SFT scripts meet only after a
-day of training: a pad token equal to EOS (EOS is masked out and the student never stops), a
-chat template that drops the `<think>` reasoning or leaves EOS outside the assistant mask, and
-logit or on-policy distillation across different vocabularies.
+The tokenizer and template checks are in chat.py, the positions in positions.py, the data in
+data.py.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from distill.errors import InputError
 
-PROBE_REASONING, PROBE_ANSWER = "REASONING-PROBE 17+25", "ANSWER-PROBE 42"
 
-
-def check_tokenizer(tok, student: str) -> None:
-    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
-        raise InputError(
-            f"the tokenizer of {student!r} has pad token {tok.pad_token!r} equal to its EOS token "
-            f"{tok.eos_token!r} (or none): padding would be masked together with EOS and the student "
-            "would never learn to stop; give it a distinct pad token", key="train.student")
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-    if not tok.chat_template:
-        raise InputError(f"the tokenizer of {student!r} has no chat template", key="train.student")
-    if not has_generation_markers(tok.chat_template):
-        try:  # TRL knows training templates for common families (Qwen, Llama, ...)
-            tok.chat_template = get_training_chat_template(tok)
-        except Exception:
-            raise InputError(
-                f"the chat template of {student!r} has no {{% generation %}} markers, which assistant-only "
-                "loss needs to find the assistant tokens; add them around the assistant turn",
-                key="train.student") from None
-    check_template_keeps_reasoning(tok, student)
-
-
-def check_template_keeps_reasoning(tok, student: str) -> None:
-    """Renders one probe conversation: the reasoning must survive inside `<think>`, and the
-    assistant mask must cover the answer and the EOS token (or the student never stops)."""
-    messages = [{"role": "user", "content": "What is 17+25?"},
-                {"role": "assistant", "content": f"<think>{PROBE_REASONING}</think>{PROBE_ANSWER}"}]
-    text = tok.apply_chat_template(messages, tokenize=False)
-    if PROBE_REASONING not in text or "<think>" not in text:
-        raise InputError(
-            f"the chat template of {student!r} drops the <think> reasoning from assistant turns (as "
-            "DeepSeek-R1-Distill's template does with `content.split('</think>')[-1]`): the student "
-            "would learn answers without their reasoning; use a template that keeps the assistant "
-            "content as it is", key="train.student")
-    enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                  return_assistant_tokens_mask=True)
-    masked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
-    trained = tok.decode(masked, skip_special_tokens=False)
-    if PROBE_ANSWER not in trained or PROBE_REASONING not in trained:
-        raise InputError(f"the {{% generation %}} block of {student!r}'s chat template does not cover "
-                         "the assistant's reasoning and answer", key="train.student")
-    if tok.eos_token_id not in masked:
-        raise InputError(
-            f"the {{% generation %}} block of {student!r}'s chat template ends before the EOS token "
-            f"{tok.eos_token!r}: the student would never be taught to stop; move "
-            "{% endgeneration %} after it", key="train.student")
-
-
-def tokenize_chats(records: list[dict], tok, max_length: int) -> tuple[list[dict], int]:
-    """Each record's chat through the student's template: input_ids and the assistant mask
-    (reasoning, answer, EOS). Records longer than max_length are dropped, not truncated: a cut
-    trace has no answer and no EOS, and would teach the student to ramble without stopping.
-    Returns the examples (with the record's index) and how many were dropped."""
-    out, dropped = [], 0
-    for i, rec in enumerate(records):
-        enc = tok.apply_chat_template(rec["messages"], tokenize=True, return_dict=True,
-                                      return_assistant_tokens_mask=True)
-        if len(enc["input_ids"]) > max_length:
-            dropped += 1
-            continue
-        out.append({"index": i, "input_ids": list(enc["input_ids"]),
-                    "assistant_masks": list(enc["assistant_masks"])})
-    if not out:
-        raise InputError(f"all {len(records)} training records are longer than train.max_length "
-                         f"({max_length} tokens); raise it", key="train.max_length")
-    if dropped:
-        print(f"train: dropped {dropped} of {len(records)} records longer than {max_length} tokens")
-    return out, dropped
+@dataclass
+class Prepared:
+    """The student as train uses it, settled before any weights load."""
+    path: str                  # a local directory or Hub id (toy: names resolved)
+    tok: Any                   # its tokenizer, with the recipe's template, pad and end-of-turn tokens
+    end_of_turn: str           # the token that ends an assistant turn (the tokenizer's EOS now)
+    stop_ids: list[int]        # [end-of-turn id, original EOS id]: what the saved model stops on
+    positions: dict            # positions.positions(): model, trained, rope_scaling
+    data: Any                  # the kept records, a memory-mapped datasets.Dataset
+    cache: Path                # train/cache/source-<content>: tokenized examples beside the data
 
 
 def vocabulary_problem(student_tok, teacher_tok, student: str, teacher: str) -> str | None:
@@ -111,12 +57,30 @@ def load_teacher_tokenizer(name: str, key: str):
                          key=key) from None
 
 
-def load_student(t, path: str):
-    """The student model, with the recipe's dtype, attention, and 4-bit base for QLoRA."""
+def student_config(t, path: str):
+    from transformers import AutoConfig
+    return AutoConfig.from_pretrained(path, revision=t.revision)
+
+
+def apply_tokens(model, prep: Prepared) -> None:
+    """The model stops on the end-of-turn token and the original EOS, as Qwen2.5-Instruct ships
+    them (config and generation config), and pads with the tokenizer's pad token."""
+    stop = prep.stop_ids if len(prep.stop_ids) > 1 else prep.stop_ids[0]
+    for cfg in (model.config.get_text_config(), model.generation_config):
+        cfg.eos_token_id = stop
+        cfg.pad_token_id = prep.tok.pad_token_id
+
+
+def load_student(t, prep: Prepared):
+    """The student model, with the recipe's positions, stop tokens, dtype, attention, and 4-bit
+    base for QLoRA. Called after the trainer arguments exist (see the builders)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict = dict(revision=t.revision, dtype=torch.bfloat16 if t.bf16 else torch.float32)
+    from distill.train.positions import apply_positions
+    config = student_config(t, prep.path)
+    apply_positions(config, prep.positions)
+    kwargs: dict = dict(revision=t.revision, config=config, dtype=torch.bfloat16 if t.bf16 else torch.float32)
     if t.attn_implementation:
         kwargs["attn_implementation"] = t.attn_implementation
     if t.adapter == "qlora":
@@ -133,7 +97,8 @@ def load_student(t, path: str):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["dtype"] = torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(prep.path, **kwargs)
+    apply_tokens(model, prep)
     # Training never decodes incrementally; a KV cache would also stop transformers from
     # building the block-diagonal mask that keeps padding-free / packed documents apart.
     model.config.use_cache = False
@@ -164,6 +129,8 @@ def check_liger(t) -> None:
 
 def trainer_kwargs(t, cfg, output_dir) -> dict:
     """TrainingArguments fields every method sets the same way."""
+    import os
+
     import torch
     kw = dict(
         output_dir=str(output_dir),
@@ -189,7 +156,17 @@ def trainer_kwargs(t, cfg, output_dir) -> dict:
         save_steps=t.save_steps,
         save_total_limit=2,
         report_to="none",
+        # Every parameter of a dense student (or a LoRA adapter) is used in each forward pass;
+        # DDP's search for unused ones costs a graph traversal per step.
+        ddp_find_unused_parameters=False,
     )
     if t.gradient_checkpointing:
         kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    if (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+            and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"):
+        # A rank that torchrun started on a machine without GPUs (configs/accelerate/cpu-ddp.yaml):
+        # use_cpu makes accelerate join the ranks over gloo (its MULTI_CPU state); without it each
+        # rank would train alone as a world of one. (DeepSpeed brings its own CPU accelerator and
+        # process group; use_cpu would turn its engine off.)
+        kw["use_cpu"] = True
     return kw

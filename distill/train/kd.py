@@ -65,39 +65,86 @@ def _find(ids: list[int], mask: list[int], target: list[int]) -> int | None:
     return None
 
 
-def kd_examples(records: list[dict], tok, max_length: int) -> tuple[list[dict], dict]:
-    """Tokenized examples with their teacher targets, and counts of what could be aligned."""
-    from distill.train.common import tokenize_chats
-    chats, dropped = tokenize_chats(records, tok, max_length)
-    examples = []
-    counts = {"aligned": 0, "unaligned": 0, "no_logprobs": 0, "kd_tokens": 0, "dropped_too_long": dropped}
-    for chat in chats:
-        ids, mask = chat["input_ids"], chat["assistant_masks"]
-        ex = {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)],
-              "kd_start": -1, "kd_ids": [], "kd_lp": []}
-        examples.append(ex)
-        lp = records[chat["index"]].get("teacher_logprobs")
-        if not lp or not lp.get("tokens"):
-            counts["no_logprobs"] += 1
+def kd_example(ids: list[int], mask: list[int], lp: dict | None, tok, stop_ids: list[int]) -> tuple[dict, str]:
+    """One example with its teacher targets, and whether they were aligned, unaligned, or absent."""
+    ex = {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)],
+          "kd_start": -1, "kd_ids": [], "kd_lp": []}
+    if not lp or not lp.get("tokens"):
+        return ex, "no_logprobs"
+    teacher = _ids(tok, lp["tokens"])
+    top = [_ids(tok, row) for row in lp["top_ids"]]
+    start = None
+    if teacher is not None and all(r is not None for r in top):
+        start = _find(ids, mask, teacher)
+        if start is None and teacher and teacher[-1] in stop_ids:
+            teacher = teacher[:-1]  # a template that ends the turn with the other stop token
+            start = _find(ids, mask, teacher) if teacher else None
+    if start is None:
+        return ex, "unaligned"
+    n = len(teacher)
+    k = max(len(r) for r in top[:n])
+    ex["kd_start"] = start
+    ex["kd_ids"] = [r + [0] * (k - len(r)) for r in top[:n]]
+    ex["kd_lp"] = [lps + [float("-inf")] * (k - len(lps)) for lps in lp["top_logprobs"][:n]]
+    return ex, "aligned"
+
+
+def kd_features():
+    from datasets import Features, List, Value
+    return Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
+                     "kd_start": Value("int32"), "kd_ids": List(List(Value("int32"))),
+                     "kd_lp": List(List(Value("float32"))), "kd_status": Value("string"),
+                     "kd_tokens": Value("int32")})
+
+
+def kd_batch(batch: dict, tok, end_of_turn: str, max_length: int, stop_ids: list[int]) -> dict:
+    """`Dataset.map` function (distill.train.data.tokenize): tokenized traces with their
+    teacher targets; traces longer than max_length are left out."""
+    import json
+
+    from distill.train.chat import tokenize_chat
+    out: dict = {k: [] for k in kd_features()}
+    for rid, m, lp in zip(batch["id"], batch["messages"], batch["teacher_logprobs"]):
+        ids, mask = tokenize_chat(json.loads(m), tok, end_of_turn, f"dataset record {rid}")
+        if len(ids) > max_length:
             continue
-        teacher = _ids(tok, lp["tokens"])
-        top = [_ids(tok, row) for row in lp["top_ids"]]
-        start = None
-        if teacher is not None and all(r is not None for r in top):
-            start = _find(ids, mask, teacher)
-            if start is None and teacher and teacher[-1] == tok.eos_token_id:
-                teacher = teacher[:-1]  # a template that ends the turn with another token
-                start = _find(ids, mask, teacher) if teacher else None
-        if start is None:
-            counts["unaligned"] += 1
-            continue
-        n = len(teacher)
-        k = max(len(r) for r in top[:n])
-        ex["kd_start"] = start
-        ex["kd_ids"] = [r + [0] * (k - len(r)) for r in top[:n]]
-        ex["kd_lp"] = [lps + [float("-inf")] * (k - len(lps)) for lps in lp["top_logprobs"][:n]]
-        counts["aligned"] += 1
-        counts["kd_tokens"] += n
+        ex, status = kd_example(ids, mask, json.loads(lp) if lp else None, tok, stop_ids)
+        for k, v in ex.items():
+            out[k].append(v)
+        out["kd_status"].append(status)
+        out["kd_tokens"].append(len(ex["kd_ids"]))
+    return out
+
+
+def kd_counts(ds, dropped: int) -> dict:
+    """What could be aligned, from two small columns of the examples."""
+    status = list(ds["kd_status"])
+    return {"aligned": status.count("aligned"), "unaligned": status.count("unaligned"),
+            "no_logprobs": status.count("no_logprobs"), "kd_tokens": sum(list(ds["kd_tokens"])),
+            "dropped_too_long": dropped}
+
+
+def kd_examples(records: list[dict], tok, max_length: int, end_of_turn: str | None = None,
+                stop_ids: list[int] | None = None) -> tuple[list[dict], dict]:
+    """kd_batch over a list of records: the examples and the alignment counts."""
+    import json
+
+    from distill.train.chat import detect_end_of_turn
+    eot = end_of_turn or detect_end_of_turn(tok)
+    stops = stop_ids or [tok.convert_tokens_to_ids(eot), tok.eos_token_id]
+    rows = kd_batch({"id": [r.get("id") for r in records],
+                     "messages": [json.dumps(r["messages"]) for r in records],
+                     "teacher_logprobs": [json.dumps(r["teacher_logprobs"]) if r.get("teacher_logprobs") else None
+                                          for r in records]}, tok, eot, max_length, stops)
+    status = rows.pop("kd_status")
+    rows.pop("kd_tokens")
+    examples = [dict(zip(rows, values)) for values in zip(*rows.values())]
+    if not examples:
+        raise InputError(f"all {len(records)} training records are longer than train.max_length "
+                         f"({max_length} tokens); raise it", key="train.max_length")
+    counts = {"aligned": status.count("aligned"), "unaligned": status.count("unaligned"),
+              "no_logprobs": status.count("no_logprobs"),
+              "kd_tokens": sum(len(e["kd_ids"]) for e in examples), "dropped_too_long": len(records) - len(examples)}
     return examples, counts
 
 
@@ -170,15 +217,20 @@ def _trainer_class():
     return LogitKDTrainer
 
 
-def build_kd(cfg, model, tok, records: list[dict], output_dir):
-    """The trainer and the alignment counts (kept in the train manifest)."""
-    from datasets import Dataset
+def build_kd(cfg, prep, output_dir):
+    """The trainer and the alignment counts (kept in the train manifest). The arguments come
+    first: under DeepSpeed ZeRO-3 they make transformers build the model already sharded."""
     from transformers import TrainingArguments
 
-    from distill.train.common import peft_config, trainer_kwargs
+    from distill.train.common import load_student, peft_config, trainer_kwargs
+    from distill.train.data import tokenize
 
     t = cfg.train
-    examples, counts = kd_examples(records, tok, t.max_length)
+    args = TrainingArguments(**trainer_kwargs(t, cfg, output_dir), remove_unused_columns=False)
+    with args.main_process_first(desc="tokenizing"):
+        dataset, dropped = tokenize(prep.data, prep.cache, prep.tok, end_of_turn=prep.end_of_turn,
+                                    max_length=t.max_length, method="logit_kd", stop_ids=prep.stop_ids)
+    counts = kd_counts(dataset, dropped)
     with_lp = counts["aligned"] + counts["unaligned"]
     if with_lp == 0:
         raise InputError("train.method is logit_kd but no kept trace has teacher logprobs: set "
@@ -188,12 +240,13 @@ def build_kd(cfg, model, tok, records: list[dict], output_dir):
             f"{counts['unaligned']} of {with_lp} traces' teacher tokens were not found in the student's "
             "tokenization: the teacher's tokenizer is not the student's (or the traces were edited); "
             "logit distillation needs the same vocabulary (use method: sft)", key="train.method")
+    dataset = dataset.remove_columns(["kd_status", "kd_tokens"])
+    model = load_student(t, prep)
     pc = peft_config(t)
     if pc is not None:
         from peft import get_peft_model
         model = get_peft_model(model, pc)
-    args = TrainingArguments(**trainer_kwargs(t, cfg, output_dir), remove_unused_columns=False)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                               data_collator=KDCollator(tok.pad_token_id), processing_class=tok,
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
+                               data_collator=KDCollator(prep.tok.pad_token_id), processing_class=prep.tok,
                                kd_weight=t.kd.weight)
     return trainer, counts

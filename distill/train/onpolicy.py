@@ -16,18 +16,6 @@ than only the teacher's. Two teachers, chosen in the recipe:
 from __future__ import annotations
 
 import contextlib
-import json
-
-
-def _prompts(records: list[dict]) -> list[list[dict]]:
-    seen, out = set(), []
-    for rec in records:
-        prompt = [m for m in rec["messages"] if m["role"] != "assistant"]
-        key = json.dumps(prompt, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(prompt)
-    return out
 
 
 def _config_kwargs(cfg, output_dir) -> dict:
@@ -40,30 +28,34 @@ def _config_kwargs(cfg, output_dir) -> dict:
 
 
 @contextlib.contextmanager
-def build_on_policy(cfg, model, tok, records: list[dict], output_dir):
-    """Yields the trainer; a server teacher started here lives as long as the block."""
+def build_on_policy(cfg, prep, output_dir):
+    """Yields the trainer; a server teacher started here lives as long as the block. The
+    arguments come before the student: under DeepSpeed ZeRO-3 they make transformers build it
+    already sharded."""
     from datasets import Dataset
 
-    from distill.train.common import peft_config
+    from distill.train.common import load_student, peft_config
+    from distill.train.data import prompts
 
-    t, op = cfg.train, cfg.train.on_policy
-    dataset = Dataset.from_list([{"prompt": p} for p in _prompts(records)])
+    t, op, tok = cfg.train, cfg.train.on_policy, prep.tok
+    dataset = Dataset.from_list([{"prompt": p} for p in prompts(prep.data)])
     tok.padding_side = "left"  # TRL generates from left-padded prompts
     if op.teacher == "local":
         from transformers import AutoModelForCausalLM
         from trl import DistillationConfig, DistillationTrainer
 
         from distill.toy import resolve_model
+        args = DistillationConfig(**_config_kwargs(cfg, output_dir))
+        model = load_student(t, prep)
         teacher = AutoModelForCausalLM.from_pretrained(
             resolve_model(op.teacher_model or cfg.teacher.model), dtype=model.dtype)
         if hasattr(teacher.config, "output_router_logits"):  # MoE: the router loss is not ours
             teacher.config.output_router_logits = False
-        args = DistillationConfig(**_config_kwargs(cfg, output_dir))
         yield DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
                                   processing_class=tok, peft_config=peft_config(t))
         return
     with _teacher_server(cfg) as url:
-        yield _server_trainer(cfg, model, tok, dataset, url, output_dir)
+        yield _server_trainer(cfg, prep, dataset, url, output_dir)
 
 
 @contextlib.contextmanager
@@ -78,14 +70,15 @@ def _teacher_server(cfg):
         yield base.removesuffix("/v1")
 
 
-def _server_trainer(cfg, model, tok, dataset, url: str, output_dir):
+def _server_trainer(cfg, prep, dataset, url: str, output_dir):
     import trl.generation.vllm_client as vllm_client
     from trl.experimental.server_distillation import ServerDistillationConfig, ServerDistillationTrainer
 
-    from distill.train.common import peft_config
+    from distill.train.common import load_student, peft_config
     op = cfg.train.on_policy
     args = ServerDistillationConfig(**_config_kwargs(cfg, output_dir), teacher_model_server_url=url,
                                     loss_top_k=op.loss_top_k if op.beta == 0 else 1)
+    model = load_student(cfg.train, prep)
     # TRL's client refuses to start without vllm installed, because its weight-sync path (NCCL)
     # needs it; teacher scoring is plain HTTP (/v1/completions), so the trainer process needs
     # only `requests` and the server needs vLLM (or distill's server).
@@ -93,6 +86,6 @@ def _server_trainer(cfg, model, tok, dataset, url: str, output_dir):
     vllm_client.is_vllm_available = lambda *a, **k: True
     try:
         return ServerDistillationTrainer(model=model, args=args, train_dataset=dataset,
-                                         processing_class=tok, peft_config=peft_config(cfg.train))
+                                         processing_class=prep.tok, peft_config=peft_config(cfg.train))
     finally:
         vllm_client.is_vllm_available = available

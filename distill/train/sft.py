@@ -1,7 +1,7 @@
 """Supervised fine-tuning on the kept traces with TRL's SFTTrainer.
 
-Assistant-only loss (the `{% generation %}` mask: the reasoning, the answer and EOS), full
-weights or a LoRA/QLoRA adapter, and three batching modes: padded (default), padding-free
+Assistant-only loss (the mask from the student's own template, chat.py: the reasoning, the
+answer and the end-of-turn token), full weights or a LoRA/QLoRA adapter, and three batching modes: padded (default), padding-free
 (`padding_free: true`: each batch is one row of concatenated documents with position ids
 restarting per document, so no compute is spent on padding) and BFD packing (`packing: true`:
 rows of `max_length` filled best-fit-decreasing, padding-free too). Documents in one row never
@@ -12,27 +12,31 @@ attend to each other: transformers turns restarting position ids into a block-di
 from __future__ import annotations
 
 
-def build_sft(cfg, model, tok, records: list[dict], output_dir):
-    """The trainer and what tokenization dropped (kept in the train manifest)."""
-    from datasets import Dataset
+def build_sft(cfg, prep, output_dir):
+    """The trainer and what tokenization dropped (kept in the train manifest). The arguments
+    come first: under DeepSpeed ZeRO-3 they make transformers build the model already sharded."""
     from trl import SFTConfig, SFTTrainer
 
-    from distill.train.common import peft_config, tokenize_chats, trainer_kwargs
+    from distill.train.common import load_student, peft_config, trainer_kwargs
+    from distill.train.data import num_proc, tokenize
 
     t = cfg.train
-    # Tokenized here, once, with the assistant mask: TRL turns `assistant_masks` into labels
-    # (assistant-only loss) and skips its own tokenization.
-    examples, dropped = tokenize_chats(records, tok, t.max_length)
-    dataset = Dataset.from_list([{k: e[k] for k in ("input_ids", "assistant_masks")} for e in examples])
     args = SFTConfig(
         **trainer_kwargs(t, cfg, output_dir),
         packing=t.packing,
         padding_free=t.padding_free,
-        # rows of max_length when packing; otherwise nothing is longer (dropped above)
+        # rows of max_length when packing; otherwise nothing is longer (dropped in tokenize)
         max_length=t.max_length if t.packing else None,
         assistant_only_loss=False,  # the mask is already in the data
-        dataset_num_proc=None,
+        dataset_num_proc=num_proc(len(prep.data)),
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+    # Tokenized once, on the main process first (the others read its cache), with the mask of
+    # the student's own template: TRL turns `assistant_masks` into labels and skips its own
+    # tokenization.
+    with args.main_process_first(desc="tokenizing"):
+        dataset, dropped = tokenize(prep.data, prep.cache, prep.tok, end_of_turn=prep.end_of_turn,
+                                    max_length=t.max_length, method="sft", stop_ids=prep.stop_ids)
+    model = load_student(t, prep)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=prep.tok,
                          peft_config=peft_config(t))
     return trainer, {"dropped_too_long": dropped}

@@ -12,6 +12,12 @@ with the resolved `recipe.yaml` and `lineage.json` beside them. The `_SUCCESS` m
 last and carries a hash of the train config, the seed and the data: a re-run with the same hash
 returns at once; checkpoints live under `train/checkpoints/<hash>/`, so a killed run resumes
 from its last checkpoint.
+
+Before any weights load: the data is read into Arrow (data.py), the student's tokenizer, template
+and stop tokens are set and checked (chat.py), its positions against train.max_length
+(positions.py). With `train.launch.accelerate_config` the training itself runs under
+`accelerate launch` (launch.py); each method builds its trainer arguments before the model
+(sft.py, kd.py, onpolicy.py), so DeepSpeed ZeRO-3 builds the model sharded.
 """
 
 from __future__ import annotations
@@ -27,10 +33,33 @@ from distill.records import RunDir, write_json, write_text
 
 
 def _dataset_hash(records: list[dict]) -> str:
+    """The data's hash over a list of records (refresh.py compares it with the trained one);
+    data.dataset_hash streams the same value from the Arrow copy."""
     h = hashlib.sha256()
     for rec in sorted(records, key=lambda r: r["id"]):
         h.update(json.dumps([rec["id"], rec["messages"]], sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
+
+
+# Train fields added after runs were made: in the hash only when set, so a finished run of a
+# recipe that leaves them at their defaults keeps its hash and is not trained again.
+ADDED_FIELDS = ("end_of_turn_token", "pad_token", "chat_template", "max_position_embeddings",
+                "rope_scaling", "launch")
+
+
+def train_hash(cfg: Recipe) -> str:
+    """cfg.section_hash("train") without the added fields that hold their defaults; a chat
+    template file counts by its text, not its name."""
+    from distill.config import TrainConfig
+    from distill.train.chat import read_template
+    t = cfg.train
+    data = t.model_dump(mode="json")
+    for name in ADDED_FIELDS:
+        if getattr(t, name) == TrainConfig.model_fields[name].get_default(call_default_factory=True):
+            del data[name]
+    if t.chat_template:
+        data["chat_template"] = hashlib.sha256(read_template(t.chat_template).encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"train": data}, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _method(cfg: Recipe, tok) -> str:
@@ -90,42 +119,59 @@ def _check_gpu_memory(t, student: str) -> None:
         raise InputError(problem, key="train")
 
 
-def _merge_adapter(t, student: str, adapter_dir: Path, model_dir: Path) -> None:
+def _merge_adapter(t, prep, adapter_dir: Path, model_dir: Path) -> None:
     """The adapter merged into a fresh full-precision copy of the base (never into a 4-bit or
-    sharded one), so `train/model` serves like any model."""
+    sharded one), with the trained positions and stop tokens, so `train/model` serves like any
+    model."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+
+    from distill.train.common import apply_tokens, student_config
+    from distill.train.positions import apply_positions
+    config = student_config(t, prep.path)
+    apply_positions(config, prep.positions)
     base = AutoModelForCausalLM.from_pretrained(
-        student, revision=t.revision, dtype=torch.bfloat16 if t.bf16 or t.adapter == "qlora" else torch.float32)
+        prep.path, revision=t.revision, config=config,
+        dtype=torch.bfloat16 if t.bf16 or t.adapter == "qlora" else torch.float32)
+    apply_tokens(base, prep)
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(model_dir)
 
 
 @contextlib.contextmanager
-def _trainer(cfg: Recipe, method: str, model, tok, records, ckpt_dir, extra: dict):
+def _trainer(cfg: Recipe, method: str, prep, ckpt_dir, extra: dict):
     if method == "sft":
         from distill.train.sft import build_sft
-        trainer, counts = build_sft(cfg, model, tok, records, ckpt_dir)
+        trainer, counts = build_sft(cfg, prep, ckpt_dir)
         extra["sft"] = counts
         yield trainer
     elif method == "logit_kd":
         from distill.train.kd import build_kd
-        trainer, counts = build_kd(cfg, model, tok, records, ckpt_dir)
+        trainer, counts = build_kd(cfg, prep, ckpt_dir)
         extra["kd"] = counts
         yield trainer
     else:
         from distill.train.onpolicy import build_on_policy
-        with build_on_policy(cfg, model, tok, records, ckpt_dir) as trainer:
+        with build_on_policy(cfg, prep, ckpt_dir) as trainer:
             yield trainer
 
 
-def run_train(cfg: Recipe, run_dir: Path) -> Path:
-    from transformers import AutoTokenizer
+def _ranks(trainer) -> list[dict]:
+    """Every rank's optimizer steps, gathered (all ranks take part: proof they trained together)."""
+    from accelerate.utils import gather_object
+    state = trainer.state
+    return gather_object([{"rank": trainer.args.process_index, "steps": state.global_step}])
 
+
+def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.toy import resolve_model
-    from distill.train.common import check_liger, check_tokenizer, load_student
+    from distill.train.common import Prepared, check_liger, student_config
+    from distill.train.chat import prepare_tokenizer
+    from distill.train.data import dataset_hash, source_dataset
+    from distill.train.launch import launch_command, run_launched, under_launcher
+    from distill.train.positions import positions
 
     rd = RunDir(run_dir)
     stage, out = rd.stage("train"), rd.stage("train").path
@@ -134,51 +180,69 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     if not source.is_complete():
         raise InputError("the dataset stage is not complete; run the filter stage first",
                          file=str(source.path))
-    records = list(source.read())
-    if not records:
+    data, cache = source_dataset(source, out / "cache")
+    if len(data) == 0:
         raise InputError("the dataset stage holds no training records", file=str(source.path))
     t = cfg.train
-    data_hash = _dataset_hash(records)
-    config_hash = hashlib.sha256(json.dumps(
-        [cfg.section_hash("train"), cfg.run.seed, data_hash]).encode()).hexdigest()[:12]
+    data_hash = dataset_hash(data, cache)
+    config_hash = hashlib.sha256(json.dumps([train_hash(cfg), cfg.run.seed, data_hash]).encode()).hexdigest()[:12]
     done = stage.manifest()
     if done and done.get("config_hash") == config_hash and (model_dir / "config.json").exists():
         print(f"train: complete for config {config_hash}, nothing to do ({model_dir})")
         return model_dir
-    stage.start()
 
+    # Everything a recipe can get wrong is checked here, before a launch or any weights.
     student = resolve_model(t.student)
-    tok = AutoTokenizer.from_pretrained(student, revision=t.revision)
-    check_tokenizer(tok, t.student)
+    tok, stop_ids = prepare_tokenizer(t, student)
+    config = student_config(t, student)
+    pos = positions(t, getattr(config.get_text_config(), "max_position_embeddings", None), t.student)
     check_liger(t)
     method = t.method if t.method == "sft" else _method(cfg, tok)
+    if t.launch.accelerate_config and not under_launcher():
+        stage.start()
+        # The ranks read the resolved recipe (what pipeline.run_stage saves) and find this
+        # data, hash and cache again.
+        cmd = launch_command(t.launch, rd.save_recipe(cfg), Path(run_dir))
+        run_launched(cmd, out / "logs" / "launch.log")
+        if not stage.is_complete():
+            raise RuntimeError(f"the training launch exited cleanly but left no {stage.path}/_SUCCESS; "
+                               f"see {out / 'logs' / 'launch.log'}")
+        return model_dir
+    stage.start()
     _check_gpu_memory(t, student)
-    model = load_student(t, student)
+    prep = Prepared(path=student, tok=tok, end_of_turn=tok.eos_token, stop_ids=stop_ids, positions=pos,
+                    data=data, cache=cache)
 
     ckpt_dir = out / "checkpoints" / config_hash
     weights_dir = out / "adapter" if t.adapter != "none" else model_dir
     extra: dict = {}
-    with _trainer(cfg, method, model, tok, records, ckpt_dir, extra) as trainer:
+    with _trainer(cfg, method, prep, ckpt_dir, extra) as trainer:
         last = last_complete_checkpoint(ckpt_dir)
         if last:
             print(f"train: resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)
+        ranks = _ranks(trainer)
         trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # serving decodes
         # save_model gathers ZeRO-3 / FSDP shards; with several processes only rank 0 writes.
         trainer.save_model(str(weights_dir))
         if not trainer.is_world_process_zero():
             return model_dir
+    # The tokenizer as trained: its template, the end-of-turn token as EOS, the pad token.
     tok.save_pretrained(weights_dir)
     if t.adapter != "none":
-        _merge_adapter(t, student, weights_dir, model_dir)
+        _merge_adapter(t, prep, weights_dir, model_dir)
         tok.save_pretrained(model_dir)
+    print(f"train: model saved to {model_dir}")
     write_text(out / "recipe.yaml", dump_recipe(cfg))
+    trained = {"positions": pos, "end_of_turn_token": tok.eos_token, "stop_token_ids": stop_ids,
+               "world_size": len(ranks), "ranks": ranks}
     lineage = {"student": t.student, "student_path": student, "method": method,
-               "adapter": t.adapter, "teacher": cfg.teacher.model, "dataset_records": len(records),
-               "dataset_hash": data_hash, "config_hash": config_hash, "seed": cfg.run.seed, **extra}
+               "adapter": t.adapter, "teacher": cfg.teacher.model, "dataset_records": len(data),
+               "dataset_hash": data_hash, "config_hash": config_hash, "seed": cfg.run.seed,
+               **trained, **extra}
     write_json(out / "lineage.json", lineage)
-    stage.complete(records=len(records), config_hash=config_hash, model=str(model_dir),
+    stage.complete(records=len(data), config_hash=config_hash, model=str(model_dir),
                    method=method, adapter=t.adapter, train_loss=result.training_loss,
                    train_seconds=result.metrics.get("train_runtime"),
-                   train_tokens_per_s=result.metrics.get("train_tokens_per_second"), **extra)
+                   train_tokens_per_s=result.metrics.get("train_tokens_per_second"), **trained, **extra)
     return model_dir

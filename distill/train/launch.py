@@ -1,0 +1,89 @@
+"""The multi-process launch of the train stage: reads `train.launch` and the run's resolved
+recipe.yaml; runs `accelerate launch ... -m distill.cli train` and writes its output to the
+terminal and to train/logs/launch.log.
+
+The Prefect flow and `distill train` call `run_train` in one process; a 7B-14B student needs every
+GPU of the node under DDP, ZeRO-3 or FSDP. With `train.launch.accelerate_config`, run_train (when
+it is not itself a launched rank) starts accelerate on the recipe and waits for it: the launcher
+runs in its own process group, gets SIGTERM if this process dies (even by kill -9), and is
+stopped with all its ranks on an interrupt or error here.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from distill.errors import InputError
+
+LAUNCHED = "DISTILL_TRAIN_LAUNCHED"   # set on the launched processes
+
+
+def under_launcher() -> bool:
+    """A rank of a launch: distill's own marker, torchrun's LOCAL_RANK, or the
+    ACCELERATE_MIXED_PRECISION every accelerate launcher sets (a launch typed by hand)."""
+    return (os.environ.get(LAUNCHED) == "1" or "LOCAL_RANK" in os.environ
+            or "ACCELERATE_MIXED_PRECISION" in os.environ)
+
+
+def config_path(value: str) -> Path:
+    """The accelerate config, as given or relative to the repository (configs/accelerate/...)."""
+    from distill.pipeline import CONFIG_DIR
+    for path in (Path(value), CONFIG_DIR.parent / value):
+        if path.is_file():
+            return path.resolve()
+    raise InputError("accelerate config not found", key="train.launch.accelerate_config", file=value)
+
+
+def launch_command(launch, recipe_file: Path, run_dir: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("accelerate")  # the launcher of this environment
+    cmd = [str(exe), "launch"] if exe.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--config_file", str(config_path(launch.accelerate_config))]
+    if launch.num_processes:
+        cmd += ["--num_processes", str(launch.num_processes)]
+    cmd += list(launch.extra_args)
+    return cmd + ["-m", "distill.cli", "train", str(recipe_file), "--run-dir", str(run_dir)]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -> None:
+    """Runs `cmd` with its output streamed to the terminal and appended to `log_path`; a
+    non-zero exit is a RuntimeError carrying the log's tail."""
+    from distill.teacher.local import _die_with_parent, _stop
+
+    print(f"train: {shlex.join(cmd)}", flush=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, LAUNCHED: "1", "PYTHONUNBUFFERED": "1"}
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with open(log_path, "ab") as log:
+        log.write(f"$ {shlex.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        try:
+            # Chunks, not lines: progress bars redraw with \r and would otherwise show late.
+            while chunk := proc.stdout.read1(1 << 16):
+                log.write(chunk)
+                log.flush()
+                sys.stdout.write(decode.decode(chunk))
+                sys.stdout.flush()
+            proc.wait()
+        finally:
+            # torchrun's agent answers SIGTERM by stopping its ranks (each in a session of its
+            # own, out of reach of a signal to the launcher's group) and escalates to SIGKILL
+            # after 30 s: it gets longer than that before it is killed itself.
+            _stop(proc, stop_timeout_s)
+            proc.stdout.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the training launch exited with code {proc.returncode}; log "
+                           f"{log_path}:\n{_tail(log_path)}")
