@@ -648,3 +648,32 @@ def test_check_golds_names_why_a_gold_cannot_be_checked():
     assert verify_mod.check_golds(["42", " ", None, "Proof", "notfound", "\\text{}", "x^2+1",
                                    "\\frac{"], workers=2) == \
         [None, "empty", "empty", "proof", "notfound", "unparsable", None, "unparsable"]
+
+
+def test_decontamination_ignores_the_instruction_a_recipe_shares_with_the_benchmarks():
+    """The R1 recipes ask as MATH-500 and GSM8K ask ("...Please reason step by step, and put
+    your final answer within \\boxed{}."): a problem's last word plus the instruction's first
+    seven is an 8-gram of every benchmark item ending in that word. Fixed template text is
+    left out on both sides; the problems themselves are still compared."""
+    from distill.config import load_recipe
+    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
+    from distill.pipeline import recipe_path
+
+    src = next(s for s in load_recipe(recipe_path("r1-to-7b")).prompts.sources if s.name == "numina_math")
+    fixed = template_literals(src.prompt_template)
+    items, _ = load_benchmarks(["math500", "gsm8k"], {"math500": str(DATA / "math500" / "test.jsonl"),
+                                                      "gsm8k": str(GSM8K)})
+    index = Index(items, ngram=8, minhash_threshold=0.8)
+
+    def asked(problem: str) -> str:
+        return prompt_text([{"role": "user", "content": src.prompt_template.format(prompt=problem)}], fixed)
+
+    train = [json.loads(line)["question"] for line in
+             (DATA / "gsm8k" / "train.jsonl").read_text().splitlines()[:400]]
+    hits = [index.check(asked(q)) for q in train]
+    assert not [h.evidence for h in hits if h and "reason" in h.evidence]
+    assert sum(h is not None for h in hits) <= 4     # GSM8K's own train/test near-copies, if any
+    leaked = [json.loads(line)["problem"] for line in
+              (DATA / "math500" / "test.jsonl").read_text().splitlines()[:60]]
+    found = [index.check(asked(p)) for p in leaked]
+    assert sum(h is not None and h.benchmark == "math500" for h in found) >= 57

@@ -138,7 +138,9 @@ def answer(cfg, stage: Stage, model, asks: list[Ask], done: set[str],
                     sent[key] = (k, m[i:i + step])
                     jobs.append(Job(key=key, messages=a.problem["messages"], n=len(sent[key][1]),
                                     temperature=a.temperature, top_p=a.top_p,
-                                    max_tokens=a.max_tokens))
+                                    max_tokens=a.max_tokens,
+                                    extra_body={"stop_token_ids": model.stop_token_ids}
+                                    if model.stop_token_ids else {}))
             if not jobs:
                 break
             written = 0

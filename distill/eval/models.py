@@ -49,6 +49,35 @@ class EvalModel:
     path: str | None = None    # what a server started here loads (a directory or a Hub id)
     revision: str | None = None
     max_n_per_request: int | None = None   # samples per request; None: all missing at once
+    stop_token_ids: list[int] | None = None  # tokens that end an answer beyond the model's EOS
+
+
+def end_of_turn_stops(path: str, revision: str | None = None) -> list[int]:
+    """The token a model's chat template ends the assistant's turn with, when its generation
+    config does not stop on it: a base Qwen ends turns with <|im_end|> but stops only at
+    <|endoftext|>, so served as it is it writes past its turn (the next user turn, more
+    answers) until max_tokens. Sent as vLLM's `stop_token_ids`, so it stops as the distilled
+    student (whose config stops on it) does. Empty when the model already stops there, or
+    when its tokenizer cannot tell."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from distill.train.chat import detect_end_of_turn
+
+    try:
+        from distill.teacher.local import resolve
+        tok = AutoTokenizer.from_pretrained(resolve(path), revision=revision)
+        eot = detect_end_of_turn(tok) if tok.chat_template else None
+    except Exception:  # noqa: BLE001  (offline, no template: the server's own stops apply)
+        return []
+    if eot is None:
+        return []
+    try:
+        eos = GenerationConfig.from_pretrained(resolve(path), revision=revision).eos_token_id
+    except Exception:  # noqa: BLE001  (no generation_config.json)
+        eos = tok.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+    eot_id = tok.convert_tokens_to_ids(eot)
+    return [] if eot_id in stops else [eot_id]
 
 
 def fingerprint(path: Path) -> str:
@@ -180,13 +209,22 @@ def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
     # The teacher is asked as the generate stage asks it (an API that ignores `n` is set up
     # there); students, served here or by eval.base_url, take n as it comes unless told.
     teacher_n = e.max_n_per_request or cfg.generate.max_n_per_request
+    # Students served here stop at their template's end of turn (end_of_turn_stops); the key
+    # says so only when it adds a stop, so models that already stop keep their records.
+    stops = {} if e.base_url else {role: end_of_turn_stops(path, rev) for role, path, rev in
+                                   (("base", s.student, s.revision), ("student", student_path, None))}
+    base_key = weights_key(s.student, s.revision)
+    if stops.get("base"):
+        base_key += f"+stop{stops['base']}"
     return [
         EvalModel("teacher", t.model, weights_key(t.model, t.revision), teacher, how,
                   t.model, t.revision, teacher_n),
-        EvalModel("base", s.student, weights_key(s.student, s.revision),
+        EvalModel("base", s.student, base_key,
                   _served(cfg, s.student, s.revision, e.base_url, logs / "vllm-base.log"),
-                  _how_served(cfg, e.base_url), s.student, s.revision, e.max_n_per_request),
+                  _how_served(cfg, e.base_url), s.student, s.revision, e.max_n_per_request,
+                  stops.get("base") or None),
         EvalModel("student", cfg.publish.hub_repo or f"{cfg.run.name}-distilled", student_key,
                   _served(cfg, student_path, None, e.base_url, logs / "vllm-student.log"),
-                  _how_served(cfg, e.base_url), student_path, None, e.max_n_per_request),
+                  _how_served(cfg, e.base_url), student_path, None, e.max_n_per_request,
+                  stops.get("student") or None),
     ]

@@ -44,9 +44,29 @@ class Hit:
         return f"{self.method} overlap with {self.benchmark} (item {self.item}): {self.evidence}"
 
 
-def prompt_text(messages: list[dict]) -> str:
-    """What is compared: the user's (and system's) turns, not the answer."""
-    return "\n".join(m.get("content") or "" for m in messages if m.get("role") != "assistant")
+def prompt_text(messages: list[dict], template_text: list[str] = ()) -> str:
+    """What is compared: the user's (and system's) turns, not the answer, without the fixed
+    text of the template that asked them (`template_text`, from `template_literals`): a
+    recipe that asks as a benchmark asks ("Please reason step by step, and put your final
+    answer within \\boxed{}.") shares that instruction with every benchmark item, and the
+    last word of a problem plus the instruction's first seven is an 8-gram of the item, not
+    contamination. Each fixed piece is replaced once by a line break, so words never join."""
+    text = "\n".join(m.get("content") or "" for m in messages if m.get("role") != "assistant")
+    for piece in template_text:
+        text = text.replace(piece, "\n", 1)
+    return text
+
+
+def template_literals(template: str, style: str = "format") -> list[str]:
+    """The fixed pieces of a prompt template that hold words, longest first: `format` for a
+    recipe's str.format template (`{{` is a brace), `fill` for a benchmark's (evals/: only
+    `{name}` is a field, other braces are text)."""
+    if style == "format":
+        import string
+        pieces = [lit for lit, *_ in string.Formatter().parse(template)]
+    else:
+        pieces = re.split(r"\{\w+\}", template)
+    return sorted({p.strip() for p in pieces if _WORD.search(p)}, key=len, reverse=True)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -111,7 +131,8 @@ def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict,
                 where = "" if online or data else "no local file and the Hub is unreachable; "
                 skipped[name] = f"not on hand ({where}{type(e).__name__}: {_first_line(e)})"
                 continue
-            items[name] = [(str(p["id"]), prompt_text(p.get("messages") or []))
+            fixed = template_literals(bench.prompt, "fill") if bench.prompt else []
+            items[name] = [(str(p["id"]), prompt_text(p.get("messages") or [], fixed))
                            for p in problems]
     return items, skipped
 

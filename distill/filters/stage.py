@@ -96,9 +96,12 @@ def _format_checks(cfg, ledger: _Ledger) -> None:
 
 def _decontaminate(cfg, ledger: _Ledger) -> dict:
     from distill.eval.benchmark import list_benchmarks
-    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text
+    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
 
     fc = cfg.filter
+    # The fixed text each source asks with (its template, the system prompt) is not compared.
+    system = [cfg.prompts.system_prompt.strip()] if cfg.prompts.system_prompt else []
+    fixed = {s.name: template_literals(s.prompt_template) + system for s in cfg.prompts.sources}
     names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
     items, skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
     index = Index(items, ngram=fc.decontaminate_ngram, minhash_threshold=fc.decontaminate_minhash)
@@ -106,7 +109,7 @@ def _decontaminate(cfg, ledger: _Ledger) -> dict:
     for gen in ledger.alive():
         pid = gen.get("prompt_id")
         if pid not in hits:
-            hits[pid] = index.check(prompt_text(gen["messages"]))
+            hits[pid] = index.check(prompt_text(gen["messages"], fixed.get(gen.get("source"), [])))
         hit = hits[pid]
         ledger.mark(gen, "decontaminate", hit.reason() if hit else None)
     contaminated = {pid: h for pid, h in hits.items() if h}

@@ -32,9 +32,14 @@ class _Work:
     def group_key(self) -> tuple:
         greedy = self.req.temperature == 0
         # A seeded request runs alone: its samples must not depend on its batch neighbours.
+        # Stop tokens end every row of a generate call: requests with others run apart.
         return (greedy, None if greedy else self.req.temperature,
                 None if greedy else self.req.top_p, self.req.seed,
-                None if self.req.seed is None else id(self))
+                None if self.req.seed is None else id(self),
+                tuple(sorted(getattr(self.req, "stop_token_ids", None) or ())))
+
+    def stop_ids(self, eos_ids: set[int]) -> set[int]:
+        return eos_ids | set(getattr(self.req, "stop_token_ids", None) or ())
 
 
 class Engine:
@@ -201,7 +206,7 @@ class Engine:
         stop = _RowStop(self.tok, width, [w.max_tokens for w in rows], [w.stops for w in rows])
         kwargs: dict[str, Any] = dict(
             max_new_tokens=max(w.max_tokens for w in rows), pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids), stopping_criteria=[stop],
+            eos_token_id=sorted(works[0].stop_ids(self.eos_ids)), stopping_criteria=[stop],
             return_dict_in_generate=True, output_logits=want_logprobs,
             repetition_penalty=1.0)
         if req.temperature == 0:
@@ -235,7 +240,8 @@ class Engine:
     def _choice(self, w: _Work, ids: list[int], stop_len: int | None, logp) -> dict:
         ids = counted = ids[: w.max_tokens]
         finish, n_tokens = "length", len(ids)
-        eos_at = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+        stops = w.stop_ids(self.eos_ids)
+        eos_at = next((i for i, t in enumerate(ids) if t in stops), None)
         if eos_at is not None and (stop_len is None or eos_at < stop_len):
             # EOS counts as a completion token and has a logprob (as in vLLM), but no text.
             finish, n_tokens, ids, counted = "stop", eos_at + 1, ids[:eos_at], ids[:eos_at + 1]

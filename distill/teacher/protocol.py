@@ -45,6 +45,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     chat_template_kwargs: dict | None = None  # e.g. {"enable_thinking": false} for Qwen3, as in vLLM
     return_tokens_as_token_ids: bool = False  # vLLM's extension: logprob tokens as "token_id:N"
+    stop_token_ids: list[int] | None = None   # vLLM's extension: more tokens that end the answer
 
 
 class CompletionRequest(BaseModel):
