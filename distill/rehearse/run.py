@@ -57,7 +57,7 @@ class Sizes:
     processes: int = 2
     eval_questions: int = 3
     eval_samples: int = 2
-    eval_max_tokens: int = 256
+    eval_max_tokens: int = 128
 
 
 @dataclass
@@ -88,10 +88,11 @@ def tokenizer_source(model: str, tokenizers: Path | None) -> str:
 
 
 def dialect_of(cfg: Recipe) -> str:
-    """The endpoint dialect a recipe talks to: DeepSeek's API, else a vLLM server."""
+    """The endpoint dialect a recipe talks to: DeepSeek's API (its host, or its model names),
+    else a vLLM server."""
+    from distill.plan.params import API_MODELS
     url = cfg.teacher.base_url or ""
-    return "deepseek" if "api.deepseek.com" in url or cfg.teacher.model.startswith("deepseek-") \
-        else "vllm"
+    return "deepseek" if "api.deepseek.com" in url or cfg.teacher.model in API_MODELS else "vllm"
 
 
 # ------------------------------------------------------------------------------ the data
