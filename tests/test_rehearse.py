@@ -220,3 +220,33 @@ def test_a_rehearsal_is_never_pushed(tmp_path, monkeypatch):
         run_publish(_rehearsal_cfg(push=True, hub_repo="org/model"), tmp_path)
     with pytest.raises(InputError, match="never pushed"):
         hub.push_folders(_rehearsal_cfg(push=True, hub_repo="org/model"), {}, "hf_x")
+
+
+def test_a_served_student_stops_at_its_templates_end_of_turn():
+    """A base Qwen ends turns with <|im_end|> but stops only at <|endoftext|>: eval sends its
+    end of turn as vLLM's stop_token_ids, which distill's server honours as vLLM does."""
+    from distill.eval.models import end_of_turn_stops
+    from distill.rehearse.models import build_tiny
+    from distill.teacher.local import serve_local
+
+    model = build_tiny("Qwen/Qwen2.5-Math-1.5B", str(TOKENIZERS / "Qwen2.5-Math-1.5B"))
+    assert end_of_turn_stops(str(model)) == [151645]          # <|im_end|>
+    assert end_of_turn_stops("toy:student") == []             # already stops at its end of turn
+    body = {"messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 6, "temperature": 0}
+    with serve_local(str(model)) as (url, name):
+        free = httpx.post(url + "/chat/completions", json={**body, "model": name}, timeout=60).json()
+        assert free["usage"]["completion_tokens"] == 6 and free["choices"][0]["finish_reason"] == "length"
+        # Greedy decoding writes the same first token again: made a stop token, it ends the answer.
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(model)
+        text = tok.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)
+        import torch
+        from transformers import AutoModelForCausalLM
+        net = AutoModelForCausalLM.from_pretrained(model)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            first = int(net(ids).logits[0, -1].argmax())
+        stopped = httpx.post(url + "/chat/completions", timeout=60,
+                             json={**body, "model": name, "stop_token_ids": [first]}).json()
+        assert stopped["choices"][0]["finish_reason"] == "stop"
+        assert stopped["usage"]["completion_tokens"] == 1
