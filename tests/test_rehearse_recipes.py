@@ -68,8 +68,12 @@ def test_rehearsal_of_every_shipped_recipe(recipe, tmp_path):
         if v["kept"]:
             kept_by_category[gens[v["id"]]["category"]] = kept_by_category.get(gens[v["id"]]["category"], 0) + 1
     assert kept_by_category.get("coding", 0) > 0 and kept_by_category.get("reasoning", 0) > 0
-    nameerrors = [v for v in verdicts if "NameError" in json.dumps(v.get("reasons"))]
-    assert not nameerrors, nameerrors[:2]
+    # A coding trace fails verification only when the stand-in answered wrong on purpose (its
+    # wrong program is `def solution(*args)`): every right answer passed the real tests.
+    for v in verdicts:
+        g = gens[v["id"]]
+        if v["failed"] == "verify" and g["category"] == "coding":
+            assert "def solution(*args)" in g["content"], (v, g["content"][:300])
 
     # Every benchmark of the recipe scored for teacher, base and student.
     scores = Stage(run, "eval").read_json("scores.json")

@@ -55,9 +55,9 @@ class Sizes:
     train_max_length: int = 1024
     train_steps: int = 4
     processes: int = 2
-    eval_questions: int = 3
+    eval_questions: int = 2
     eval_samples: int = 2
-    eval_max_tokens: int = 128
+    eval_max_tokens: int = 320
 
 
 @dataclass

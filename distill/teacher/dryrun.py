@@ -14,7 +14,8 @@ being one. It reads an answer key (JSONL) and the teacher's real tokenizer, and 
         --answers key.jsonl --model deepseek-reasoner --api-key-env DRYRUN_KEY --port 8000
 
 Each sample's outcome is drawn from a hash of the prompt and the sample's number for that
-prompt, with the shares of `--mix`: `right` (the answer key's answer: a \\boxed{} value, a
+prompt (its reasoning shortened to fit the request's max_tokens where it can), with the shares
+of `--mix`: `right` (the answer key's answer: a \\boxed{} value, a
 program in a ```python block, or the letter of the right option), `wrong`, `truncated`
 (reasoning that runs to max_tokens: finish_reason "length"), `unbalanced` (a stray </think> in
 the answer, as R1 sometimes writes) and `no_answer` (reasoning, then no final answer). Token
@@ -180,9 +181,12 @@ class DryRun:
                 return name
         return "right"
 
-    def _reasoning(self, prompt: str, sample: int, entry: dict | None) -> str:
+    def _reasoning(self, prompt: str, sample: int, entry: dict | None, room: int = 1 << 30) -> str:
+        """5-12 thoughts, fewer when `room` (tokens left for reasoning) is short: a reasoning
+        model's trace fits its budget more often than not; the `truncated` share of the mix
+        is what runs past it."""
         r = _h("reasoning", prompt, sample)
-        count = 5 + r % 8
+        count = max(1, min(5 + r % 8, room // 18 - 1))
         order = sorted(range(len(_THOUGHTS)), key=lambda i: _h(r, i))[:count]
         lines = [_THOUGHTS[i] for i in order]
         lines.insert(0, f"Sample {sample}: reading the problem ({len(prompt)} characters).")
@@ -215,11 +219,12 @@ class DryRun:
         outcome = self._outcome(prompt, sample)
         count = lambda s: len(self.tok(s, add_special_tokens=False)["input_ids"]) if s else 0  # noqa: E731
         if outcome != "truncated":
-            reasoning = self._reasoning(prompt, sample, entry)
             content = self._answer(outcome, prompt, entry)
             if outcome == "unbalanced":
                 content = "Let me double-check once more.\n</think>\n" + content
-            n_reason, n_content = count(reasoning) + 1, count(content) + 1  # </think>, EOS
+            n_content = count(content) + 1                                   # EOS
+            reasoning = self._reasoning(prompt, sample, entry, max_tokens - n_content)
+            n_reason = count(reasoning) + 1                                  # </think>
             finish = "stop"
             if n_reason + n_content > max_tokens:     # the cap cuts a real answer too
                 outcome = "truncated"
