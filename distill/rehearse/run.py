@@ -56,8 +56,8 @@ class Sizes:
     train_steps: int = 4
     processes: int = 2
     eval_questions: int = 2
-    eval_samples: int = 2
-    eval_max_tokens: int = 320
+    eval_samples: int = 1
+    eval_max_tokens: int = 256
 
 
 @dataclass
@@ -354,6 +354,16 @@ CANNOT_SHOW = [
 ]
 
 
+def _teacher_command(real: Recipe) -> str | None:
+    """The `vllm serve` command the plan gives for the recipe's teacher on its hardware."""
+    try:
+        from distill.plan import make_plan
+        chosen = make_plan(real)["commands"].get(real.plan.hardware)
+    except Exception:  # noqa: BLE001  (an API model without published weights: no command)
+        return None
+    return chosen["command"] if chosen else None
+
+
 def write_report(run_dir: Path, real: Recipe, rehearsed: Recipe, setup: Setup, checks: list[str],
                  timings: dict[str, float], pilot: dict | None = None) -> Path:
     from distill.records import write_text
@@ -369,6 +379,9 @@ def write_report(run_dir: Path, real: Recipe, rehearsed: Recipe, setup: Setup, c
              "## Stages", "", "| stage | seconds |", "|---|--:|"]
     lines += [f"| {name} | {secs:.1f} |" for name, secs in timings.items()]
     lines += ["", "## Checked on the recipe as written", ""] + [f"- {c}" for c in checks]
+    teacher_cmd = _teacher_command(real)
+    if teacher_cmd:
+        lines += [f"- the teacher a real run serves (`distill plan`): `{teacher_cmd}`"]
     lines += ["", "## Stand-ins", "",
               f"- Student: `{setup.tiny_student}` (the real architecture and tokenizer of "
               f"`{real.train.student}`, tiny, random weights)",
