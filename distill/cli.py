@@ -211,6 +211,78 @@ def score(benchmark: str = typer.Argument(..., help="A benchmark in evals/ (huma
 
 
 @app.command()
+def rehearse(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
+             override: Optional[List[str]] = OverrideOpt,
+             data: Optional[Path] = typer.Option(
+                 None, "--data", help="Offline: a folder of data on hand (benchmark files, "
+                 "schemas/) to build local copies of the recipe's Hub datasets from; default: "
+                 "the Hub"),
+             tokenizers: Optional[Path] = typer.Option(
+                 None, "--tokenizers", help="Offline: a folder with one tokenizer folder per model "
+                 "name (Qwen2.5-Math-7B/, DeepSeek-R1/, ...); default: the Hub"),
+             dialect: Optional[str] = typer.Option(
+                 None, "--dialect", help="The teacher stand-in's API dialect: vllm or deepseek "
+                 "(default: the recipe endpoint's)")):
+    """Run a recipe as written, shrunk in size, end to end on CPU with stand-ins; report marked as a rehearsal."""
+    _rehearse(recipe, override, run_dir, data, tokenizers, dialect, None)
+
+
+@app.command()
+def pilot(recipe: str = RecipeArg,
+          prompts: int = typer.Option(..., "--prompts", min=1, help="How many real prompts to send"),
+          run_dir: Optional[Path] = RunDirOpt, override: Optional[List[str]] = OverrideOpt,
+          data: Optional[Path] = typer.Option(None, "--data", help="As for `distill rehearse`"),
+          tokenizers: Optional[Path] = typer.Option(None, "--tokenizers",
+                                                    help="As for `distill rehearse`")):
+    """N real prompts through the real teacher and the filters, the rest rehearsed; prints tokens/s, $ per kept trace, keep rates, the plan recomputed."""
+    import json
+
+    from distill.rehearse.run import pilot_text
+    rd = _rehearse(recipe, override, run_dir, data, tokenizers, None, prompts)
+    typer.echo(pilot_text(json.loads((rd / "report" / "pilot.json").read_text())))
+
+
+def _rehearse(recipe, override, run_dir, data, tokenizers, dialect, pilot_prompts):
+    from distill.rehearse.run import rehearse as run_rehearsal
+    if dialect not in (None, "vllm", "deepseek"):
+        _fail(InputError(f"--dialect {dialect!r}: vllm or deepseek", key="--dialect"), 2)
+    try:
+        t0 = time.time()
+        rd = run_rehearsal(recipe, override or [], run_dir, data_dir=data, tokenizers=tokenizers,
+                           dialect=dialect, pilot_prompts=pilot_prompts)
+    except InputError as e:
+        _fail(e, 2)
+    except KeyboardInterrupt:
+        _fail(RuntimeError("interrupted; re-run the same command to resume"), 130)
+    except Exception as e:
+        import traceback
+        traceback.print_exc(limit=-3, file=sys.stderr)
+        _fail(e, 1)
+    typer.echo(f"{'pilot' if pilot_prompts else 'rehearsal'} done in {time.time() - t0:.0f} s: "
+               f"{rd}/report (rehearsal.md says what stood in and what was changed)")
+    return rd
+
+
+@app.command(name="dryrun-teacher")
+def dryrun_teacher(tokenizer: str = typer.Option(..., "--tokenizer", help="The teacher's tokenizer (folder or Hub id)"),
+                   answers: Optional[Path] = typer.Option(None, "--answers", help="Answer key (JSONL)"),
+                   dialect: str = typer.Option("vllm", "--dialect", help="vllm or deepseek"),
+                   model: str = typer.Option("dryrun", "--model", help="The served model name"),
+                   mix: Optional[str] = typer.Option(None, "--mix", help="Outcome shares, e.g. right=0.6,wrong=0.4"),
+                   api_key_env: Optional[str] = typer.Option(None, "--api-key-env",
+                                                             help="Demand the key in this variable"),
+                   port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
+    """Serve a dry-run teacher: answers like a reasoning model (right, wrong, truncated, ...) in vLLM's or DeepSeek's dialect."""
+    from distill.teacher.dryrun import main as dryrun_main
+    argv = ["--tokenizer", tokenizer, "--dialect", dialect, "--model", model,
+            "--port", str(port), "--host", host]
+    for flag, value in (("--answers", answers), ("--mix", mix), ("--api-key-env", api_key_env)):
+        if value is not None:
+            argv += [flag, str(value)]
+    dryrun_main(argv)
+
+
+@app.command()
 def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teacher / toy:student"),
           port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
     """Serve a local model over the OpenAI chat-completions API."""

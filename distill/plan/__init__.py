@@ -49,10 +49,12 @@ def _layout_dict(lay: serving.Layout | None) -> dict | None:
 
 
 def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | None = None,
-              student_config: str | None = None, measured: dict | None = None) -> dict:
+              student_config: str | None = None, measured: dict | None = None,
+              prompts_from_recipe: bool = False) -> dict:
     """The plan for recipe `cfg` (None: the teacher of `teacher_config` alone, with the default
     generation settings). `measured`: {"teacher" | "student": (tokens/s, where from)} measured by
-    the caller, used where the recipe states no throughput."""
+    the caller, used where the recipe states no throughput. `prompts_from_recipe`: project the
+    recipe's prompt count even when `run_dir` (a pilot's) holds fewer prompts."""
     from distill.config import GenerateConfig, PlanConfig
     pc = cfg.plan if cfg is not None else PlanConfig()
     g = cfg.generate if cfg is not None else GenerateConfig()
@@ -127,7 +129,8 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
             except InputError as e:
                 warnings.append(f"{e.message}; the train stage refuses this recipe")
     if cfg is not None:
-        plan["generation"] = _generation(cfg, run_dir, plan, usage, warnings, measured or {})
+        plan["generation"] = _generation(cfg, run_dir, plan, usage, warnings, measured or {},
+                                         prompts_from_recipe)
     return plan
 
 
@@ -142,9 +145,9 @@ def teacher_devices(cfg, plan: dict) -> int:
 
 
 def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: list[str],
-                measured: dict) -> dict:
+                measured: dict, prompts_from_recipe: bool = False) -> dict:
     pc, g = cfg.plan, cfg.generate
-    n_prompts, prompts_src = cost.prompt_count(cfg, run_dir)
+    n_prompts, prompts_src = cost.prompt_count(cfg, None if prompts_from_recipe else run_dir)
     ctx = plan["context"]
     devices = teacher_devices(cfg, plan)
     measured_tps = usage.tokens_per_s(g.max_concurrency) if usage else None

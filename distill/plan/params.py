@@ -93,6 +93,11 @@ class Params:
 
 # ------------------------------------------------------------------------------ loading
 
+# API model names and the published model whose architecture they serve: sizing and cost of
+# a run through DeepSeek's API follow the open weights of the same architecture.
+API_MODELS = {"deepseek-reasoner": "deepseek-ai/DeepSeek-R1", "deepseek-chat": "deepseek-ai/DeepSeek-V3"}
+
+
 def _hub_copy(name: str) -> Path:
     return HUB_COPIES / (name.replace("/", "--") + ".json")
 
@@ -128,6 +133,9 @@ def load_config(name: str, revision: str | None = None) -> tuple[dict, str]:
         return _toy_config(name), f"{name} (distill.toy.models)"
     if path.is_absolute() or name.startswith("."):
         raise InputError("config file not found", file=name)
+    if name in API_MODELS:
+        config, source = load_config(API_MODELS[name], revision)
+        return config, f"{name}: the architecture of {source}"
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     cached = try_to_load_from_cache(name, "config.json", revision=revision)
     if isinstance(cached, str):

@@ -60,7 +60,10 @@ def load_run(path: str | Path) -> Run:
     # takes the student's count.
     base = lineage.count_parameters(cfg.train.student) or student
     dataset = lineage.stage_complete(path, "dataset")
-    return Run(name=cfg.run.name, path=path, cfg=cfg, rows=leaderboard.leaderboard_rows(scores),
+    rows = leaderboard.leaderboard_rows(scores)
+    if cfg.run.rehearsal:  # stand-in models: never to be read as results beside real runs
+        rows = [{**r, "model": f"{r['model']} [rehearsal]"} for r in rows]
+    return Run(name=cfg.run.name, path=path, cfg=cfg, rows=rows,
                retention=leaderboard.retention_intervals(questions),
                params={"student": student, "base": base,
                        "teacher": lineage.count_parameters(cfg.teacher.model)},

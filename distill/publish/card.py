@@ -38,6 +38,19 @@ def _pct(x) -> str:
     return "" if x is None else f"{100 * x:.1f}"
 
 
+REHEARSAL_BANNER = (
+    "> **A rehearsal, not a model.** This run is `distill rehearse` of the recipe: the student is "
+    "a tiny random-init stand-in with the real architecture and tokenizer, the teacher a "
+    "dry-run endpoint, the data a few rows. Every number below checks the pipeline, none "
+    "measures a model. It is never pushed to the Hub.")
+
+
+def report_title(cfg: Recipe) -> str:
+    """The title of every report page of a run; a rehearsal says it is one."""
+    title = f"{cfg.run.name}: {cfg.teacher.model} -> {cfg.train.student}"
+    return f"REHEARSAL (stand-ins, not results) - {title}" if cfg.run.rehearsal else title
+
+
 def model_name(cfg: Recipe) -> str:
     return cfg.publish.hub_repo or f"{cfg.run.name}-distilled"
 
@@ -112,15 +125,17 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
     filter_counts = lineage.get("filter_counts")
     student = [r for r in rows if r["role"] == "student"]
     overall = [r for r in student if "/" not in r["category"]]
+    rehearsal = cfg.run.rehearsal
     data = ModelCardData(
         model_name=name,
-        base_model=cfg.train.student if not cfg.train.student.startswith("toy:") else None,
+        # A rehearsal's stand-in must never be listed on the Hub as a fine-tune of the base.
+        base_model=cfg.train.student if not (cfg.train.student.startswith("toy:") or rehearsal) else None,
         datasets=_hub_datasets(cfg) or None,
         license=license,
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["distillation", "reasoning", "code", f"recipe:{cfg.run.name}",
-              f"teacher:{cfg.teacher.model}"],
+              f"teacher:{cfg.teacher.model}"] + (["rehearsal", "not-for-use"] if rehearsal else []),
         eval_results=[
             EvalResult(task_type="text-generation", dataset_type=_hub_id(r["benchmark"]),
                        dataset_name=r["benchmark"], metric_type=r["metric"],
@@ -134,6 +149,7 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
     lines = [
         f"# {name}",
         "",
+        *([REHEARSAL_BANNER, ""] if rehearsal else []),
         f"A dense student (`{cfg.train.student}`) distilled from the teacher `{cfg.teacher.model}`"
         f" by {METHODS[cfg.train.method]}"
         f"{'' if cfg.train.adapter == 'none' else ' with a ' + cfg.train.adapter.upper() + ' adapter'},"

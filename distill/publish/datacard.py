@@ -42,16 +42,20 @@ def build_dataset_card(cfg: Recipe, lineage: dict, license: str | None, repo_id:
         pretty_name=f"{cfg.run.name}: verified traces of {cfg.teacher.model}",
         license=license,
         task_categories=["text-generation"],
-        tags=["distillation", "reasoning", "code", "synthetic", f"recipe:{cfg.run.name}"],
+        tags=["distillation", "reasoning", "code", "synthetic", f"recipe:{cfg.run.name}"]
+        + (["rehearsal", "not-for-use"] if cfg.run.rehearsal else []),
         size_categories=[_size_category(kept)],
         source_datasets=hub_sources or None,
         configs=[{"config_name": "default",
                   "data_files": [{"split": "train", "path": "data/train-*"}]}],
     )
     name = repo_id or f"{cfg.run.name}-traces"
+    from distill.publish.card import REHEARSAL_BANNER
     lines = [
         f"# {name}",
         "",
+        *([REHEARSAL_BANNER.replace("a model", "a dataset").replace("measures a model", "is a real trace"), ""]
+          if cfg.run.rehearsal else []),
         f"{kept} reasoning traces written by `{cfg.teacher.model}` and kept after verification, "
         f"quality checks and deduplication, to distil into `{cfg.train.student}` with the recipe "
         f"`{cfg.run.name}`.",

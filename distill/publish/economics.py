@@ -277,7 +277,8 @@ def to_markdown(e: dict, title: str) -> str:
 def write_economics(cfg: Recipe, run_dir: Path, rows: list[dict], report: Path) -> dict | None:
     """Writes the economics section into `report`. A model whose config cannot be read (a Hub
     id offline) leaves a one-line economics.md that says why instead of failing the report."""
-    title = f"{cfg.run.name}: {cfg.teacher.model} -> {cfg.train.student}"
+    from distill.publish.card import report_title
+    title = report_title(cfg)
     try:
         e = build(cfg, run_dir, rows)
     except InputError as err:

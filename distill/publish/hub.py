@@ -150,6 +150,8 @@ def push_folders(cfg: Recipe, repos: dict[str, dict], token: str) -> dict[str, s
     re-push after a refresh leaves no stale shard behind."""
     from huggingface_hub import HfApi
 
+    if cfg.run.rehearsal:  # the publish stage refuses first; this guards every other caller
+        raise InputError("a rehearsal is never pushed to the Hub", key="publish.push")
     api = HfApi(token=token)
     urls = {}
     for kind in ("dataset", "adapter", "model"):

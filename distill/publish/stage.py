@@ -32,6 +32,10 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     questions = evaluated.read_json("questions.json") if has_questions else []
     history = lineage.run_lineage(run.path)
     p = cfg.publish
+    if cfg.run.rehearsal and p.push and not p.dry_run:
+        raise InputError("a rehearsal is never pushed: its student is a tiny random-init stand-in "
+                         "(publish.dry_run stages the folders a real run would push)",
+                         key="publish.push")
     token = hub.hub_token(cfg) if p.push and not p.dry_run else None
     model_license = p.license or lineage.model_license(cfg.train.student, cfg.train.revision)
     data_license = p.dataset_license or lineage.model_license(cfg.teacher.model,
@@ -39,12 +43,13 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
 
     rows = leaderboard.leaderboard_rows(scores)
     retention = leaderboard.retention_intervals(questions)
-    title = f"{cfg.run.name}: {cfg.teacher.model} -> {cfg.train.student}"
+    title = card.report_title(cfg)
     report = run.report
     write_text(report / "leaderboard.csv", leaderboard.to_csv(rows))
     write_text(report / "leaderboard.md", leaderboard.to_markdown(rows, title))
     write_text(report / "leaderboard.html", leaderboard.to_html(rows, title))
-    plots.plot_retention(rows, retention, report / "retention.png", f"Retention: {cfg.run.name}")
+    plots.plot_retention(rows, retention, report / "retention.png",
+                         ("REHEARSAL - " if cfg.run.rehearsal else "") + f"Retention: {cfg.run.name}")
     economics.write_economics(cfg, run.path, rows, report)  # economics.md/.json, quality_vs_cost.png
     model_card = card.build_card(cfg, rows, retention, leaderboard.differences(questions),
                                  history, model_license)

@@ -1,2 +1,7 @@
-"""Rehearsal of a recipe offline: local copies of the Hub datasets it reads, in their Hub
-layout, and the answer key a teacher stand-in answers from (hub_layouts.py)."""
+"""Rehearsals of the shipped recipes: the recipe as written, shrunk only in size, end to end on
+a CPU and offline (real tokenizers and templates, real dataset layouts, the real architecture at
+a tiny width, a teacher stand-in speaking the endpoint's dialect).
+
+run.py: `distill rehearse` and `distill pilot`; models.py: the tiny students; hub_layouts.py:
+local copies of the recipes' Hub datasets; vllm_shim.py: `vllm serve` on a machine without it.
+"""

@@ -46,7 +46,8 @@ class Engine:
     """The model, the tokenizer and the batching worker thread."""
 
     def __init__(self, model_path: str, revision: str | None = None, batch_wait_ms: float = 50,
-                 max_batch_rows: int = 256):
+                 max_batch_rows: int = 256, max_model_len: int | None = None,
+                 strict_context: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,6 +65,11 @@ class Engine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else min(self.eos_ids)
         self.max_len = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        if max_model_len:   # vLLM's --max-model-len: the context this server accepts
+            self.max_len = min(self.max_len, max_model_len)
+        # vLLM refuses a request whose prompt plus max_tokens exceed the context (400); this
+        # server shortens max_tokens instead, unless told to answer as vLLM does.
+        self.strict_context = strict_context
         end_think = self.tok.convert_tokens_to_ids(END_THINK) if END_THINK in self.tok.get_vocab() else None
         self.end_think_id = end_think
         self.batch_wait_s = batch_wait_ms / 1000
@@ -85,6 +91,10 @@ class Engine:
         if room < 1:
             raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.max_len}")
         asked = req.max_completion_tokens or req.max_tokens or room
+        if self.strict_context and asked > room:
+            raise ValueError(f"'max_tokens' or 'max_completion_tokens' is too large: {asked}. This "
+                             f"model's maximum context length is {self.max_len} tokens and your "
+                             f"request has {len(ids)} input tokens ({asked} > {self.max_len} - {len(ids)}).")
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         return _Work(req, ids, min(asked, room), [s for s in stops if s], loop, loop.create_future())
 

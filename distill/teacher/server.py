@@ -194,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="how long the worker waits for more requests before a batch starts")
     p.add_argument("--max-batch-rows", type=int, default=256)
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="the longest prompt + answer accepted (default: the model's positions)")
+    p.add_argument("--strict-context", action="store_true",
+                   help="answer 400 to a request that does not fit, as vLLM does, instead of "
+                        "shortening its max_tokens")
     args = p.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -201,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         _exit_with_parent(args.parent_pid)
     import torch
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-    engine = Engine(args.model, args.revision, args.batch_wait_ms, args.max_batch_rows)
+    engine = Engine(args.model, args.revision, args.batch_wait_ms, args.max_batch_rows,
+                    args.max_model_len, args.strict_context)
     log.info("loaded %s on %s with %d threads", args.model, engine.device, torch.get_num_threads())
 
     import uvicorn
