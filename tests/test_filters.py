@@ -677,3 +677,16 @@ def test_decontamination_ignores_the_instruction_a_recipe_shares_with_the_benchm
               (DATA / "math500" / "test.jsonl").read_text().splitlines()[:60]]
     found = [index.check(asked(p)) for p in leaked]
     assert sum(h is not None and h.benchmark == "math500" for h in found) >= 57
+
+
+def test_a_short_benchmark_item_is_a_copy_only_when_it_is_most_of_the_prompt():
+    """Items shorter than n words (a toy sum, "25+29=") are matched whole: in a prompt of
+    about their length that is a copy; inside a long prompt (MBPP's tests hold "25, 29") it is
+    a coincidence that threw real prompts away."""
+    from distill.filters.decontaminate import Index
+    index = Index({"toy_arith": [("toy_arith/1", "25+29=")]}, ngram=8, minhash_threshold=None)
+    assert index.check("What is 25+29?").item == "toy_arith/1"
+    long = ("Write a function to find the maximum of similar indices in two lists of tuples. "
+            "assert max_similar_indices([(2, 4), (6, 7)], [(5, 4), (8, 10)]) == [(5, 4), (8, 10)]\n"
+            "assert max_similar_indices([(3, 5), (25, 29)], [(6, 5), (9, 11)]) == [(6, 5), (25, 29)]")
+    assert index.check(long) is None

@@ -7,7 +7,8 @@ Two checks, as open-r1 and the dedup literature do them:
   choice) with a benchmark item. Words are lower-cased `\\w+` runs, so spacing and punctuation
   do not hide a copy. N-grams found in `BOILERPLATE_ITEMS` or more items of one benchmark are
   its template ("Please reason step by step...", "Complete the following Python function"),
-  not its content, and are ignored; an item shorter than n words is matched as a whole;
+  not its content, and are ignored; an item shorter than n words is matched as a whole, in a
+  prompt at most twice its length;
 - MinHash: a prompt whose estimated Jaccard similarity (word 5-gram shingles) with an item is
   at least `threshold` (catches paraphrases with few long exact runs). Template shingles
   (in `BOILERPLATE_ITEMS` or more items of a benchmark) are left out on both sides, so two
@@ -214,6 +215,10 @@ class Index:
             if hit:
                 return Hit(hit[0], hit[1], "ngram", repr(" ".join(g)))
         for size, table in self.short.items():
+            # An item shorter than n words ("25 29" of a toy sum) is a copy only when it is
+            # most of the prompt; inside a long one it is a coincidence (two numbers of a test).
+            if 2 * size < len(words):
+                continue
             for i in range(len(words) - size + 1):
                 hit = table.get(tuple(words[i:i + size]))
                 if hit:

@@ -500,8 +500,8 @@ def pilot_text(m: dict) -> str:
     lines = [
         f"pilot: {m['samples']} samples from the real teacher, {m['kept']} kept "
         f"(keep rate {100 * (m['keep_rate'] or 0):.1f}%)",
-        f"  teacher: {m['completion_tokens_per_s']} completion tokens/s, "
-        f"{m['mean_completion_tokens']} tokens per sample, length cap hit by "
+        f"  teacher: {m['completion_tokens_per_s'] or 0:,.0f} completion tokens/s over the stage, "
+        f"{m['mean_completion_tokens'] or 0:,.0f} tokens per sample, length cap hit by "
         f"{100 * (m['length_cap_hit_rate'] or 0):.1f}%",
         f"  cost: {usd(m['cost'])}, {usd(m['usd_per_kept_trace'])} per kept trace",
         "  rejected: " + (", ".join(f"{k} {v} ({100 * m['reject_rate_per_filter'][k]:.1f}%)"
@@ -512,6 +512,7 @@ def pilot_text(m: dict) -> str:
         lines.append(f"  full run ({full['prompts']:,} prompts, {full['prompts_source']}): "
                      f"{proj['samples']:,} samples, {proj['output_tokens']:,} output tokens, "
                      f"API {usd(proj.get('api_usd'))}, self-hosted {usd(proj.get('self_hosted_usd'))} "
-                     f"({'n/a' if hours is None else format(hours, ',.0f')} device-hours), "
+                     f"({'n/a' if hours is None else format(hours, ',.0f')} device-hours at "
+                     f"{full['tokens_per_s'] or 0:,.0f} tokens/s, {full['tokens_per_s_source']}), "
                      f"~{full['kept_traces']:,} kept traces at the pilot's keep rate")
     return "\n".join(lines)
