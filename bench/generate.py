@@ -1,6 +1,6 @@
 """Teacher-generation client throughput and fault tolerance, side by side with
 bespokelabs-curator and distilabel, against the stand-in OpenAI-compatible server
-(`distill.teacher.standin`, a separate process) with a fixed latency L.
+(`tests/teacher_standin.py`, a separate process) with a fixed latency L.
 
 Part 1, throughput: N prompts, at most C requests in flight. Completed requests/s for each
 client against the Little's-law bound C / L (a client can never beat it), as the median of
@@ -53,10 +53,10 @@ class StandIn:
     """The stand-in server in its own process, started fresh for each run."""
 
     def __init__(self, *args: str):
-        from distill.teacher.local import free_port
+        from distill.serving.launcher import free_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen([sys.executable, "-m", "distill.teacher.standin", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.teacher_standin", "--port", str(self.port),
                                       *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env={**os.environ, "PYTHONPATH": str(REPO)})
         deadline = time.monotonic() + 30

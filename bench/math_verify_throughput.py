@@ -45,7 +45,7 @@ def direct(pairs: list[tuple[dict, str]]) -> tuple[float, list[bool]]:
 
 
 def through_distill(pairs: list[tuple[dict, str]], workers: int) -> tuple[float, list[bool]]:
-    from distill.filters.verify import verify_many
+    from distill.grading.verify import verify_many
 
     start = time.perf_counter()
     verdicts = [v.ok for v in verify_many(pairs, workers=workers)]

@@ -57,7 +57,7 @@ def run_evalplus(python: str, data: Path, samples: Path, cache: Path, workers: i
 
 def run_distill(data: Path, cache: Path, workers: int) -> dict:
     os.environ["DISTILL_CACHE"] = str(cache)
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
     from distill.filters import verify_many
 
     t = time.perf_counter()

@@ -31,10 +31,10 @@ def run(mode: str, records: list[dict], batch_size: int) -> dict:
     from distill.config import Recipe
     from distill.records import RunDir
     from distill.toy import resolve_model
-    from distill.train.chat import prepare_tokenizer
+    from distill.chat import prepare_tokenizer
     from distill.train.common import Prepared
     from distill.train.data import source_dataset, tokenize
-    from distill.train.positions import positions
+    from distill.positions import positions
     from distill.train.sft import build_sft
     student = resolve_model("toy:student")
     cfg = Recipe.model_validate({

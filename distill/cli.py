@@ -273,7 +273,7 @@ def dryrun_teacher(tokenizer: str = typer.Option(..., "--tokenizer", help="The t
                                                              help="Demand the key in this variable"),
                    port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
     """Serve a dry-run teacher: answers like a reasoning model (right, wrong, truncated, ...) in vLLM's or DeepSeek's dialect."""
-    from distill.teacher.dryrun import main as dryrun_main
+    from distill.serving.dryrun import main as dryrun_main
     argv = ["--tokenizer", tokenizer, "--dialect", dialect, "--model", model,
             "--port", str(port), "--host", host]
     for flag, value in (("--answers", answers), ("--mix", mix), ("--api-key-env", api_key_env)):
@@ -286,7 +286,7 @@ def dryrun_teacher(tokenizer: str = typer.Option(..., "--tokenizer", help="The t
 def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teacher / toy:student"),
           port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
     """Serve a local model over the OpenAI chat-completions API."""
-    from distill.teacher.server import main as serve_main
+    from distill.serving.server import main as serve_main
     from distill.toy import resolve_model
     serve_main(["--model", resolve_model(model), "--port", str(port), "--host", host,
                 "--served-name", model])

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from distill.errors import InputError
 
+# The shipped recipes (`smoke`, `r1-to-7b`, ...) and accelerate launch configs.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")

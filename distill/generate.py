@@ -79,7 +79,7 @@ def _teacher(cfg, log_dir: Path):
         yield t.model, engine.complete_all
         return
     from distill.teacher.client import complete_all
-    from distill.teacher.local import teacher_endpoint
+    from distill.serving.endpoint import teacher_endpoint
     with teacher_endpoint(t, log_dir=log_dir) as (base_url, model, api_key):
         yield model, functools.partial(
             complete_all, base_url, model, api_key=api_key, max_concurrency=g.max_concurrency,
@@ -224,6 +224,32 @@ def merge_outcomes(outcomes: list[dict]) -> dict:
     return total
 
 
+def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
+    """`generate.shards` Ray tasks (`distill.shard`); the prompts a crashed shard left are
+    reported as failed, found by what has no record now."""
+    from distill.shard import run_sharded
+    g = cfg.generate
+    outcomes, errors = run_sharded(cfg, run_dir, generate_prompts)
+    total = merge_outcomes(outcomes)
+    if errors:
+        gen_hash = cfg.generation_hash()
+        stored = {r["id"] for r in RunDir(run_dir).stage("generate").read_index(RESUME_FIELDS)
+                  if r.get("gen_hash") == gen_hash}
+        reported = {f["prompt_id"] for f in total["failed"]}
+        for p in prompts:
+            miss = [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in stored]
+            if miss and p["id"] not in reported:
+                total["failed"].append({"prompt_id": p["id"], "missing_samples": miss,
+                                        "reason": "; ".join(errors), "kind": "shard_crashed",
+                                        "attempts": None, "retryable": True})
+    for k in ("requests", "answered", "new_samples", "prompt_tokens", "completion_tokens",
+              "reasoning_tokens", "empty_responses", "truncated", "truncated_total", "cost",
+              "cost_this_run", "samples"):
+        total.setdefault(k, 0)
+    total["prompts"] = len(prompts)
+    return total
+
+
 def run_generate(cfg, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
     prompts = list(rd.stage("prompts").read())
@@ -233,8 +259,7 @@ def run_generate(cfg, run_dir: Path) -> Path:
     stage.start()
     g = cfg.generate
     if g.shards > 1:
-        from distill.shard import generate_sharded
-        o = generate_sharded(cfg, Path(run_dir), prompts)
+        o = _generate_sharded(cfg, Path(run_dir), prompts)
     else:
         o = generate_prompts(cfg, Path(run_dir), prompts)
     failed = o.pop("failed")

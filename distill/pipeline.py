@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from distill.config import Recipe
+from distill.config import CONFIG_DIR, Recipe
 from distill.records import RunDir
 
 # stage name -> "module:function"; imported on use so `distill --help` stays fast.
@@ -22,7 +22,6 @@ STAGES: dict[str, str] = {
     "publish": "distill.publish:run_publish",
 }
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def stage_function(name: str) -> Callable[[Recipe, Path], object]:

@@ -152,7 +152,7 @@ def _prompts(src: PromptSource, cfg: Recipe, revision: str | None, done: set[str
     whose gold answer can be checked; counts the others. Golds are parsed in batches in the
     verifier's killable worker processes (math-verify can hang), never more rows past
     `count` than one batch; rows already on record passed the check when they were written."""
-    from distill.filters.verify import check_golds
+    from distill.grading.verify import check_golds
 
     yielded = 0
     batch: list[tuple[str, list[dict], dict]] = []

@@ -37,7 +37,7 @@ from distill.records import RunDir, Stage, record_id, write_json, write_text
 def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
     """(ids of the kept traces the current student was trained on, or None when unknown;
     how many there were, or None when no student is trained)."""
-    from distill.train.stage import _dataset_hash  # the train stage's own definition of its data
+    from distill.train.stage import records_hash  # the train stage's own definition of its data
 
     if not stage_complete(run_dir, "train"):
         return None, None
@@ -54,7 +54,7 @@ def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
     trained_hash = json.loads(lineage_path.read_text()).get("dataset_hash") \
         if lineage_path.exists() else None
     records = list(Stage(run_dir, "dataset").read()) if stage_complete(run_dir, "dataset") else []
-    if trained_hash and records and _dataset_hash(records) == trained_hash:
+    if trained_hash and records and records_hash(records) == trained_hash:
         ids = {r["id"] for r in records}
         _save_trained(run_dir, manifest.get("config_hash"), ids)
         return ids, count

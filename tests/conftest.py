@@ -12,12 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")      # before huggingface_hub reads
 
 import pytest  # noqa: E402
 
-from distill.teacher.local import serve_local  # noqa: E402
+from distill.serving.launcher import serve_local  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    from distill.toy.models import build_teacher
+    from distill.toy.arch import build_teacher
     path = tmp_path_factory.mktemp("teacher")
     model, tok = build_teacher()
     model.save_pretrained(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from distill.errors import InputError
-from distill.eval.benchmark import get_benchmark, list_benchmarks
+from distill.grading.benchmarks import get_benchmark, list_benchmarks
 from distill.filters import verify, verify_many
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -551,7 +551,7 @@ def test_humaneval_plus_reads_the_hub_layout(tmp_path, hf_cache):
 
 
 def test_read_rows_takes_a_local_copy_of_a_hub_repo(tmp_path, hf_cache):
-    from distill.eval.benchmark import file_sha256, read_rows
+    from distill.grading.benchmarks import file_sha256, read_rows
     rows = json.loads((DATA / "mbpp" / "sanitized-mbpp.json").read_text())
     from datasets import Dataset, Features, Sequence, Value
     features = Features({"source_file": Value("string"), "task_id": Value("int32"),

@@ -8,7 +8,8 @@ import pytest
 
 from distill.config import load_recipe
 from distill.errors import InputError
-from distill.pipeline import CONFIG_DIR, recipe_path
+from distill.config import CONFIG_DIR
+from distill.pipeline import recipe_path
 
 RECIPES = sorted(CONFIG_DIR.glob("*.yaml"))
 
@@ -23,7 +24,7 @@ def test_recipe_validates(path):
     cfg = load_recipe(path)
     assert cfg.run.name == path.stem
     assert path.read_text().startswith("#"), "a recipe opens with a comment: purpose and command"
-    from distill.eval.benchmark import list_benchmarks
+    from distill.grading.benchmarks import list_benchmarks
     assert set(cfg.eval.benchmarks) <= set(list_benchmarks())
 
 

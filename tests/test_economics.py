@@ -9,7 +9,7 @@ import pytest
 
 from distill.config import load_recipe
 from distill.pipeline import recipe_path
-from distill.plan.experts import by_category, collapse_warnings, summarise
+from distill.experts import by_category, collapse_warnings, summarise
 from distill.records import Stage
 
 
@@ -30,7 +30,7 @@ def test_collapse_is_warned_and_balance_is_not():
 
 @pytest.fixture(scope="module")
 def moe_dir(tmp_path_factory):
-    from distill.toy.models import build_teacher
+    from distill.toy.arch import build_teacher
     path = tmp_path_factory.mktemp("moe")
     model, tok = build_teacher()
     model.config.output_router_logits = False  # saved as the trained teacher is
@@ -52,7 +52,7 @@ def _traces(n_per_category: int = 5) -> list[dict]:
 def test_expert_utilisation_per_category_through_the_router(moe_dir):
     from transformers import AutoTokenizer
 
-    from distill.plan.experts import _encode
+    from distill.experts import _encode
     traces = _traces()
     u = by_category(str(moe_dir), traces, per_category=4, batch_size=3)
     assert set(u["categories"]) == {"reasoning", "coding"} and (u["num_experts"], u["top_k"]) == (8, 2)
@@ -69,7 +69,7 @@ def test_expert_utilisation_per_category_through_the_router(moe_dir):
 
 
 def test_a_dense_model_has_no_expert_utilisation(tmp_path):
-    from distill.toy.models import build_student
+    from distill.toy.arch import build_student
     model, tok = build_student()
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -78,7 +78,7 @@ def test_a_dense_model_has_no_expert_utilisation(tmp_path):
 
 def _run_dir(tmp_path, cfg, teacher_dir):
     """A finished run as the stages leave it: prompts, generations, verdicts, a trained student."""
-    from distill.toy.models import build_student
+    from distill.toy.arch import build_student
     prompts, gens, verdicts = Stage(tmp_path, "prompts"), Stage(tmp_path, "generate"), Stage(tmp_path, "filter")
     traces = _traces(6)
     with prompts.writer() as wp, gens.writer() as wg, verdicts.writer() as wv:

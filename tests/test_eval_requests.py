@@ -9,7 +9,7 @@ import pytest
 from distill.config import Recipe
 from distill.eval import run_evaluate
 from distill.records import Stage
-from distill.teacher.standin import Running, StandIn
+from teacher_standin import Running, StandIn
 
 
 class Recording(StandIn):

@@ -43,7 +43,7 @@ def _model_dir(tmp_path: Path, tokenizer: str, config: str) -> Path:
 
 
 def _problems(*names):
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
     files = {"math500": DATA / "math500" / "test.jsonl", "aime24": DATA / "aime" / "aime24.jsonl",
              "humaneval_plus": DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"}
     return [p for n in names for p in get_benchmark(n).problems(str(files[n]))]
@@ -134,8 +134,8 @@ def test_vllm_gets_the_context_it_needs_and_requests_are_clamped_to_it(tmp_path,
     context, with vLLM's 400. The recipe asks for 32,768 new tokens: the stage starts it with
     --max-model-len 96 and asks each question for what is left."""
     from distill.eval import run_evaluate
-    from distill.teacher.standin import Running, StandIn
-    from distill.toy.models import build_student
+    from teacher_standin import Running, StandIn
+    from distill.toy.arch import build_student
 
     model, tok = build_student()
     base = tmp_path / "base"
@@ -181,7 +181,7 @@ def test_vllm_gets_the_context_it_needs_and_requests_are_clamped_to_it(tmp_path,
 
 def test_a_prompt_longer_than_the_served_context_is_reported_and_not_sent(tmp_path):
     from distill.eval.answers import Ask, answer
-    from distill.eval.benchmark import Benchmark
+    from distill.grading.benchmarks import Benchmark
     from distill.eval.models import EvalModel
 
     def never(max_model_len=None):

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from distill.config import BenchmarkSettings, Recipe
-from distill.eval.benchmark import Benchmark
+from distill.grading.benchmarks import Benchmark
 from distill.errors import InputError
 from distill.eval import run_evaluate
-from distill.filters.verify import Verdict, extract_answer
+from distill.grading.verify import Verdict, extract_answer
 from distill.records import Stage
 from distill.teacher.client import Choice, Job, Response
 
@@ -70,10 +70,10 @@ class World:
                           hub="local/toy_arith", categories=("carries",),
                           load=lambda data_file, limit: [dict(q) for q in QUESTIONS[:limit]])
         mods = {
-            "distill.teacher.local": dict(teacher_endpoint=teacher_endpoint, serve_local=serve_local),
+            "distill.serving.launcher": dict(teacher_endpoint=teacher_endpoint, serve_local=serve_local),
             "distill.teacher.client": dict(Job=Job, complete_all=complete_all),
-            "distill.filters.verify": dict(verify_many=verify_many, extract_answer=extract_answer),
-            "distill.eval.benchmark": dict(get_benchmark=lambda name: bench),
+            "distill.grading.verify": dict(verify_many=verify_many, extract_answer=extract_answer),
+            "distill.grading.benchmarks": dict(get_benchmark=lambda name: bench),
         }
         for name, attrs in mods.items():
             monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
@@ -200,12 +200,12 @@ def test_eval_refuses_to_start_without_a_trained_student(monkeypatch, tmp_path):
 
 def test_the_real_benchmark_and_scorer_grade_the_answers(monkeypatch, run_dir):
     """toy_arith from evals/ and the shared math scorer; only endpoints and client stand in."""
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
 
     gold = {p["messages"][-1]["content"]: p["answer"]
             for p in get_benchmark("toy_arith").load(None, 4)}
     world = World().install(monkeypatch)
-    for name in ("distill.filters.verify", "distill.eval.benchmark"):
+    for name in ("distill.grading.verify", "distill.grading.benchmarks"):
         monkeypatch.delitem(sys.modules, name)
     answers = {"teacher-model": lambda q: f"The sum is \\boxed{{{gold[q]}}}.",
                "base-model": lambda q: "\\boxed{-1}",
@@ -233,7 +233,7 @@ def test_the_real_benchmark_and_scorer_grade_the_answers(monkeypatch, run_dir):
 
 def test_an_unknown_benchmark_is_bad_input(monkeypatch, run_dir):
     World().install(monkeypatch)
-    monkeypatch.delitem(sys.modules, "distill.eval.benchmark")
+    monkeypatch.delitem(sys.modules, "distill.grading.benchmarks")
     cfg = recipe()
     cfg.eval.benchmarks = ["no_such_bench"]
     with pytest.raises(InputError, match="no_such_bench"):
@@ -247,7 +247,7 @@ def test_end_to_end_with_real_servers_and_client(monkeypatch, tmp_path):
     import shutil
 
     import distill.teacher.client as client
-    from distill.toy.models import build_student
+    from distill.toy.arch import build_student
 
     model, tok = build_student()
     base = tmp_path / "base"
@@ -326,7 +326,7 @@ def test_score_grades_a_users_completions_and_caches_the_verdicts(tmp_path, monk
     assert out["samples"][1]["line"] == 2 and out["samples"][1]["reason"]
 
     # A second run grades only what it has not graded before.
-    verify_mod = sys.modules["distill.filters.verify"]  # (distill.filters.verify is also a function)
+    verify_mod = sys.modules["distill.grading.verify"]  # (distill.grading.verify is also a function)
     graded = []
     real = verify_mod.verify_many
     monkeypatch.setattr(verify_mod, "verify_many",
@@ -365,7 +365,7 @@ def test_score_never_scores_a_completion_the_grader_failed_to_grade(tmp_path, mo
     data = DATA / "gsm8k" / "test.jsonl"
     path = _write(tmp_path / "s.jsonl", [{"task_id": "gsm8k/0", "completion": "\\boxed{18}"},
                                          {"task_id": "gsm8k/1", "completion": "\\boxed{3}"}])
-    verify_mod = sys.modules["distill.filters.verify"]
+    verify_mod = sys.modules["distill.grading.verify"]
     real, broken = verify_mod.verify_many, [True]
 
     def crashing(items, **kw):
@@ -457,7 +457,7 @@ def test_vllm_missing_is_bad_input(monkeypatch, tmp_path):
 
 
 def test_each_benchmark_samples_as_declared_unless_the_recipe_says_otherwise():
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
     from distill.eval.runner import sampling_for
 
     cfg = recipe(samples=None, temperature=None)
@@ -538,7 +538,7 @@ def test_rows_carry_the_share_cut_at_the_length_cap_and_the_infrastructure_error
                 and not again else Verdict(c == f"\\boxed{{{p['answer']}}}", "ok")
                 for p, c in items]
 
-    monkeypatch.setattr(sys.modules["distill.filters.verify"], "verify_many", verify_many)
+    monkeypatch.setattr(sys.modules["distill.grading.verify"], "verify_many", verify_many)
     run_evaluate(recipe(samples=2), run_dir)
 
     rows = _rows(run_dir)
@@ -568,7 +568,7 @@ def test_a_sample_the_grader_cannot_grade_is_not_scored_and_is_asked_again(monke
                 if broken and p["id"] == "q1" and c == "\\boxed{3}"          # the base's q1
                 else Verdict(c == f"\\boxed{{{p['answer']}}}", "ok") for p, c in items]
 
-    monkeypatch.setattr(sys.modules["distill.filters.verify"], "verify_many", verify_many)
+    monkeypatch.setattr(sys.modules["distill.grading.verify"], "verify_many", verify_many)
     with pytest.raises(RuntimeError, match="could not be graded.*sandbox died during the run"):
         run_evaluate(recipe(samples=2), run_dir)
     stage = Stage(run_dir, "eval")
@@ -592,7 +592,7 @@ def test_the_scored_window_of_a_benchmark_is_in_the_scores(monkeypatch, run_dir)
     windowed = Benchmark(name="toy_arith", version="1", category="reasoning", hub="local/toy",
                          options={"release": "release_v6", "start_date": None, "end_date": None},
                          load=lambda data_file, limit, **opts: [dict(q) for q in QUESTIONS])
-    monkeypatch.setattr(sys.modules["distill.eval.benchmark"], "get_benchmark", lambda n: windowed)
+    monkeypatch.setattr(sys.modules["distill.grading.benchmarks"], "get_benchmark", lambda n: windowed)
     cfg = recipe(samples=1)
     cfg.eval.benchmark = {"toy_arith": BenchmarkSettings(options={"release": "release_v5",
                                                                   "start_date": "2024-08-01"})}

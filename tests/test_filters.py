@@ -11,7 +11,7 @@ import pytest
 from distill.config import Recipe
 from distill.errors import InputError
 from distill.filters import quality, run_filter, verify, verify_many
-verify_mod = importlib.import_module("distill.filters.verify")
+verify_mod = importlib.import_module("distill.grading.verify")
 from distill.filters.dedup import duplicates
 from distill.records import Stage
 
@@ -188,7 +188,7 @@ def test_filter_stage_rerun_with_other_settings_replaces_outputs(tmp_path):
 def test_verify_keeps_its_verdicts_across_a_crash_and_grades_only_the_rest(tmp_path, monkeypatch):
     import importlib
     filter_stage = importlib.import_module("distill.filters.stage")
-    verify = importlib.import_module("distill.filters.verify")
+    verify = importlib.import_module("distill.grading.verify")
 
     gens = [_gen(f"m{i:02d}", MATH_P, f"So \\boxed{{{13 if i % 3 else 12}}}.", reasoning=f"r{i}")
             for i in range(10)] + [g for g in GENERATIONS if g["verifier"] == "code"]
@@ -373,7 +373,7 @@ def test_reference_outputs_and_scaled_time_limits():
     assert verify(p, "def f(n): return n").reason.startswith("AssertionError: wrong answer on input 0")
     # Limits follow the reference: 4x its time, at least MIN_TEST_S (4 s) per input.
     p["reference_times_s"] = verify_mod.reference_times(p, ref)
-    code_mod = importlib.import_module("distill.filters.code")
+    code_mod = importlib.import_module("distill.grading.code")
     assert code_mod._limits(p, 3) == [max(code_mod.MIN_TEST_S, 4 * t) for t in p["reference_times_s"]]
     slow = "import time\ndef f(n):\n    if n > 100:\n        time.sleep(60)\n    return (n - 1) * n * (2 * n - 1) // 6"
     v = verify(p, slow)

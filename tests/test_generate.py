@@ -20,8 +20,8 @@ import pytest
 from distill.config import Recipe
 from distill.generate import run_generate
 from distill.records import RunDir, read_jsonl, record_id
-from distill.teacher.local import free_port
-from distill.teacher.standin import Running, StandIn
+from distill.serving.launcher import free_port
+from teacher_standin import Running, StandIn
 
 REPO = Path(__file__).resolve().parents[1]
 

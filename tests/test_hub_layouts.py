@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from distill.config import load_recipe
-from distill.eval.benchmark import get_benchmark
+from distill.grading.benchmarks import get_benchmark
 from distill.filters import verify_many
 from distill.pipeline import recipe_path
 from distill.prompts import run_prompts

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from distill import sandbox
+from distill.grading import sandbox
 from distill.config import Recipe
 from distill.filters import run_filter
 from distill.records import Stage
 
-code = importlib.import_module("distill.filters.code")
-verify_mod = importlib.import_module("distill.filters.verify")
+code = importlib.import_module("distill.grading.code")
+verify_mod = importlib.import_module("distill.grading.verify")
 
 ADD = {"id": "add", "verifier": "code", "entry_point": "f", "tests": "assert f(2) == 3"}
 ADD_STDIO = {"id": "echo", "verifier": "code", "stdio_tests": [{"input": "1\n", "output": "1\n"}]}
@@ -44,7 +44,7 @@ def test_a_sandbox_that_dies_is_the_graders_failure_not_the_answers(monkeypatch,
 def _worker_that_dies_on(word: str):
     """A math worker process that serves as the real one but exits on an answer with `word`."""
     script = ("import importlib, os, sys\n"
-              "v = importlib.import_module('distill.filters.verify')\n"
+              "v = importlib.import_module('distill.grading.verify')\n"
               "class Lines:\n"
               "    def __iter__(self):\n"
               "        for line in sys.__stdin__:\n"

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from distill.errors import InputError
-from distill.train.chat import check_template_keeps_reasoning
+from distill.chat import check_template_keeps_reasoning
 from distill.train.common import vocabulary_problem
-from distill.train.kd import KDCollator, kd_examples, topk_forward_kl
+from distill.train.kd import KDCollator, topk_forward_kl
+from distill.train.kd_data import kd_examples
 
 
 def test_topk_kl_over_the_whole_vocabulary_is_the_exact_kl():

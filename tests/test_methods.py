@@ -115,7 +115,7 @@ def test_on_policy_with_a_teacher_server_scores_through_prompt_logprobs(sft_stud
     import torch
     from safetensors.torch import load_file
 
-    from distill.teacher.local import serve_local
+    from distill.serving.launcher import serve_local
     run = _run_dir(traces, tmp_path)
     with serve_local("toy:teacher") as (base_url, _):
         root = base_url.removesuffix("/v1")

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from distill.errors import InputError
-from distill.teacher.local import free_port, serve_local
+from distill.serving.launcher import free_port, serve_local
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -46,7 +46,7 @@ def test_every_recipe_has_a_deployment_and_a_scheduled_refresh():
     `prefect deploy` or in the middle of a run."""
     import yaml
 
-    from distill.pipeline import CONFIG_DIR
+    from distill.config import CONFIG_DIR
     from flows.distill_flow import distill_flow
     from flows.refresh_flow import refresh_flow
     from flows.stage_flow import stage_flow

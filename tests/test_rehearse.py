@@ -30,8 +30,8 @@ def _key(n: int) -> list[dict]:
 
 
 def test_outcomes_follow_the_mix_and_the_key(r1_tokenizer):
-    from distill.filters.verify import verify
-    from distill.teacher.dryrun import AnswerKey, DryRun, parse_mix
+    from distill.grading.verify import verify
+    from distill.serving.dryrun import AnswerKey, DryRun, parse_mix
 
     key = _key(50)
     dry = DryRun(r1_tokenizer, AnswerKey(key), "vllm", parse_mix("right=0.5,wrong=0.5"))
@@ -50,7 +50,7 @@ def test_outcomes_follow_the_mix_and_the_key(r1_tokenizer):
 
 
 def test_truncated_answers_fill_max_tokens_and_stop_with_length(r1_tokenizer):
-    from distill.teacher.dryrun import AnswerKey, DryRun, parse_mix
+    from distill.serving.dryrun import AnswerKey, DryRun, parse_mix
     dry = DryRun(r1_tokenizer, AnswerKey(_key(1)), "vllm", parse_mix("truncated=1"))
     resp = dry.complete({"messages": [{"role": "user", "content": _key(1)[0]["match"]}],
                          "n": 2, "max_tokens": 300})
@@ -64,12 +64,12 @@ def test_truncated_answers_fill_max_tokens_and_stop_with_length(r1_tokenizer):
 @pytest.fixture(scope="module")
 def deepseek_endpoint(tmp_path_factory):
     """The dry-run teacher as DeepSeek's API: a key demanded, one choice per request."""
-    from distill.teacher.local import free_port, launched
+    from distill.serving.launcher import free_port, launched
     path = tmp_path_factory.mktemp("dryrun") / "key.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in _key(30)))
     os.environ["DRYRUN_TEST_KEY"] = "sk-test-123"
     port = free_port()
-    cmd = [sys.executable, "-m", "distill.teacher.dryrun", "--tokenizer", str(TOKENIZERS / "DeepSeek-R1"),
+    cmd = [sys.executable, "-m", "distill.serving.dryrun", "--tokenizer", str(TOKENIZERS / "DeepSeek-R1"),
            "--answers", str(path), "--dialect", "deepseek", "--model", "deepseek-reasoner",
            "--api-key-env", "DRYRUN_TEST_KEY", "--port", str(port)]
     with launched(cmd, f"http://127.0.0.1:{port}/health", path.parent / "log", 120):
@@ -167,7 +167,7 @@ def test_vllm_shim_refuses_what_does_not_fit_as_vllm_does(tmp_path):
     """The shim serves under vLLM's context rule: --max-model-len is enforced with vLLM's 400
     (never a silently shorter answer); GPU-only flags are accepted and named."""
     from distill.rehearse.models import build_tiny
-    from distill.teacher.local import free_port, launched
+    from distill.serving.launcher import free_port, launched
 
     model = build_tiny("Qwen/Qwen2.5-Math-1.5B", str(TOKENIZERS / "Qwen2.5-Math-1.5B"))
     port = free_port()
@@ -227,7 +227,7 @@ def test_a_served_student_stops_at_its_templates_end_of_turn():
     end of turn as vLLM's stop_token_ids, which distill's server honours as vLLM does."""
     from distill.eval.models import end_of_turn_stops
     from distill.rehearse.models import build_tiny
-    from distill.teacher.local import serve_local
+    from distill.serving.launcher import serve_local
 
     model = build_tiny("Qwen/Qwen2.5-Math-1.5B", str(TOKENIZERS / "Qwen2.5-Math-1.5B"))
     assert end_of_turn_stops(str(model)) == [151645]          # <|im_end|>

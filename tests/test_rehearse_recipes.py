@@ -100,14 +100,14 @@ def test_rehearsal_of_every_shipped_recipe(recipe, tmp_path):
 def test_pilot_prints_what_the_teachers_traces_measured(tmp_path):
     """A pilot of r1-to-1.5b whose 'real' teacher is a dry-run endpoint speaking DeepSeek's API
     at a set speed and price: the figures it prints are the records' own."""
-    from distill.teacher.local import free_port, launched
+    from distill.serving.launcher import free_port, launched
 
     key = tmp_path / "key.jsonl"
     key.write_text("")              # no answer key: the endpoint answers wrong, as a stranger would
     port = free_port()
     env_key = "PILOT_TEST_KEY"
     os.environ[env_key] = "sk-pilot"
-    cmd = [sys.executable, "-m", "distill.teacher.dryrun", "--tokenizer", str(TOKENIZERS / "DeepSeek-R1"),
+    cmd = [sys.executable, "-m", "distill.serving.dryrun", "--tokenizer", str(TOKENIZERS / "DeepSeek-R1"),
            "--dialect", "deepseek", "--model", "deepseek-reasoner", "--api-key-env", env_key,
            "--mix", "right=0.5,truncated=0.3,wrong=0.2", "--tokens-per-s", "20000",
            "--port", str(port)]

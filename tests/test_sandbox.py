@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from distill import sandbox
-from distill.sandbox import run_python
+from distill.grading import sandbox
+from distill.grading.sandbox import run_python
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 

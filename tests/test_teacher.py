@@ -12,9 +12,9 @@ import pytest
 from distill.errors import InputError
 from distill.teacher.client import Job, complete_all, parse_choice
 from distill.teacher.limits import Limits, backoff, http_error, parse_retry_after
-from distill.teacher.standin import Running, StandIn
-from distill.teacher.local import free_port, serve_local
-from distill.teacher.server import split_reasoning
+from teacher_standin import Running, StandIn
+from distill.serving.launcher import free_port, serve_local
+from distill.serving.server import split_reasoning
 
 MSG = [{"role": "user", "content": "12+34="}]
 

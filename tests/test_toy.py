@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from distill.toy import resolve_model
-from distill.toy.models import build_teacher, model_key
+from distill.toy.arch import build_teacher
+from distill.toy.models import model_key
 from distill.toy.tasks import make_tasks
 from distill.toy.teacher import _batch, encode, is_correct, score
 from distill.toy.tokenizer import build_tokenizer

@@ -69,7 +69,7 @@ def test_train_writes_model_lineage_and_marker_and_skips_when_done(tmp_path):
 
 def _toy_with(tmp_path, name, change):
     """The toy student saved with its tokenizer changed by `change(tok)`."""
-    from distill.toy.models import build_student
+    from distill.toy.arch import build_student
     model, tok = build_student()
     change(tok)
     model.save_pretrained(tmp_path / name)
@@ -94,11 +94,12 @@ def test_when_pad_equals_eos_the_eos_position_keeps_its_label(tmp_path):
     not."""
     from distill.records import RunDir as _RunDir
     from distill.toy import resolve_model
-    from distill.train.chat import prepare_tokenizer
+    from distill.chat import prepare_tokenizer
     from distill.train.common import Prepared
     from distill.train.data import source_dataset
-    from distill.train.kd import KDCollator, kd_examples
-    from distill.train.positions import positions
+    from distill.train.kd import KDCollator
+    from distill.train.kd_data import kd_examples
+    from distill.positions import positions
     from distill.train.sft import build_sft
 
     cfg = _recipe(pad_token="<|im_end|>", batch_size=8)
@@ -128,7 +129,7 @@ def test_template_without_generation_markers_trains_on_the_assistant_tokens(tmp_
         tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     student = _toy_with(tmp_path, "plain", strip)
     model_dir = run_train(_recipe(student=student, max_steps=1), _run_dir(tmp_path / "run", 4, 4))
-    from distill.train.chat import PROBE, tokenize_chat
+    from distill.chat import PROBE, tokenize_chat
     _, tok = _load(model_dir)
     assert "{% generation %}" not in tok.chat_template  # saved with the template it was trained with
     ids, mask = tokenize_chat(PROBE, tok, "<|im_end|>", "probe")
@@ -157,14 +158,14 @@ def test_config_hash_of_runs_made_before_the_new_train_fields_is_kept(tmp_path):
 
 def test_streamed_dataset_hash_is_the_hash_of_the_records(tmp_path):
     from distill.train.data import dataset_hash, source_dataset
-    from distill.train.stage import _dataset_hash
+    from distill.train.stage import records_hash
     run = _run_dir(tmp_path / "run", 6, 5)
     stage = RunDir(run).stage("dataset")
     with stage.writer() as w:  # a second shard repeating a record: read once, as Stage.read does
         w.write(next(stage.read()))
     data, cache = source_dataset(stage, tmp_path / "cache")
     assert len(data) == 11
-    assert dataset_hash(data, cache) == _dataset_hash(list(stage.read()))
+    assert dataset_hash(data, cache) == records_hash(list(stage.read()))
     assert (cache / "data_hash.json").exists()  # computed once per content
 
 
@@ -286,7 +287,7 @@ def test_liger_without_the_package_is_a_clear_error(tmp_path):
 
 
 def test_logit_kd_across_vocabularies_is_refused_or_falls_back_to_sft(tmp_path):
-    from distill.toy.models import build_student
+    from distill.toy.arch import build_student
     model, tok = build_student()
     tok.add_tokens(["<tool_call>", "</tool_call>"])
     model.resize_token_embeddings(len(tok))

@@ -28,7 +28,7 @@ RECIPES = {
     "qwen3-moe-to-8b": ("Qwen3-8B-Base", 151_936, 40_960),
 }
 IM_END, ENDOFTEXT = 151_645, 151_643
-# the probe conversation of distill.train.chat
+# the probe conversation of distill.chat
 PROBE = [{"role": "user", "content": "What is 17+25?"},
          {"role": "assistant", "content": "<think>REASONING-PROBE 17+25</think>ANSWER-PROBE 42"}]
 PROBE_REASONING, PROBE_ANSWER = "REASONING-PROBE 17+25", "ANSWER-PROBE 42"
@@ -56,7 +56,7 @@ def test_trl_knows_none_of_the_base_students_templates(name):
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_every_recipe_student_passes_the_checks_with_its_recipe_settings(recipe):
-    from distill.train.chat import prepare_tokenizer
+    from distill.chat import prepare_tokenizer
     folder = RECIPES[recipe][0]
     t = _train_section(recipe)
     assert t.end_of_turn_token == "<|im_end|>" and t.pad_token == "<|endoftext|>"
@@ -77,7 +77,7 @@ def test_every_recipe_student_passes_the_checks_with_its_recipe_settings(recipe)
 def test_the_mask_is_reasoning_answer_and_end_of_turn_and_nothing_of_the_prompt(folder, completion):
     from transformers import AutoTokenizer
 
-    from distill.train.chat import tokenize_chat
+    from distill.chat import tokenize_chat
     tok = AutoTokenizer.from_pretrained(TOKENIZERS / folder)
     ids, mask = tokenize_chat(PROBE, tok, "<|im_end|>", "probe")
     trained = [i for i, m in zip(ids, mask) if m]
@@ -91,7 +91,7 @@ def test_the_mask_is_reasoning_answer_and_end_of_turn_and_nothing_of_the_prompt(
 
 
 def test_deepseek_r1_template_is_refused_for_dropping_the_reasoning():
-    from distill.train.chat import prepare_tokenizer
+    from distill.chat import prepare_tokenizer
     t = _train_section("r1-to-7b", student="deepseek-ai/DeepSeek-R1", end_of_turn_token=None, pad_token=None)
     with pytest.raises(InputError, match="drops the <think> reasoning"):
         prepare_tokenizer(t, str(TOKENIZERS / "DeepSeek-R1"))
@@ -102,7 +102,7 @@ def test_a_template_that_is_not_prefix_preserving_is_refused_naming_the_record(t
     rendered turn does not: the student would learn a continuation no server sends."""
     from transformers import AutoTokenizer
 
-    from distill.train.chat import prepare_tokenizer, tokenize_chat
+    from distill.chat import prepare_tokenizer, tokenize_chat
     tok = AutoTokenizer.from_pretrained(TOKENIZERS / "Qwen2.5-14B")
     template = tok.chat_template.replace(
         "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}",
@@ -203,7 +203,7 @@ def test_students_with_enough_positions_need_no_setting():
     """Qwen2.5-14B's 131,072 positions hold its traces and the eval's answers. Qwen3-8B-Base's
     32,768 hold 16k traces, so train needs nothing; the recipe still raises them to 40,960 (as
     Qwen3-8B ships them) so the eval's prompt + 32,768 new tokens fit."""
-    from distill.train.positions import positions
+    from distill.positions import positions
     t = _train_section("r1-to-14b")
     assert t.max_position_embeddings is None and t.rope_scaling is None
     assert positions(t, 131_072, t.student) == {"model": 131_072, "trained": 131_072, "rope_scaling": None}

@@ -49,7 +49,7 @@ def main() -> None:
     with open(record, "w") as f:
         json.dump(args, f)
     engine_port = _free_port()
-    child = subprocess.Popen([sys.executable, "-m", "distill.teacher.server", "--model", model,
+    child = subprocess.Popen([sys.executable, "-m", "distill.serving.server", "--model", model,
                               "--port", str(engine_port),
                               "--served-name", flag("--served-model-name")])
     with open(record + ".child", "w") as f:

@@ -37,7 +37,7 @@ MAX_ROUNDS = 64
 @dataclass
 class Ask:
     """One question a model answers: its sample ids (by sample index) and how to ask."""
-    bench: object                 # distill.eval.benchmark.Benchmark
+    bench: object                 # distill.grading.benchmarks.Benchmark
     problem: dict
     ids: list[str]
     sampling_hash: str

@@ -60,7 +60,7 @@ def count_prompts(model: str, revision: str | None, problems: list[dict]) -> dic
     """problem id -> tokens of its messages through `model`'s chat template."""
     from transformers import AutoTokenizer
 
-    from distill.teacher.local import resolve
+    from distill.models import resolve_model as resolve
 
     try:
         tok = AutoTokenizer.from_pretrained(resolve(model), revision=revision)
@@ -82,7 +82,7 @@ def plan_context(model: str, revision: str | None, problems: list[dict], max_tok
     """The context to serve `model` with for these problems (see the module docstring);
     `max_tokens` is the largest any request asks for, `fixed` the recipe's own length."""
     from distill.plan.params import load_config
-    from distill.teacher.local import resolve
+    from distill.models import resolve_model as resolve
 
     counts = count_prompts(model, revision, problems)
     if fixed is not None:

@@ -61,10 +61,10 @@ def end_of_turn_stops(path: str, revision: str | None = None) -> list[int]:
     when its tokenizer cannot tell."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from distill.train.chat import detect_end_of_turn
+    from distill.chat import detect_end_of_turn
 
     try:
-        from distill.teacher.local import resolve
+        from distill.models import resolve_model as resolve
         tok = AutoTokenizer.from_pretrained(resolve(path), revision=revision)
         eot = detect_end_of_turn(tok) if tok.chat_template else None
     except Exception:  # noqa: BLE001  (offline, no template: the server's own stops apply)
@@ -112,7 +112,7 @@ def vllm_command(executable: str, model: str, port: int, *, revision: str | None
                  extra_args: list[str] | None = None) -> list[str]:
     """`vllm serve MODEL` on 127.0.0.1:PORT as the served name `model`. `executable` is split
     like shell words ("vllm", "/opt/vllm-env/bin/vllm", "python -m vllm.entrypoints.cli.main")."""
-    from distill.teacher.local import resolve
+    from distill.models import resolve_model as resolve
 
     cmd = shlex.split(executable) + ["serve", resolve(model), "--host", "127.0.0.1",
                                      "--port", str(port), "--served-model-name", model]
@@ -135,7 +135,7 @@ def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str]
     import shutil
     import tempfile
 
-    from distill.teacher.local import free_port, launched
+    from distill.serving.launcher import free_port, launched
 
     words = shlex.split(executable)
     if not words or shutil.which(words[0]) is None:
@@ -170,7 +170,7 @@ def _served(cfg: Recipe, model: str, revision: str | None, base_url: str | None,
                             log_path=log_path) as (url, name):
                 yield url, name, None
             return
-        from distill.teacher.local import serve_local
+        from distill.serving.launcher import serve_local
         kw = {"extra_args": cfg.eval.server_args} if cfg.eval.server_args else {}
         with serve_local(model, revision=revision, **kw) as (url, name):
             yield url, name, None
@@ -185,7 +185,7 @@ def _teacher(cfg: Recipe, log_path: Path) -> tuple[Endpoint, str]:
     """The teacher's own endpoint (an API teacher, with its key; a managed `vllm serve` with
     the teacher.vllm settings its size needs, which also fix its context) unless it is a local
     model that distill's server would serve and eval.server says to serve with vLLM."""
-    from distill.teacher.local import teacher_endpoint
+    from distill.serving.endpoint import teacher_endpoint
 
     t = cfg.teacher
     if t.base_url or t.backend != "http" or cfg.eval.server != "vllm":

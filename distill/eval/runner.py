@@ -59,7 +59,7 @@ def sampling_for(cfg: Recipe, bench) -> Sampling:
 
 def sampling_summary(cfg: Recipe) -> str:
     """The recipe's eval sampling in words, per benchmark when they differ."""
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
 
     def words(sp: Sampling) -> str:
         return (f"{sp.samples} sample(s) per question, temperature {sp.temperature}, top-p "
@@ -160,7 +160,7 @@ def _question_rows(model: EvalModel, bench, questions: list[scoring.Question]) -
 
 
 def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
 
     run_dir = Path(run_dir)
     models = eval_models(cfg, run_dir)

@@ -64,7 +64,7 @@ def _key(version: str, task: str, sample: int, text: str) -> str:
 def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None,
                   options: dict | None = None, subset: bool = False, workers: int = 2,
                   pass_k: list[int] | tuple = ()) -> tuple[list[dict], Path]:
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
     try:
         bench = get_benchmark(benchmark)
     except KeyError as e:

@@ -37,16 +37,16 @@ def voted_answer(problem: dict, content: str) -> str | None:
     """The answer a sample votes for in maj@k: the scorer's own extraction."""
     kind = problem.get("verifier")
     if kind == "math":
-        from distill.filters.verify import extract_answer
+        from distill.grading.verify import extract_answer
         return extract_answer(content or "")
     if kind == "choice":
-        from distill.filters.verify import extract_choice
+        from distill.grading.verify import extract_choice
         return extract_choice(content or "", "ABCDEFGHIJ"[:len(problem.get("choices") or "ABCD")])
     return None
 
 
 def _grade_once(items: list[tuple[dict, str]], **kw) -> list:
-    from distill.filters.verify import verify_many
+    from distill.grading.verify import verify_many
 
     order = sorted(range(len(items)), key=lambda i: -sum(items[i][0].get("reference_times_s") or ()))
     verdicts = verify_many([items[i] for i in order], **kw) if items else []

@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from distill.filters.dedup import Signer, _lsh
+from distill.filters.dedup import Signer, lsh_index
 
 BOILERPLATE_ITEMS = 5
 MIN_SHINGLES = 3     # MinHash needs a few content shingles; shorter texts: the n-gram check
@@ -103,7 +103,7 @@ def _offline():
 def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict, dict]:
     """(benchmark -> [(item id, prompt text)], benchmark -> why it was skipped)."""
     from distill.errors import InputError
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
 
     items: dict[str, list[tuple[str, str]]] = {}
     skipped: dict[str, str] = {}
@@ -177,7 +177,7 @@ class Index:
         from distill.filters.dedup import shingle_hashes
 
         self.signer = Signer()
-        self.lsh = _lsh(self.threshold, self.signer.num_perm)
+        self.lsh = lsh_index(self.threshold, self.signer.num_perm)
         self.sigs = {}
         hashed = {b: [(item, np.unique(shingle_hashes(text))) for item, text in rows]
                   for b, rows in items.items()}

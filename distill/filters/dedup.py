@@ -99,7 +99,7 @@ class Signer:
         return LeanMinHash(m)
 
 
-def _lsh(threshold: float, num_perm: int, params: tuple[int, int] | None = None):
+def lsh_index(threshold: float, num_perm: int, params: tuple[int, int] | None = None):
     """An LSH index; without `params`, datasketch picks the bands and rows that minimise
     false positives plus false negatives around `threshold`."""
     from datasketch import MinHashLSH
@@ -115,7 +115,7 @@ def near_duplicates(texts: dict[str, str], *, threshold: float = 0.8,
     cluster. `keep(id)` is the sort key that picks the kept copy (default: the id)."""
     signer = signer or Signer()
     keep = keep or (lambda i: i)
-    lsh = _lsh(threshold, signer.num_perm, params)
+    lsh = lsh_index(threshold, signer.num_perm, params)
     sigs = {}
     parent: dict[str, str] = {}
 

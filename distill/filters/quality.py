@@ -35,7 +35,7 @@ def final_answer(gen: dict) -> str | None:
     """The answer has what its verifier reads: a math answer (\\boxed{} or a final-answer
     line), a choice letter, or code. Checked before verification so the report tells a
     missing answer from a wrong one."""
-    from distill.filters.extract import extract_answer, extract_choice, extract_code
+    from distill.grading.extract import extract_answer, extract_choice, extract_code
 
     kind = gen.get("verifier") or "none"
     content = gen.get("content") or ""

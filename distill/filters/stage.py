@@ -95,7 +95,7 @@ def _format_checks(cfg, ledger: _Ledger) -> None:
 
 
 def _decontaminate(cfg, ledger: _Ledger) -> dict:
-    from distill.eval.benchmark import list_benchmarks
+    from distill.grading.benchmarks import list_benchmarks
     from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
 
     fc = cfg.filter
@@ -123,8 +123,8 @@ def _decontaminate(cfg, ledger: _Ledger) -> dict:
 # Verdicts are written as they are made, this many at a time: a crash loses at most one batch,
 # and a re-run (or a refresh that adds traces) grades only what has no stored verdict.
 VERIFY_BATCH = 256
-_VERIFIER_SOURCES = ("filters/verify.py", "filters/code.py", "filters/harness.py",
-                     "filters/extract.py", "sandbox.py", "sandbox_server.py")
+_VERIFIER_SOURCES = ("grading/verify.py", "grading/code.py", "grading/harness.py",
+                     "grading/extract.py", "grading/sandbox.py", "grading/sandbox_server.py")
 
 
 @functools.cache
@@ -146,7 +146,7 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
     Returns how many were graded now and how many came from the store, and how many the grader
     failed to grade (a sandbox that died, a math worker that crashed): those are rejected in
     this run as "not graded" but not stored, so the next run grades them again."""
-    from distill.filters.verify import verify_many
+    from distill.grading.verify import verify_many
 
     fc = cfg.filter
     settings = {"timeout_s": fc.code_timeout_s, "memory_mb": fc.code_memory_mb}

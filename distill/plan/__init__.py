@@ -122,7 +122,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
         if cfg is not None and sa.max_positions:
             # The train stage's own rule: train.max_length within the positions the recipe gives.
             from distill.errors import InputError
-            from distill.train.positions import positions
+            from distill.positions import positions
             try:
                 plan["student_positions"] = {**positions(cfg.train, sa.max_positions, cfg.train.student),
                                              "max_length": cfg.train.max_length}

@@ -7,7 +7,7 @@ A Mixture-of-Experts model's memory follows its total parameters and its compute
 ones: every token passes through the attention, the dense layers, the shared experts, the
 router and the top-k of the routed experts of each MoE layer, and skips the other routed
 experts. The total is counted exactly by building the model on the meta device
-(`distill.train.memory.meta_model`, no memory); the routed experts are the parameters under
+(`distill.models.meta_model`, no memory); the routed experts are the parameters under
 `.experts.` (transformers keeps them as one (num_experts, ...) tensor per layer), of which a
 token uses top_k / num_experts. Where transformers lacks the architecture, `closed_form`
 counts the known families from the config alone; tests check that both agree.
@@ -113,7 +113,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _toy_config(name: str) -> dict:
-    from distill.toy.models import build_student, build_teacher
+    from distill.toy.arch import build_student, build_teacher
     model, _ = (build_teacher if name == "toy:teacher" else build_student)()
     return model.config.to_dict()
 
@@ -215,7 +215,7 @@ def _transformers_config(cfg: dict):
 
 def count_meta(cfg: dict) -> Params:
     """Exact counts from the model built on the meta device."""
-    from distill.train.memory import meta_model
+    from distill.models import meta_model
     a = arch_of(cfg)
     model = meta_model(_transformers_config(cfg))
     total = experts = embedding = lm_head = 0

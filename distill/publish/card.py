@@ -27,7 +27,7 @@ def _hub_id(benchmark: str) -> str:
     """The benchmark's Hub dataset id for the model-index; its name for synthetic benchmarks
     (no owner/name id) or when the registry no longer has it."""
     try:
-        from distill.eval.benchmark import get_benchmark
+        from distill.grading.benchmarks import get_benchmark
         hub = get_benchmark(benchmark).hub
     except Exception:  # a renamed or removed benchmark file must not block the card
         return benchmark

@@ -52,7 +52,7 @@ def measure_tokens_per_s(path: str, prompts: list[list[dict]], batch: int = MEAS
     `one_thread_on_cpu`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.plan.experts import one_thread_on_cpu
+    from distill.experts import one_thread_on_cpu
     model = AutoModelForCausalLM.from_pretrained(path)
     model.eval()
     with one_thread_on_cpu(model):
@@ -216,7 +216,7 @@ def _experts(cfg: Recipe, run_dir: Path) -> dict | None:
     path = _local_model(cfg.teacher.model)
     if path is None or not (run_dir / "generate").is_dir():
         return None
-    from distill.plan.experts import by_category
+    from distill.experts import by_category
     gen_hash = cfg.generation_hash()
     return by_category(path, (r for r in Stage(run_dir, "generate").read() if r.get("gen_hash") == gen_hash))
 

@@ -223,7 +223,7 @@ _LOOP = "for i, (inp, exp) in enumerate(zip(inputs, results)):\n    assertion({c
 
 
 def _run(program: str, **limits):
-    from distill.sandbox import run_python
+    from distill.grading.sandbox import run_python
     return run_python(program, **{"timeout_s": 300.0, "memory_mb": 4096, **limits})
 
 

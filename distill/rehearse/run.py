@@ -9,7 +9,7 @@ A rehearsal runs the recipe as written, shrunk only in size, end to end on a CPU
   (distill/rehearse/hub_layouts.py);
 - the student's real architecture from its config.json, at a tiny width and depth, random
   weights (distill/rehearse/models.py);
-- a teacher stand-in speaking the recipe endpoint's dialect (distill/teacher/dryrun.py), with an
+- a teacher stand-in speaking the recipe endpoint's dialect (distill/serving/dryrun.py), with an
   answer key made from the same rows, so some traces are right, some wrong, some truncated;
 - training launched as the recipe says (`train.launch`), on 2 CPU processes with accelerate;
 - evaluation served as the recipe says: with `eval.server: vllm`, the exact `vllm serve`
@@ -100,7 +100,7 @@ def dialect_of(cfg: Recipe) -> str:
 def _benchmark_files(cfg: Recipe, shared: Path, copies: dict[str, Path]) -> dict[str, str]:
     """Local data for every benchmark the run reads (eval and decontamination): the release
     files on hand, or the local Hub copies where the loader's Hub layout is what to rehearse."""
-    from distill.eval.benchmark import get_benchmark, list_benchmarks
+    from distill.grading.benchmarks import get_benchmark, list_benchmarks
 
     files = {
         "math500": shared / "math500" / "test.jsonl",
@@ -125,7 +125,7 @@ def build_answer_key(cfg: Recipe, path: Path, copies: dict[str, Path] | None = N
     covers exactly what the run asks."""
     import datasets
 
-    from distill.eval.benchmark import get_benchmark
+    from distill.grading.benchmarks import get_benchmark
 
     entries: list[dict] = []
     for src in cfg.prompts.sources:
@@ -180,8 +180,8 @@ def preflight(cfg: Recipe, student_tokenizer: str) -> list[str]:
     vocabulary against the embedding rows, its positions against train.max_length. Raises
     InputError as the stage would; returns what it checked, for the rehearsal's report."""
     from distill.plan.params import arch_of, load_config
-    from distill.train.chat import prepare_tokenizer
-    from distill.train.positions import positions
+    from distill.chat import prepare_tokenizer
+    from distill.positions import positions
 
     t = cfg.train.model_copy(update={"revision": None})
     tok, stop_ids = prepare_tokenizer(t, student_tokenizer)
@@ -321,10 +321,10 @@ def hub_copies(work: Path, data_dir: Path) -> dict[str, Path]:
 def dry_run_teacher(cfg: Recipe, setup: Setup, log_path: Path) -> Iterator[str]:
     """The dry-run teacher on a free local port for as long as the block runs; yields its URL.
     The DeepSeek dialect demands a bearer key, set in this process's environment only."""
-    from distill.teacher.local import free_port, launched
+    from distill.serving.launcher import free_port, launched
 
     port = free_port()
-    cmd = [sys.executable, "-m", "distill.teacher.dryrun", "--tokenizer", setup.teacher_tokenizer,
+    cmd = [sys.executable, "-m", "distill.serving.dryrun", "--tokenizer", setup.teacher_tokenizer,
            "--dialect", setup.dialect, "--model", cfg.teacher.model, "--port", str(port),
            "--parent-pid", str(os.getpid())]
     if setup.answer_key:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     print("rehearsal: vllm " + shlex.join(argv), flush=True)
     if ignored:
         print("rehearsal: no effect without GPUs: " + shlex.join(ignored), flush=True)
-    cmd = [sys.executable, "-m", "distill.teacher.server", "--model", args.model,
+    cmd = [sys.executable, "-m", "distill.serving.server", "--model", args.model,
            "--host", args.host, "--port", str(args.port),
            "--served-name", args.served_model_name or args.model, "--strict-context"]
     if args.revision:

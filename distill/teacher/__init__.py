@@ -1,10 +1,8 @@
-"""Teacher I/O over the OpenAI chat-completions API: the async client (`complete_all`, with the
-limits of `limits` and the progress line of `progress`), the endpoint to use
-(`teacher_endpoint`, `serve_local`; `vllm_serve` for a managed vLLM), the vLLM offline engine
-(`offline`), the project's own OpenAI-compatible server for local Hugging Face models
-(`server`, `engine`, `protocol`), and a stand-in server with latency and faults (`standin`)."""
+"""Teacher generation's I/O: the async OpenAI client (`complete_all`, with the limits of
+`limits` and the progress line of `progress`) and the vLLM offline engine (`offline`). Where
+the teacher runs (a remote endpoint, a managed `vllm serve`, the project's own server) is
+`distill.serving`."""
 
 from distill.teacher.client import Choice, Job, Response, complete_all
-from distill.teacher.local import serve_local, teacher_endpoint
 
-__all__ = ["Choice", "Job", "Response", "complete_all", "serve_local", "teacher_endpoint"]
+__all__ = ["Choice", "Job", "Response", "complete_all"]

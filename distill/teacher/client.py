@@ -31,7 +31,7 @@ import aiohttp
 
 from distill.teacher.limits import Limits, RequestError, backoff, http_error
 from distill.teacher.progress import Progress
-from distill.teacher.protocol import split_reasoning
+from distill.serving.protocol import split_reasoning
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Callable
 
 from distill.teacher.client import Failure, Job, Response, parse_choice
 from distill.teacher.progress import Progress
-from distill.teacher.protocol import END_THINK
+from distill.serving.protocol import END_THINK
 
 
 def _logprobs(token_ids: list[int], steps: list[dict], k: int) -> list[dict]:

@@ -1,9 +1,7 @@
-"""Tiny Qwen3 models from config: a Mixture-of-Experts teacher and a dense student.
-
-Both use the character tokenizer of `distill.toy.tokenizer` and build in well under a second.
-`resolve_model("toy:teacher")` returns the path of a trained teacher (trained once, cached by
-config hash); `resolve_model("toy:student")` the path of the untrained base student. Any other
-name (a Hub id or a local path) is returned unchanged.
+"""The toy models as local directories: `resolve_model("toy:teacher")` returns the path of a
+trained teacher (trained once, cached by config hash); `resolve_model("toy:student")` the path
+of the untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
+The architectures are `distill.toy.arch`.
 """
 
 from __future__ import annotations
@@ -17,45 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from distill.toy.tokenizer import build_tokenizer
-
-TEACHER = dict(
-    hidden_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-    head_dim=24, intermediate_size=192, moe_intermediate_size=96, num_experts=8,
-    num_experts_per_tok=2, norm_topk_prob=True, output_router_logits=True,
-    router_aux_loss_coef=0.01, decoder_sparse_step=1, max_position_embeddings=512,
-    tie_word_embeddings=True, rope_theta=10000.0,
-)
-
-STUDENT = dict(
-    hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-    head_dim=16, intermediate_size=192, max_position_embeddings=512,
-    tie_word_embeddings=True, rope_theta=10000.0,
-)
-
-
-def _special_ids(tok) -> dict:
-    return dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id, bos_token_id=None)
-
-
-def build_teacher(seed: int = 0, **overrides):
-    import torch
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-    tok = build_tokenizer()
-    torch.manual_seed(seed)
-    config = Qwen3MoeConfig(**{**TEACHER, **overrides}, **_special_ids(tok))
-    return Qwen3MoeForCausalLM(config), tok
-
-
-def build_student(seed: int = 0, **overrides):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-    tok = build_tokenizer()
-    torch.manual_seed(seed)
-    config = Qwen3Config(**{**STUDENT, **overrides}, **_special_ids(tok))
-    return Qwen3ForCausalLM(config), tok
-
+from distill.toy.arch import STUDENT, TEACHER, build_student
+from distill.toy.teacher import train_teacher
 
 # ------------------------------------------------------------------------------ the cache
 
@@ -112,7 +73,6 @@ def _save_student(path: Path) -> None:
 
 
 def _train_teacher(path: Path) -> None:
-    from distill.toy.teacher import train_teacher
     print(f"training the toy teacher once (cached in {cache_root() / 'toy'})", flush=True)
     train_teacher(path)
 

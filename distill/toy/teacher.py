@@ -8,7 +8,7 @@ tokenizer and `expert_utilisation.json` into a directory with `save_pretrained`.
 A plain torch loop rather than TRL: this is pretraining a toy from scratch with two families
 sampled in fixed proportions and one family per batch (so batches hardly pad), not SFT of a
 pretrained student. Greedy scoring (`score`) is a local check of the toy world only; the
-pipeline grades through `distill.filters.verify` and the sandbox.
+pipeline grades through `distill.grading.verify` and the sandbox.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
     """Trains the toy teacher and saves it (model, tokenizer, expert utilisation) to `out_dir`.
     Returns a summary: steps, seconds, tokens/s, final loss, utilisation."""
     import torch
-    from distill.toy.models import build_teacher
+    from distill.toy.arch import build_teacher
     from distill.toy.tasks import make_tasks
 
     cfg = {**TRAIN, **(train or {})}
@@ -139,8 +139,8 @@ def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
 def expert_utilisation(model, tok, pools: list[list[tuple[list[int], list[int]]]]) -> dict:
     """Fraction of routed (token, top-k slot) assignments that go to each expert, per layer,
     over real (non-pad) tokens of the given examples. 1/num_experts everywhere is perfect balance.
-    The counting is distill.plan.experts', which the report also runs per task category."""
-    from distill.plan.experts import router_counts, summarise
+    The counting is distill.experts', which the report also runs per task category."""
+    from distill.experts import router_counts, summarise
     batches = ((ids, attn) for ids, _, attn in (_batch(pool, tok.pad_token_id) for pool in pools))
     s = summarise(router_counts(model, batches), model.config.num_experts_per_tok)
     return {k: s[k] for k in ("num_experts", "top_k", "tokens", "per_layer", "max_over_uniform")}

@@ -77,7 +77,7 @@ def load_student(t, prep: Prepared):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from distill.train.positions import apply_positions
+    from distill.positions import apply_positions
     config = student_config(t, prep.path)
     apply_positions(config, prep.positions)
     kwargs: dict = dict(revision=t.revision, config=config, dtype=torch.bfloat16 if t.bf16 else torch.float32)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from distill.errors import InputError
 from distill.records import Stage, write_json
-from distill.train.chat import tokenize_chat
+from distill.chat import tokenize_chat
 
 FORMAT = 1  # bump when the cached layouts change
 
@@ -143,11 +143,11 @@ def tokenize(ds, root: Path, tok, *, end_of_turn: str, max_length: int, method: 
              stop_ids: list[int]):
     """The examples of `method` (sft or logit_kd), from the cache when this data, tokenizer,
     template, max_length and code made them before. Returns (dataset, rows dropped as too long)."""
-    import distill.train.chat as chat
+    import distill.chat as chat
     import distill.train.data as data
     if method == "logit_kd":
-        import distill.train.kd as kd
-        fn, features, code = kd.kd_batch, kd.kd_features(), _code_hash(chat, data, kd)
+        import distill.train.kd_data as kd_data
+        fn, features, code = kd_data.kd_batch, kd_data.kd_features(), _code_hash(chat, data, kd_data)
         kwargs = {"tok": tok, "end_of_turn": end_of_turn, "max_length": max_length, "stop_ids": stop_ids}
     else:
         fn, features, code = _sft_batch, _sft_features(), _code_hash(chat, data)

@@ -32,7 +32,7 @@ def under_launcher() -> bool:
 
 def config_path(value: str) -> Path:
     """The accelerate config, as given or relative to the repository (configs/accelerate/...)."""
-    from distill.pipeline import CONFIG_DIR
+    from distill.config import CONFIG_DIR
     for path in (Path(value), CONFIG_DIR.parent / value):
         if path.is_file():
             return path.resolve()
@@ -59,7 +59,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -> None:
     """Runs `cmd` with its output streamed to the terminal and appended to `log_path`; a
     non-zero exit is a RuntimeError carrying the log's tail."""
-    from distill.teacher.local import _die_with_parent, _stop
+    from distill.serving.launcher import die_with_parent, stop
 
     print(f"train: {shlex.join(cmd)}", flush=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -
         log.write(f"$ {shlex.join(cmd)}\n".encode())
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
         try:
             # Chunks, not lines: progress bars redraw with \r and would otherwise show late.
             while chunk := proc.stdout.read1(1 << 16):
@@ -82,7 +82,7 @@ def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -
             # torchrun's agent answers SIGTERM by stopping its ranks (each in a session of its
             # own, out of reach of a signal to the launcher's group) and escalates to SIGKILL
             # after 30 s: it gets longer than that before it is killed itself.
-            _stop(proc, stop_timeout_s)
+            stop(proc, stop_timeout_s)
             proc.stdout.close()
     if proc.returncode != 0:
         raise RuntimeError(f"the training launch exited with code {proc.returncode}; log "

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distill.models import meta_model
+
 GIB = 2**30
 
 
@@ -66,16 +68,6 @@ QWEN25_15B = Dense(1.54e9, 28, 1536, 8960, 151936)
 QWEN25_7B = Dense(7.62e9, 28, 3584, 18944, 152064)
 QWEN25_14B = Dense(14.77e9, 48, 5120, 13824, 152064)
 QWEN3_8B = Dense(8.19e9, 36, 4096, 12288, 151936)
-
-
-def meta_model(config):
-    """The causal LM of `config` built on the meta device: every parameter with its shape and
-    none of its memory (a 671B model builds in about a second). distill.plan counts MoE
-    teachers on it too."""
-    import torch
-    from transformers import AutoModelForCausalLM
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
 
 
 def dense_from_config(config) -> Dense:

@@ -65,7 +65,7 @@ def _teacher_server(cfg):
     if url:
         yield url.rstrip("/").removesuffix("/v1")
         return
-    from distill.teacher.local import serve_local
+    from distill.serving.launcher import serve_local
     with serve_local(op.teacher_model or cfg.teacher.model, revision=cfg.teacher.revision) as (base, _):
         yield base.removesuffix("/v1")
 

@@ -32,7 +32,7 @@ from distill.errors import InputError
 from distill.records import RunDir, write_json, write_text
 
 
-def _dataset_hash(records: list[dict]) -> str:
+def records_hash(records: list[dict]) -> str:
     """The data's hash over a list of records (refresh.py compares it with the trained one);
     data.dataset_hash streams the same value from the Arrow copy."""
     h = hashlib.sha256()
@@ -51,7 +51,7 @@ def train_hash(cfg: Recipe) -> str:
     """cfg.section_hash("train") without the added fields that hold their defaults; a chat
     template file counts by its text, not its name."""
     from distill.config import TrainConfig
-    from distill.train.chat import read_template
+    from distill.chat import read_template
     t = cfg.train
     data = t.model_dump(mode="json")
     for name in ADDED_FIELDS:
@@ -128,7 +128,7 @@ def _merge_adapter(t, prep, adapter_dir: Path, model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from distill.train.common import apply_tokens, student_config
-    from distill.train.positions import apply_positions
+    from distill.positions import apply_positions
     config = student_config(t, prep.path)
     apply_positions(config, prep.positions)
     base = AutoModelForCausalLM.from_pretrained(
@@ -168,10 +168,10 @@ def _ranks(trainer) -> list[dict]:
 def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.toy import resolve_model
     from distill.train.common import Prepared, check_liger, student_config
-    from distill.train.chat import prepare_tokenizer
+    from distill.chat import prepare_tokenizer
     from distill.train.data import dataset_hash, source_dataset
     from distill.train.launch import launch_command, run_launched, under_launcher
-    from distill.train.positions import positions
+    from distill.positions import positions
 
     rd = RunDir(run_dir)
     stage, out = rd.stage("train"), rd.stage("train").path

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.teacher.protocol import END_THINK, ChatRequest, CompletionRequest, Message, split_reasoning
+from distill.serving.protocol import END_THINK, ChatRequest, CompletionRequest, Message, split_reasoning
 
-log = logging.getLogger("distill.teacher.server")
+log = logging.getLogger("distill.serving.server")
 
 
 @dataclass

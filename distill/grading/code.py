@@ -37,9 +37,9 @@ import zlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from distill import sandbox
-from distill.filters.extract import extract_code
-from distill.filters.harness import HARNESS
+from distill.grading import sandbox
+from distill.grading.extract import extract_code
+from distill.grading.harness import HARNESS
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 1024
@@ -146,7 +146,7 @@ def compare_stdout(got: str, want: str) -> bool:
 
 # ------------------------------------------------------------------------------- grading
 
-def _short(text: str, limit: int = 160) -> str:
+def shorten(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -177,7 +177,7 @@ def _reason(result: sandbox.Result) -> str:
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
     if not lines:
         return f"exit code {result.exit_code}"
-    return _short(lines[-1].strip())
+    return shorten(lines[-1].strip())
 
 
 def _resources(problem: dict, timeout_s: float | None, memory_mb: int | None) -> tuple[float, int]:
@@ -241,8 +241,8 @@ def verify_code(problem: dict, content: str, timeout_s: float | None = None,
         if r.truncated:
             return Verdict(False, f"output limit on test {i}")
         if not compare_stdout(r.stdout, want):
-            return Verdict(False, f"wrong answer on test {i}: got {_short(r.stdout, 60)!r}, "
-                                  f"want {_short(want, 60)!r}")
+            return Verdict(False, f"wrong answer on test {i}: got {shorten(r.stdout, 60)!r}, "
+                                  f"want {shorten(want, 60)!r}")
     return Verdict(True, "ok")
 
 

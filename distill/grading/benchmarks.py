@@ -32,7 +32,7 @@ class Benchmark:
     category: str                # reasoning | coding
     hub: str                     # Hub dataset id read when no local file is given
     load: Callable[..., list[dict]]   # (data_file, limit, **options) -> problems
-    scorer: str = "math"         # verifier of its problems (distill.filters.verify)
+    scorer: str = "math"         # verifier of its problems (distill.grading.verify)
     prompt: str = ""             # the template the loader fills in
     categories: tuple[str, ...] = ()   # per-question axes, e.g. ("subject", "level")
     options: dict[str, Any] = field(default_factory=dict)

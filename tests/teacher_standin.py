@@ -3,7 +3,7 @@ client's tests and benches: it answers POST /v1/chat/completions after `latency_
 canned choices, and serves GET /health, GET /v1/models and GET /stats (what it received and
 how it answered each request).
 
-    python -m distill.teacher.standin --port 8001 --latency 0.5 --fault-rate 0.3
+    python tests/teacher_standin.py --port 8001 --latency 0.5 --fault-rate 0.3
 
 Faults (`--faults`, a fraction `--fault-rate` of requests): `429` (with Retry-After), `500`,
 `hang` (no answer until well past any client timeout), `drop` (the connection is cut before
@@ -246,7 +246,7 @@ class Running:
     """A stand-in running on a thread of this process: `with Running(StandIn(...)) as s: s.url`."""
 
     def __init__(self, app: StandIn, port: int | None = None):
-        from distill.teacher.local import free_port
+        from distill.serving.launcher import free_port
         self.app, self.port = app, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._loop: asyncio.AbstractEventLoop | None = None

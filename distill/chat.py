@@ -32,7 +32,7 @@ def read_template(value: str) -> str:
     else relative to the repository, like the shipped configs)."""
     if "{%" in value or "{{" in value:
         return value
-    from distill.pipeline import CONFIG_DIR
+    from distill.config import CONFIG_DIR
     for path in (Path(value), CONFIG_DIR.parent / value):
         if path.is_file():
             return path.read_text()

@@ -24,7 +24,7 @@ text. A prompt with no entry in the key gets a plausible, wrong answer. GET /met
 many samples of each outcome it wrote, so a test can hold a pipeline's counts against them.
 
 Users point other tools at it to rehearse a pipeline without paying for a teacher; it is not
-the fault-injecting stand-in the client's tests use (distill/teacher/standin.py).
+the fault-injecting stand-in the client's tests use (tests/teacher_standin.py).
 
 Answer key lines: {"match": text found verbatim in the last user message, "kind": "math" |
 "code" | "choice", "answer": the gold answer | a correct program | the right option's text}.
@@ -368,8 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
     if args.parent_pid:
-        from distill.teacher.server import _exit_with_parent
-        _exit_with_parent(args.parent_pid)
+        from distill.serving.server import exit_with_parent
+        exit_with_parent(args.parent_pid)
     key = None
     if args.api_key_env:
         key = os.environ.get(args.api_key_env)

@@ -1,4 +1,4 @@
-"""The fork server that runs inside one long-lived bubblewrap sandbox (see distill/sandbox.py):
+"""The fork server that runs inside one long-lived bubblewrap sandbox (see distill/grading/sandbox.py):
 reads jobs from fd 0 (length-prefixed pickles written by the trusted host), runs each program
 in a forked child with its own limits, and writes one length-prefixed JSON reply per job to
 fd 1. Standard library only: the sandbox has no third-party packages. Never imported by the

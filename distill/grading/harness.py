@@ -1,7 +1,7 @@
 """The functional-test harness: Python source appended to a candidate program and run inside
 the sandbox (standard library only). It reads the inputs and expected outputs from a pickle the
 host wrote, calls the entry point on each input under a per-input time limit, and compares
-each output with the expected one there, in full (see distill/filters/code.py for the modes).
+each output with the expected one there, in full (see distill/grading/code.py for the modes).
 With no expected outputs it records the outputs instead, as an opaque packed blob."""
 
 # The host never unpickles anything a sandbox wrote.

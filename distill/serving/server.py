@@ -2,16 +2,16 @@
 (or Hub id), answers POST /v1/chat/completions, POST /v1/completions (with vLLM's
 prompt_logprobs, for server-side distillation), GET /v1/models, GET /health, GET /metrics.
 
-    python -m distill.teacher.server --model PATH --port 8000 --served-name toy:teacher
+    python -m distill.serving.server --model PATH --port 8000 --served-name toy:teacher
 
 Why not `transformers serve`: it ignores `n` and `logprobs` and runs one request at a time
 without batching, and distillation needs all three (n samples per prompt, the teacher's top-k
 for logit distillation, throughput). vLLM does all of it on GPU; this server is the same
 protocol for CPU and small models, so the pipeline has one code path.
 
-Batching lives in `distill.teacher.engine`, the request shapes and the reasoning split
+Batching lives in `distill.serving.engine`, the request shapes and the reasoning split
 (`<think>R</think>A` gives reasoning_content=R, content=A, as vLLM's parsers do) in
-`distill.teacher.protocol`.
+`distill.serving.protocol`.
 """
 
 import argparse
@@ -24,10 +24,10 @@ import uuid
 
 from pydantic import BaseModel, ValidationError
 
-from distill.teacher.engine import Engine
-from distill.teacher.protocol import ChatRequest, CompletionRequest, split_reasoning  # noqa: F401
+from distill.serving.engine import Engine
+from distill.serving.protocol import ChatRequest, CompletionRequest, split_reasoning  # noqa: F401
 
-log = logging.getLogger("distill.teacher.server")
+log = logging.getLogger("distill.serving.server")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error"):
@@ -169,7 +169,7 @@ def create_app(engine: Engine, served_name: str):
     return app
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def exit_with_parent(parent_pid: int) -> None:
     """If the process that started us dies (even by kill -9), exit too: no orphan servers."""
     def watch() -> None:
         while True:
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.parent_pid:
-        _exit_with_parent(args.parent_pid)
+        exit_with_parent(args.parent_pid)
     import torch
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     engine = Engine(args.model, args.revision, args.batch_wait_ms, args.max_batch_rows,

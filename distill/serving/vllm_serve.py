@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from distill.errors import InputError
-from distill.teacher.local import free_port, launched
+from distill.serving.launcher import free_port, launched
 
 
 def serve_command(teacher_cfg, port: int) -> list[str]:

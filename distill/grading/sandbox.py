@@ -1,7 +1,7 @@
 """Runs untrusted Python in bubblewrap sandboxes; reads a program (plus optional data files and
 stdin), writes nothing on the host, and returns a `Result`.
 
-How: a pool of long-lived sandboxes, each a fork server (distill/sandbox_server.py) inside its
+How: a pool of long-lived sandboxes, each a fork server (distill/grading/sandbox_server.py) inside its
 own `bwrap`. A job is forked from the warm server (about 2 ms instead of ~100 ms for a fresh
 bwrap and interpreter), runs with its own limits, and when it ends every process left in that
 sandbox is killed and its writable directories are emptied before the next job. One job runs

@@ -10,7 +10,7 @@ picks the check:
   letter `answer`; `choices` (the options, A first) sets how many letters there are;
 - code: the last fenced code block, run in the sandbox against the problem's `tests`
   (asserts), `functional_tests` (inputs and expected outputs, with tolerances) and
-  `stdio_tests` (stdin / expected stdout); see distill/filters/code.py for their shapes;
+  `stdio_tests` (stdin / expected stdout); see distill/grading/code.py for their shapes;
 - none: always kept.
 
 Public functions (used by distill/filters, distill/eval and evals/):
@@ -44,11 +44,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from distill.filters.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,  # noqa: F401
-                                  _short, build_program, candidate_program, compare_stdout,
+from distill.grading.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,  # noqa: F401
+                                  shorten, build_program, candidate_program, compare_stdout,
                                   livecodebench_tests,
                                   record_outputs, reference_times, verify_code)
-from distill.filters.extract import extract_answer, extract_choice, extract_code, last_boxed  # noqa: F401
+from distill.grading.extract import extract_answer, extract_choice, extract_code, last_boxed  # noqa: F401
 
 MATH_TIMEOUT_S = 5           # math-verify's own SIGALRM limits, per parse and per comparison
 MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed past it
@@ -112,11 +112,11 @@ def _verify_math(problem: dict, content: str, timeouts: bool) -> Verdict:
         return Verdict(False, "no \\boxed answer")
     pred = parse("\\boxed{" + answer + "}", parsing_timeout=pt)
     if not pred:
-        return Verdict(False, f"unparsable answer: {_short(answer)}")
+        return Verdict(False, f"unparsable answer: {shorten(answer)}")
     # Gold first: math-verify's comparison is not symmetric.
     if math_equal(gold, pred, timeout_seconds=pt):
         return Verdict(True, "ok")
-    return Verdict(False, f"wrong answer: got {_short(answer)}, want {_short(str(gold_text))}")
+    return Verdict(False, f"wrong answer: got {shorten(answer)}, want {shorten(str(gold_text))}")
 
 
 # --------------------------------------------------------------------------------- choice
@@ -160,11 +160,11 @@ class _WorkerDied(RuntimeError):
 
 
 class _MathWorker:
-    """A `python -m distill.filters.verify` child answering one JSON line per problem; a
+    """A `python -m distill.grading.verify` child answering one JSON line per problem; a
     separate interpreter (not multiprocessing) so no caller needs a `__main__` guard."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "distill.filters.verify"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "distill.grading.verify"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
         self._buf = b""
@@ -251,7 +251,7 @@ def _serve() -> None:
         except GoldError as e:
             reply = {"ok": False, "reason": e.verdict().reason}
         except Exception as e:  # noqa: BLE001  (math-verify's own timeouts and crashes)
-            reply = {"ok": False, "reason": _short(f"verifier error: {type(e).__name__}: {e}")}
+            reply = {"ok": False, "reason": shorten(f"verifier error: {type(e).__name__}: {e}")}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 

@@ -1,0 +1,6 @@
+"""Grading, shared by the filter stage and evaluation: answer extraction (`extract`), the
+verifiers (`verify`: math-verify in warm killable workers, code run against its tests), the
+bubblewrap sandbox pool that runs code (`sandbox`, `sandbox_server`, `code`, `harness`), and the
+benchmark registry (`benchmarks`: evals/*.py).
+
+May import: distill.errors, distill.config, distill.records, distill.toy (nothing above)."""
