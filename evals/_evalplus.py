@@ -7,7 +7,7 @@ from them. The Hub datasets (evalplus/mbppplus, evalplus/humanevalplus) carry in
 program with the inputs and expected results embedded, which runs as it is (`hub_program`).
 
 Expected outputs come from running each canonical solution once in the sandbox on all base and
-plus inputs (`distill.filters.verify.record_outputs`); they are cached under $DISTILL_CACHE
+plus inputs (`distill.grading.verify.record_outputs`); they are cached under $DISTILL_CACHE
 (or ~/.cache/distill)/evalplus, keyed by the dataset's content and the harness, and reused
 only when both match. The host never unpickles what a sandbox printed: the outputs stay an
 opaque blob that is unpickled inside the sandbox that grades a candidate, where each output is
@@ -27,8 +27,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from distill.filters.harness import HARNESS
-from distill.filters.verify import record_outputs
+from distill.grading.harness import HARNESS
+from distill.grading.verify import record_outputs
 from distill.records import write_json
 
 # A candidate gets at least this long in all, or 4x the canonical solution's time + 5 s.

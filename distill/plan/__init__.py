@@ -12,6 +12,7 @@ economics section (distill/publish/economics.py) builds on it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from distill.plan import cost, serving
 from distill.plan.params import Arch, Params, describe
@@ -62,7 +63,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
     ta, tp_ = describe(t_name, cfg.teacher.revision if cfg else None, teacher_config or pc.teacher_config)
     student = None
     if cfg is not None or student_config:
-        s_name = cfg.train.student if cfg is not None else student_config
+        s_name = cfg.train.student if cfg is not None else (student_config or "")
         student = describe(s_name, cfg.train.revision if cfg else None, student_config or pc.student_config)
     warnings: list[str] = []
     usage = cost.recorded_usage(run_dir, cfg.generation_hash() if cfg is not None else None)
@@ -101,7 +102,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
                 commands[gpu] = {"layout": _layout_dict(lay), "command": " ".join(cmd),
                                  "notes": notes + needs}
 
-    plan = {"teacher": _model(ta, tp_), "student": _model(*student) if student else None,
+    plan: dict[str, Any] = {"teacher": _model(ta, tp_), "student": _model(*student) if student else None,
             "context": {"max_model_len": max_len, "prompt_tokens": prompt,
                         "completion_tokens": completion, "completion_source": completion_src,
                         "mean_len": mean_len, "concurrency": want, "kv_cache_dtype": kv_dtype,

@@ -69,7 +69,7 @@ def _readme(folder: Path, hub_id: str, configs: list[dict], features: dict | Non
     meta: dict = {}
     if features or per_config:    # the dtypes the Hub declares (the json and csv builders would guess)
         infos = [{"config_name": c["config_name"],
-                  "features": _features((per_config or {}).get(c["config_name"]) or features)}
+                  "features": _features((per_config or {}).get(c["config_name"]) or features or {})}
                  for c in configs]
         meta["dataset_info"] = infos[0] if len(infos) == 1 else infos
     meta["configs"] = configs

@@ -458,8 +458,8 @@ def pilot_summary(real: Recipe, run_dir: Path, generate_s: float) -> dict:
     from distill.plan import make_plan
     from distill.records import Stage
 
-    samples = completion = truncated = 0
-    cost = 0.0
+    samples = truncated = 0
+    completion = cost = 0.0
     for rec in Stage(run_dir, "generate").read():
         usage = rec.get("usage") or {}
         samples += 1

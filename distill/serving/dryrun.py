@@ -42,6 +42,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 OUTCOMES = ("right", "wrong", "truncated", "unbalanced", "no_answer")
 DEFAULT_MIX = {"right": 0.6, "wrong": 0.15, "truncated": 0.1, "unbalanced": 0.1, "no_answer": 0.05}
@@ -168,7 +169,7 @@ class DryRun:
         self.lock = threading.Lock()
         self.samples_per_prompt: Counter = Counter()   # the next sample number of a prompt
         self.seen_prompts: set[str] = set()            # DeepSeek's context cache
-        self.metrics = Counter()
+        self.metrics: Counter[str] = Counter()
         self._filler_ids = tokenizer(_FILLER * 64, add_special_tokens=False)["input_ids"]
 
     # -- text
@@ -201,7 +202,7 @@ class DryRun:
             return "I have worked through the problem above."
         right = outcome != "wrong" and entry is not None
         if kind == "code":
-            code = entry["answer"] if right else "def solution(*args):\n    return None\n"
+            code = entry["answer"] if right and entry else "def solution(*args):\n    return None\n"
             return f"Here is the program.\n\n```python\n{code.rstrip()}\n```"
         if kind == "choice":
             options = _letters(prompt)
@@ -210,7 +211,7 @@ class DryRun:
             if not right or letter is None:
                 letter = next((k for k in sorted(options) if k != letter), "A")
             return f"The reasoning above settles it.\n\nAnswer: {letter}"
-        value = entry["answer"] if right else _wrong_math(entry["answer"] if entry else "41")
+        value = entry["answer"] if right and entry else _wrong_math(entry["answer"] if entry else "41")
         return f"Therefore the final answer is $\\boxed{{{value}}}$."
 
     def sample(self, prompt: str, sample: int, max_tokens: int) -> dict:
@@ -293,7 +294,7 @@ class DryRun:
             self.metrics["completion_tokens"] += completion
         if self.tokens_per_s > 0:          # a teacher's decoding speed, for pilots and benches
             time.sleep(completion / self.tokens_per_s)
-        usage = {"prompt_tokens": n_prompt, "completion_tokens": completion,
+        usage: dict[str, Any] = {"prompt_tokens": n_prompt, "completion_tokens": completion,
                  "total_tokens": n_prompt + completion}
         if self.dialect == "deepseek":
             hit = (n_prompt // CACHE_UNIT) * CACHE_UNIT if cached else 0

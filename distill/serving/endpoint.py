@@ -36,6 +36,6 @@ def teacher_endpoint(teacher_cfg, log_dir: str | Path | None = None) -> Iterator
         with vllm_serve(teacher_cfg, log_path) as base_url:
             yield base_url, teacher_cfg.model, api_key
         return
-    log_path = Path(log_dir) / "teacher-server.log" if log_dir else None
-    with serve_local(teacher_cfg.model, revision=teacher_cfg.revision, log_path=log_path) as (base_url, name):
+    local_log = Path(log_dir) / "teacher-server.log" if log_dir else None
+    with serve_local(teacher_cfg.model, revision=teacher_cfg.revision, log_path=local_log) as (base_url, name):
         yield base_url, name, api_key

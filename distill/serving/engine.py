@@ -56,7 +56,7 @@ class Engine:
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.tok = AutoTokenizer.from_pretrained(model_path, revision=revision)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype)
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         # MoE models: router logits feed a training-only loss; computing them slows decoding.
         if hasattr(self.model.config, "output_router_logits"):
             self.model.config.output_router_logits = False
@@ -248,7 +248,7 @@ class Engine:
         elif stop_len is not None:
             finish, n_tokens, ids = "stop", stop_len, ids[:stop_len]
             counted = ids
-        text = self.tok.decode(ids, skip_special_tokens=True)
+        text = str(self.tok.decode(ids, skip_special_tokens=True))
         if finish == "stop" and w.stops:  # the stop string itself is not returned (OpenAI)
             cut = min((text.find(s) for s in w.stops if s in text), default=-1)
             if cut >= 0:
@@ -260,7 +260,7 @@ class Engine:
             reasoning_tokens = ids.index(self.end_think_id) + 1
         else:
             reasoning_tokens = len(self.tok(reasoning, add_special_tokens=False).input_ids)
-        choice = dict(finish_reason=finish, text=text, reasoning=reasoning, content=content,
+        choice: dict[str, Any] = dict(finish_reason=finish, text=text, reasoning=reasoning, content=content,
                       completion_tokens=n_tokens, reasoning_tokens=reasoning_tokens, logprobs=None)
         if logp is not None and (w.req.logprobs or w.req.top_logprobs):
             choice["logprobs"] = self._logprobs(counted, logp, w.req.top_logprobs,
@@ -281,7 +281,7 @@ class Engine:
         return {"content": content}
 
     def _token_entry(self, token_id: int, logprob: float, as_ids: bool = False) -> dict:
-        text = self.tok.decode([token_id], skip_special_tokens=False)
+        text = str(self.tok.decode([token_id], skip_special_tokens=False))
         token = f"token_id:{token_id}" if as_ids else text
         return {"token": token, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
 

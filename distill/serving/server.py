@@ -21,8 +21,9 @@ import os
 import threading
 import time
 import uuid
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from distill.serving.engine import Engine
 from distill.serving.protocol import ChatRequest, CompletionRequest, split_reasoning  # noqa: F401
@@ -40,7 +41,7 @@ def create_app(engine: Engine, served_name: str):
 
     app = FastAPI(title="distill teacher server")
 
-    async def _read(request: Request, model: type[BaseModel]):
+    async def _read(request: Request, model: type[ChatRequest] | type[CompletionRequest]):
         """The validated request, or the OpenAI-style error response to return instead."""
         try:
             body = await request.json()
@@ -117,6 +118,7 @@ def create_app(engine: Engine, served_name: str):
         if not isinstance(req, CompletionRequest):
             return req  # the error response
         p = req.prompt
+        prompts: list[Any]
         if isinstance(p, str):
             prompts = [p]
         elif p and all(isinstance(x, int) for x in p):
@@ -144,7 +146,8 @@ def create_app(engine: Engine, served_name: str):
                                                             for _ in range(req.n)] for _ in prompts]
         except Exception as e:
             return _error(500, f"generation failed: {e}", "server_error")
-        choices, completion = [], 0
+        choices: list[dict[str, Any]] = []
+        completion = 0
         for i, (ids, cs) in enumerate(zip(prompts, results)):
             for c in cs:
                 completion += c["completion_tokens"]
