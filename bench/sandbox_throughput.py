@@ -58,7 +58,7 @@ def run_evalplus(python: str, data: Path, samples: Path, cache: Path, workers: i
 def run_distill(data: Path, cache: Path, workers: int) -> dict:
     os.environ["DISTILL_CACHE"] = str(cache)
     from distill.grading.benchmarks import get_benchmark
-    from distill.filters import verify_many
+    from distill.grading.verify import verify_many
 
     t = time.perf_counter()
     problems = get_benchmark("humaneval_plus").load(str(data), None)

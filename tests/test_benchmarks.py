@@ -12,7 +12,7 @@ import pytest
 
 from distill.errors import InputError
 from distill.grading.benchmarks import get_benchmark, list_benchmarks
-from distill.filters import verify, verify_many
+from distill.grading.verify import verify, verify_many
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"evaluation data not found at {DATA}")

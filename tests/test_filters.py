@@ -10,7 +10,8 @@ import pytest
 
 from distill.config import Recipe
 from distill.errors import InputError
-from distill.filters import quality, run_filter, verify, verify_many
+from distill.filters import quality, run_filter
+from distill.grading.verify import verify, verify_many
 verify_mod = importlib.import_module("distill.grading.verify")
 from distill.filters.dedup import duplicates
 from distill.records import Stage

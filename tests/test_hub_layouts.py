@@ -14,7 +14,7 @@ import pytest
 
 from distill.config import load_recipe
 from distill.grading.benchmarks import get_benchmark
-from distill.filters import verify_many
+from distill.grading.verify import verify_many
 from distill.pipeline import recipe_path
 from distill.prompts import run_prompts
 from distill.records import RunDir

@@ -117,7 +117,7 @@ def test_mbpp_prompts_name_the_function_the_tests_call(tmp_path, hf_cache, recip
     """MBPP's task text has neither the function's name nor a test: the recipes ask as MBPP
     does, with the row's tests in the prompt, so a correct answer can pass them. The full
     config's train split, with its setup code before the asserts."""
-    from distill.filters import verify_many
+    from distill.grading.verify import verify_many
     rows = [json.loads(line) for line in (DATA / "mbpp" / "mbpp.jsonl").read_text().splitlines()]
     train = [r for r in rows if 601 <= r["task_id"] <= 974]
     sanitized = json.loads((SCHEMAS / "mbpp-sanitized" / "train.sample.jsonl").read_text())

@@ -1,4 +1,8 @@
-"""Evaluation: benchmarks, scoring with confidence intervals, retention; `run_evaluate` is the stage."""
+"""Evaluation: answers from every model of the recipe, scoring with confidence intervals,
+retention; `run_evaluate` is the stage.
+
+May import: the contract (config, records, models, chat, positions), grading, serving, teacher,
+plan, toy. Not another stage."""
 
 from distill.eval.runner import run_evaluate
 

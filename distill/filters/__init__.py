@@ -1,6 +1,8 @@
-"""Filters for teacher traces: format checks, verification, deduplication, the filter stage."""
+"""Filters for teacher traces: format checks, deduplication, decontamination, the filter stage
+(verification itself is distill.grading, shared with evaluation).
+
+May import: the contract (config, records, models, chat), grading, toy. Not another stage."""
 
 from distill.filters.stage import run_filter
-from distill.grading.verify import Verdict, verify, verify_many
 
-__all__ = ["Verdict", "run_filter", "verify", "verify_many"]
+__all__ = ["run_filter"]

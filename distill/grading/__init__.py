@@ -3,4 +3,4 @@ verifiers (`verify`: math-verify in warm killable workers, code run against its 
 bubblewrap sandbox pool that runs code (`sandbox`, `sandbox_server`, `code`, `harness`), and the
 benchmark registry (`benchmarks`: evals/*.py).
 
-May import: distill.errors, distill.config, distill.records, distill.toy (nothing above)."""
+May import: the contract (config, records, models), distill.errors, distill.toy."""

@@ -6,7 +6,8 @@ economics section (distill/publish/economics.py) builds on it.
     params.py    total and active parameters (meta device, closed form as fallback)
     serving.py   weights, KV cache, GPUs, tensor / expert parallel sizes, vLLM flags
     cost.py      FLOPs per token, token and GPU-hour costs, usage recorded by a run
-    experts.py   expert utilisation of a local MoE teacher per task category
+
+May import: the contract (config, records, models, positions), toy. Not a stage.
 """
 
 from __future__ import annotations

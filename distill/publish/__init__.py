@@ -1,4 +1,6 @@
-"""Publishing: leaderboard tables, plots and the model card; `run_publish` is the stage."""
+"""Publishing: leaderboard tables, plots and the model card; `run_publish` is the stage.
+
+May import: every layer below it (the stages' own modules included: it reports on them)."""
 
 from distill.publish.stage import run_publish
 

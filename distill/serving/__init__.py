@@ -3,4 +3,4 @@ project's own server (`server`, `engine`, `protocol`), the process launcher (`la
 managed `vllm serve` (`vllm_serve`), the endpoint a stage talks to (`endpoint`), and the
 dry-run teacher of rehearsals (`dryrun`).
 
-May import: distill.errors, distill.config, distill.records, distill.models, distill.toy."""
+May import: the contract (config, records, models), distill.errors, distill.toy."""
