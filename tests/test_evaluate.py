@@ -69,8 +69,11 @@ class World:
         bench = Benchmark(name="toy_arith", version="1", category="reasoning",
                           hub="local/toy_arith", categories=("carries",),
                           load=lambda data_file, limit: [dict(q) for q in QUESTIONS[:limit]])
+        import distill.serving.launcher as launcher
         mods = {
-            "distill.serving.launcher": dict(teacher_endpoint=teacher_endpoint, serve_local=serve_local),
+            "distill.serving.endpoint": dict(teacher_endpoint=teacher_endpoint),
+            "distill.serving.launcher": dict(serve_local=serve_local, free_port=launcher.free_port,
+                                             launched=launcher.launched),
             "distill.teacher.client": dict(Job=Job, complete_all=complete_all),
             "distill.grading.verify": dict(verify_many=verify_many, extract_answer=extract_answer),
             "distill.grading.benchmarks": dict(get_benchmark=lambda name: bench),
