@@ -3,7 +3,7 @@ with the contest (I or II) as category."""
 
 import re
 
-from distill.eval.benchmark import BOXED_INSTRUCTION, field_of, fill, read_rows, user
+from distill.grading.benchmarks import BOXED_INSTRUCTION, field_of, fill, read_rows, user
 
 PROMPT = "{problem}\n" + BOXED_INSTRUCTION
 _CONTEST = re.compile(r"AIME_(I{1,2})_")

@@ -27,8 +27,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from distill.filters.harness import HARNESS
-from distill.filters.verify import record_outputs
+from distill.grading.harness import HARNESS
+from distill.grading.verify import record_outputs
 from distill.records import write_json
 
 # A candidate gets at least this long in all, or 4x the canonical solution's time + 5 s.

@@ -1,7 +1,7 @@
 """AIME 2025 (yentinglin/aime_2025, train: 30 problems of contests I and II); integer answers,
 graded with math-verify on the last \\boxed{}; category: the contest."""
 
-from distill.eval.benchmark import Benchmark
+from distill.grading.benchmarks import Benchmark
 from evals._aime import PROMPT, load_aime
 
 HUB = "yentinglin/aime_2025"

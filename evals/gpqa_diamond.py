@@ -7,7 +7,7 @@ Categories: the high-level domain and the subdomain."""
 
 import random
 
-from distill.eval.benchmark import Benchmark, field_of, fill, read_rows, user
+from distill.grading.benchmarks import Benchmark, field_of, fill, read_rows, user
 
 HUB = "Idavidrein/gpqa"
 LETTERS = "ABCD"

@@ -1,7 +1,7 @@
 """GSM8K (openai/gsm8k, main, test: 1319 grade-school word problems); gold is the number
 after '####', commas removed; graded with math-verify on the last \\boxed{}."""
 
-from distill.eval.benchmark import BOXED_INSTRUCTION, Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import BOXED_INSTRUCTION, Benchmark, fill, read_rows, user
 
 HUB = "openai/gsm8k"
 PROMPT = "{question}\n" + BOXED_INSTRUCTION

@@ -2,7 +2,7 @@
 prompt, must pass the original `test` + `check(entry_point)`. A completion may be a whole
 function or only its body (the prompt is prepended either way)."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 
 HUB = "openai/openai_humaneval"
 PROMPT = "Complete the following Python function.\n```python\n{prompt}```\n" + CODE_INSTRUCTION

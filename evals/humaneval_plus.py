@@ -4,7 +4,7 @@ a whole function or only its body (the task prompt is prepended either way). Rea
 release file (base_input, plus_input, atol) or the Hub layout of evalplus/humanevalplus, whose
 `test` is a generated `check(candidate)` holding the base and plus inputs and results."""
 
-from distill.eval.benchmark import Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import Benchmark, fill, read_rows, user
 from evals import _evalplus
 from evals.humaneval import PROMPT  # the same tasks, asked the same way
 

@@ -27,9 +27,9 @@ import zlib
 from datetime import date, datetime
 from pathlib import Path
 
-from distill.eval.benchmark import Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import Benchmark, fill, read_rows, user
 from distill.errors import InputError
-from distill.filters.verify import livecodebench_tests
+from distill.grading.verify import livecodebench_tests
 
 HUB = "livecodebench/code_generation_lite"
 TEST_TIMEOUT_S = 6.0   # LiveCodeBench's limit per test

@@ -1,7 +1,7 @@
 """MATH-500 (HuggingFaceH4/MATH-500, test: the 500-problem split of PRM800K); categories are
 the subject (7) and the level (1-5); graded with math-verify on the last \\boxed{}."""
 
-from distill.eval.benchmark import BOXED_INSTRUCTION, Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import BOXED_INSTRUCTION, Benchmark, fill, read_rows, user
 
 HUB = "HuggingFaceH4/MATH-500"
 PROMPT = "{problem}\n" + BOXED_INSTRUCTION

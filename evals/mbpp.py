@@ -2,7 +2,7 @@
 the task's description with its first assert as the signature hint; graded by the task's
 `test_imports` and every assert of `test_list`."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 
 HUB = "google-research-datasets/mbpp"
 PROMPT = "{prompt}\nYour code should pass this test:\n{test}\n" + CODE_INSTRUCTION

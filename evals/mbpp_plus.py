@@ -4,7 +4,7 @@ input compared with the canonical solution's outputs. Reads the release file (ta
 evalplus/mbppplus (int task_id, code, prompt, test_imports, test_list and a `test` program
 holding the inputs and expected results; its one split is `train` or `test` by revision)."""
 
-from distill.eval.benchmark import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import CODE_INSTRUCTION, Benchmark, fill, read_rows, user
 from evals import _evalplus
 
 HUB = "evalplus/mbppplus"

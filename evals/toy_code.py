@@ -2,7 +2,7 @@
 (distill.toy.tasks), fixed seed, so every model is graded on the same tasks; categories: the
 operator the function applies."""
 
-from distill.eval.benchmark import Benchmark
+from distill.grading.benchmarks import Benchmark
 from evals._toy import eval_problems
 
 
