@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
+from distill.config import EVALS_DIR, benchmark_names, unknown_name
+
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = "Write the complete function in a single ```python code block."
 
@@ -86,7 +87,7 @@ class Benchmark:
 
 def get_benchmark(name: str) -> Benchmark:
     if not (EVALS_DIR / f"{name}.py").is_file():
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(list_benchmarks())}")
+        raise KeyError(unknown_name("benchmark", name, list_benchmarks()))
     bench = importlib.import_module(f"evals.{name}").BENCHMARK
     if bench.name != name:
         raise ValueError(f"evals/{name}.py declares benchmark {bench.name!r}")
@@ -94,7 +95,7 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def list_benchmarks() -> list[str]:
-    return sorted(p.stem for p in EVALS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    return benchmark_names()
 
 
 # ---------------------------------------------------------------------- shared by loaders
