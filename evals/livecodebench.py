@@ -152,4 +152,4 @@ BENCHMARK = Benchmark(name="livecodebench", version="code_generation_lite", cate
                       hub=HUB, load=load, scorer="code", prompt=PROMPT,
                       categories=("difficulty", "platform"),
                       options={"release": "release_v6", "start_date": None, "end_date": None},
-                      samples=16)
+                      choices={"release": tuple(RELEASES)}, samples=16)

@@ -210,6 +210,13 @@ def test_distill_run_rejects_a_misspelt_name_before_any_stage(tmp_path, old, new
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
 
 
+def test_benchmark_options_are_checked_when_the_recipe_is_read(tmp_path):
+    r = _cli("validate", "smoke", "-o", "eval.benchmark={toy_arith: {options: {release: v1}}}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "eval.benchmark.toy_arith.options: unknown option 'release' for benchmark toy_arith" \
+        in r.stderr
+
+
 def test_a_missing_recipe_is_one_line_and_exit_2(tmp_path):
     r = _cli("run", tmp_path / "nope.yaml")
     assert r.returncode == 2

@@ -69,6 +69,7 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
         bench = get_benchmark(benchmark)
     except KeyError as e:
         raise InputError(str(e.args[0]), key="BENCHMARK") from None
+    bench.resolved_options(options, key="--option")
     version = bench.resolved_version(data_file)
     problems = bench.problems(data_file, None, options)
     by_id = {}

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.config import EVALS_DIR, benchmark_names, unknown_name
+from distill.config import EVALS_DIR, benchmark_names, close_match, unknown_name
+from distill.errors import InputError
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = "Write the complete function in a single ```python code block."
@@ -37,6 +38,7 @@ class Benchmark:
     prompt: str = ""             # the template the loader fills in
     categories: tuple[str, ...] = ()   # per-question axes, e.g. ("subject", "level")
     options: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, tuple] = field(default_factory=dict)   # option -> the values it takes
     # Default sampling (open-r1 / lighteval conventions); a recipe may override any of them.
     samples: int = 1
     temperature: float = 0.6
@@ -51,13 +53,19 @@ class Benchmark:
         return f"{self.version}+sha256.{file_sha256(data_file)[:16]}"
 
     def resolved_options(self, options: dict | None = None, key: str = "options") -> dict:
-        """The loader's options: defaults, then `options`; an unknown name is bad input."""
+        """The loader's options: defaults, then `options`; an unknown name, or a value not
+        among an option's `choices`, is bad input."""
         unknown = sorted(set(options or {}) - set(self.options))
         if unknown:
-            from distill.errors import InputError
             known = ", ".join(sorted(self.options)) or "none"
+            close = close_match(unknown[0], sorted(self.options))
+            hint = f"; did you mean {close!r}?" if close else ""
             raise InputError(f"unknown option {unknown[0]!r} for benchmark {self.name} "
-                             f"(known: {known})", key=key)
+                             f"(known: {known}){hint}", key=key)
+        for name, value in (options or {}).items():
+            if name in self.choices and value not in self.choices[name]:
+                raise InputError(unknown_name(name, value, self.choices[name]),
+                                 key=key if key.startswith("-") else f"{key}.{name}")
         return {**self.options, **(options or {})}
 
     def problems(self, data_file: str | None = None, limit: int | None = None,
@@ -96,6 +104,16 @@ def get_benchmark(name: str) -> Benchmark:
 
 def list_benchmarks() -> list[str]:
     return benchmark_names()
+
+
+def check_recipe_options(cfg) -> None:
+    """eval.benchmark.<name>.options against each benchmark's loader (names and values), when
+    the recipe loads rather than when the eval stage starts (importing only the benchmarks a
+    recipe sets options for). The names themselves are checked by distill.config."""
+    for name, settings in cfg.eval.benchmark.items():
+        if settings.options:
+            get_benchmark(name).resolved_options(settings.options,
+                                                 key=f"eval.benchmark.{name}.options")
 
 
 # ---------------------------------------------------------------------- shared by loaders
