@@ -27,7 +27,7 @@ import zlib
 from datetime import date, datetime
 from pathlib import Path
 
-from distill.grading.benchmarks import Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import Benchmark, fill, hub_access, read_rows, user
 from distill.errors import InputError
 from distill.grading.verify import livecodebench_tests
 
@@ -78,7 +78,8 @@ def _hub_rows(release: str) -> list[dict]:
     from huggingface_hub import hf_hub_download
     rows = []
     for name in RELEASES[release]:
-        path = hf_hub_download(HUB, name, repo_type="dataset")
+        with hub_access(HUB):
+            path = hf_hub_download(HUB, name, repo_type="dataset")
         rows.extend(read_rows(path, HUB))
     return rows
 

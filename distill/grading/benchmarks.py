@@ -4,10 +4,12 @@ messages, verifier, answer / tests, entry_point, categories)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +52,8 @@ class Benchmark:
         hash."""
         if data_file is None:
             return self.version
+        if not Path(data_file).exists():
+            raise InputError(f"benchmark {self.name}: data file not found", file=str(data_file))
         return f"{self.version}+sha256.{file_sha256(data_file)[:16]}"
 
     def resolved_options(self, options: dict | None = None, key: str = "options") -> dict:
@@ -69,9 +73,15 @@ class Benchmark:
         return {**self.options, **(options or {})}
 
     def problems(self, data_file: str | None = None, limit: int | None = None,
-                 options: dict | None = None) -> list[dict]:
-        """The loaded problems, each checked to carry an id, a verifier and its categories."""
-        problems = self.load(data_file, limit, **self.resolved_options(options))
+                 options: dict | None = None, *, data_key: str | None = None) -> list[dict]:
+        """The loaded problems, each checked to carry an id, a verifier and its categories.
+        `data_key` is where the caller takes a local copy from (default: the recipe's
+        eval.data_files.<name>), named when the Hub dataset cannot be read."""
+        try:
+            problems = self.load(data_file, limit, **self.resolved_options(options))
+        except DataNotOnHand as e:
+            raise InputError(e.for_benchmark(self.name, data_key or f"eval.data_files.{self.name}"),
+                             file=e.file, key=e.key, line=e.line) from None
         seen: set[str] = set()
         for p in problems:
             if p["id"] in seen:
@@ -116,6 +126,112 @@ def check_recipe_options(cfg) -> None:
                                                  key=f"eval.benchmark.{name}.options")
 
 
+# ------------------------------------------------------------------ data not on hand
+
+class DataNotOnHand(InputError):
+    """A benchmark's Hub dataset that cannot be read here: the Hub is unreachable (offline, no
+    network), the dataset is gated or missing, and the local cache has no copy. `problems`
+    turns it into a line naming the benchmark and where a local copy can come from; the filter
+    stage's decontamination skips the benchmark."""
+
+    def __init__(self, hub: str, reason: str, remedy: str):
+        super().__init__(f"the Hub dataset {hub} cannot be read ({reason})")
+        self.hub, self.reason, self.remedy = hub, reason, remedy
+
+    def for_benchmark(self, name: str, data_key: str) -> str:
+        local = (f"point {data_key} at a local copy (a .jsonl / .json / .csv file, or a folder "
+                 "laid out as the Hub repo)")
+        return (f"benchmark {name}: no local data, and the Hub dataset {self.hub} cannot be "
+                f"downloaded ({self.reason}); {local}"
+                + (f", or {self.remedy}" if self.remedy else ""))
+
+
+_TRUE = {"1", "ON", "YES", "TRUE"}   # huggingface_hub's reading of a boolean variable
+
+
+def _offline_variable() -> str | None:
+    return next((v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+                 if os.environ.get(v, "").upper() in _TRUE), None)
+
+
+def _why_not_on_hand(e: BaseException) -> tuple[str, str] | None:
+    """(reason, remedy) when `e`, or an error it came from, says the Hub could not be read;
+    None for any other error (a bug, a bad local file), which stays as it is."""
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+    chain, seen = [], e
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(x, GatedRepoError) or (isinstance(x, DatasetNotFoundError)
+                                             and "gated" in str(x)) for x in chain):
+        return ("a gated dataset this machine has no access to",
+                "accept its terms on huggingface.co and set HF_TOKEN")
+    try:
+        import httpx
+        network: tuple = (ConnectionError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                          httpx.TransportError)
+    except ImportError:
+        network = (ConnectionError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+    if any(isinstance(x, network) for x in chain):
+        variable = _offline_variable()
+        if variable:
+            return f"{variable} is set", f"unset {variable} to download it"
+        return ("the Hub is unreachable",
+                "run once where huggingface.co is reachable (the download is cached)")
+    if any(isinstance(x, (DatasetNotFoundError, RepositoryNotFoundError)) for x in chain):
+        return "no such dataset on the Hub, or no access to it", ""
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def offline_mode():
+    """Hub loads read the local cache only, failing at once instead of retrying for ~20 s."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+@contextlib.contextmanager
+def hub_access(hub: str):
+    """Around a read of the Hub dataset `hub`: a Hub that cannot be read becomes DataNotOnHand
+    (bad input: the data is not on hand), not a traceback from datasets or huggingface_hub.
+    An unreachable Hub is read in offline mode (its cached copy, if any) without retries."""
+    try:
+        with contextlib.nullcontext() if hub_reachable() else offline_mode():
+            yield
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001  (only the Hub's own failures are converted)
+        why = _why_not_on_hand(e)
+        if why is None:
+            raise
+        raise DataNotOnHand(hub, *why) from None
+
+
 # ---------------------------------------------------------------------- shared by loaders
 
 def file_sha256(path: str | Path) -> str:
@@ -158,7 +274,8 @@ def read_rows(data_file: str | None, hub: str, *, split: str | None = "test",
     from distill.errors import InputError
 
     if data_file is None:
-        return list(_load_dataset(hub, config, split, revision))
+        with hub_access(hub):
+            return list(_load_dataset(hub, config, split, revision))
     path = Path(data_file)
     if path.is_dir():
         return list(_load_dataset(str(path), config, split, None))
