@@ -28,9 +28,8 @@ def _fail(e: BaseException, code: int) -> None:
 
 
 def _load(recipe: str, overrides: Optional[List[str]], run_dir: Optional[Path]):
-    from distill.config import load_recipe
-    from distill.pipeline import default_run_dir, recipe_path
-    cfg = load_recipe(recipe_path(recipe), overrides or [])
+    from distill.pipeline import default_run_dir, read_recipe
+    cfg = read_recipe(recipe, overrides or [])
     return cfg, Path(run_dir) if run_dir else default_run_dir(cfg)
 
 

@@ -6,18 +6,66 @@ raises `InputError` naming the file, the key and (for YAML) the line on any mist
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from distill.errors import InputError
 
 # The shipped recipes (`smoke`, `r1-to-7b`, ...) and accelerate launch configs.
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+# ------------------------------------------------------------------------ names in a recipe
+# A recipe names entries of registries that live above this module; each is checked here, when
+# the recipe loads, not at the stage that first uses it. Benchmarks are the files in evals/
+# (read as names, not imported: distill.grading.benchmarks imports them); the other lists copy
+# their registry, and tests/test_config.py holds each copy to its source.
+EVALS_DIR = Path(__file__).resolve().parents[1] / "evals"
+TOY_FAMILIES = ("arith", "code")                  # distill.toy.tasks.CATEGORIES
+TOY_MODELS = ("toy:teacher", "toy:student")       # distill.toy.models.resolve_model
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                 "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
+                 "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+                 "greedy")                       # transformers.trainer_utils.SchedulerType
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3",
+              "proportional")                    # transformers.modeling_rope_utils
+
+
+def benchmark_names() -> list[str]:
+    """The benchmarks in evals/: one file each, `_*.py` being shared helpers."""
+    return sorted(p.stem for p in EVALS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def close_match(value: Any, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The choice closest to a misspelt `value`, if one is close enough."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return close[0] if close else None
+
+
+def unknown_name(what: str, value: Any, choices: list[str] | tuple[str, ...]) -> str:
+    """The message for a name not in `choices`, with the closest one if any: unknown benchmark
+    'gsm8' (did you mean 'gsm8k'?); choose from: aime24, ..."""
+    close = close_match(value, choices)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return f"unknown {what} {value!r}{hint}; choose from: {', '.join(map(str, choices))}"
+
+
+def _bad(message: str, *at: Any) -> PydanticCustomError:
+    """A validation error at `at` below the model that raises it (load_recipe appends it to the
+    error's location, so the message names the exact key and line)."""
+    return PydanticCustomError("recipe_name", "{message}", {"message": message, "at": at})
+
+
+def _check_toy_model(name: str | None, *at: Any) -> None:
+    if name and name.startswith("toy:") and name not in TOY_MODELS:
+        raise _bad(unknown_name("toy model", name, TOY_MODELS), *at)
 
 
 class Section(BaseModel):
@@ -56,6 +104,12 @@ class PromptSource(Section):
     # Keep only rows whose column has this value (or one of a list of values), e.g.
     # {question_type: math-word-problem, problem_is_valid: "Yes"} for NuminaMath-1.5.
     where: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _toy_family(self):
+        if self.family is not None and self.family not in TOY_FAMILIES:
+            raise _bad(unknown_name("toy family", self.family, TOY_FAMILIES), "family")
+        return self
 
 
 class PromptsConfig(Section):
@@ -98,6 +152,7 @@ class TeacherConfig(Section):
         if self.backend != "http" and self.base_url:
             raise ValueError(f"base_url is for backend http; backend {self.backend} starts its own "
                              "teacher (unset base_url, or set backend: http)")
+        _check_toy_model(self.model, "model")
         return self
 
 
@@ -154,6 +209,26 @@ class FilterConfig(Section):
     code_timeout_s: float = Field(10.0, gt=0)
     code_memory_mb: int = Field(1024, ge=64)
     workers: int = Field(2, ge=1)
+
+    @field_validator("decontaminate", mode="before")
+    @classmethod
+    def _benchmarks(cls, value):
+        names = benchmark_names()
+        if isinstance(value, str) and value not in ("all", "none"):
+            if value in names:
+                raise _bad(f"a list of benchmarks, or all / none: write [{value}]")
+            raise _bad(unknown_name("value", value, ["all", "none"])
+                       + ", or a list of benchmarks in evals/")
+        if isinstance(value, (list, tuple)):
+            for i, name in enumerate(value):
+                if isinstance(name, str) and name not in names:
+                    raise _bad(unknown_name("benchmark", name, names), i)
+        return value
+
+    @model_validator(mode="after")
+    def _toy_tokenizer(self):
+        _check_toy_model(self.tokenizer, "tokenizer")
+        return self
 
 
 class LoraConfig(Section):
@@ -232,6 +307,19 @@ class TrainConfig(Section):
     on_policy: OnPolicyConfig = OnPolicyConfig()
     revision: str | None = None
 
+    @model_validator(mode="after")
+    def _names(self):
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise _bad(unknown_name("scheduler", self.lr_scheduler, LR_SCHEDULERS), "lr_scheduler")
+        rope = self.rope_scaling or {}
+        for key in ("rope_type", "type"):   # "type": the spelling before transformers 5
+            if key in rope and rope[key] not in ROPE_TYPES:
+                raise _bad(unknown_name("RoPE type", rope[key], ROPE_TYPES), "rope_scaling", key)
+        _check_toy_model(self.student, "student")
+        _check_toy_model(self.kd.teacher_tokenizer, "kd", "teacher_tokenizer")
+        _check_toy_model(self.on_policy.teacher_model, "on_policy", "teacher_model")
+        return self
+
 
 class BenchmarkSettings(Section):
     """Per-benchmark settings (eval.benchmark.<name>): sampling that wins over the eval-wide
@@ -271,6 +359,23 @@ class EvalConfig(Section):
     # served models answer n samples per request.
     max_n_per_request: int | None = Field(None, ge=1)
     grade_retries: int = Field(2, ge=0)    # sandbox failures (not the answer's) graded again
+
+    @model_validator(mode="after")
+    def _benchmark_names(self):
+        names = benchmark_names()
+        for i, name in enumerate(self.benchmarks):
+            if name not in names:
+                raise _bad(unknown_name("benchmark", name, names), "benchmarks", i)
+        for name in self.benchmark:
+            if name not in self.benchmarks:
+                message = (f"settings for {name!r}, which is not in eval.benchmarks "
+                           f"({', '.join(self.benchmarks)})" if name in names else
+                           unknown_name("benchmark", name, self.benchmarks))
+                raise _bad(message, "benchmark", name)
+        for name in self.data_files:   # also read by filter.decontaminate: any benchmark
+            if name not in names:
+                raise _bad(unknown_name("benchmark", name, names), "data_files", name)
+        return self
 
 
 class PublishConfig(Section):
@@ -442,11 +547,16 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         return Recipe.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = tuple(err["loc"])
+        loc = tuple(err["loc"]) + tuple((err.get("ctx") or {}).get("at", ()))
         key = ".".join(str(p) for p in loc)
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        if loc in overridden:
-            raise InputError(f"{msg} (from -o {key}=...)", file=str(path), key=key) from None
+        if err["type"] == "literal_error":   # name the value given, not only the choices
+            choices = re.findall(r"'([^']*)'", err["ctx"]["expected"])
+            msg = unknown_name("value", err["input"], choices)
+        given = next((loc[:i] for i in range(len(loc), 0, -1) if loc[:i] in overridden), None)
+        if given:
+            raise InputError(f"{msg} (from -o {'.'.join(map(str, given))}=...)", file=str(path),
+                             key=key) from None
         # The line of the deepest key that exists in the file (a missing key has none).
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
         raise InputError(msg, file=str(path), key=key, line=line) from None

@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from distill.config import CONFIG_DIR, Recipe
+from distill.config import CONFIG_DIR, Recipe, load_recipe
 from distill.records import RunDir
 
 # stage name -> "module:function"; imported on use so `distill --help` stays fast.
@@ -35,6 +35,23 @@ def recipe_path(name_or_path: str) -> Path:
     if not path.exists() and (CONFIG_DIR / f"{name_or_path}.yaml").exists():
         return CONFIG_DIR / f"{name_or_path}.yaml"
     return path
+
+
+def read_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """The recipe with its overrides, checked, as every door reads it (the CLI, the Prefect
+    flows, rehearse): distill.config rejects the names it can list (benchmarks, filters, toy
+    tasks, schedulers, ...); a benchmark's loader options need the benchmark, checked here."""
+    from distill.errors import InputError
+    from distill.grading.benchmarks import check_recipe_options
+
+    path = recipe_path(name_or_path)
+    cfg = load_recipe(path, overrides or [])
+    try:
+        check_recipe_options(cfg)
+    except InputError as e:
+        e.file = e.file or str(path)
+        raise
+    return cfg
 
 
 def default_run_dir(cfg: Recipe) -> Path:

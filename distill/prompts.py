@@ -20,6 +20,7 @@ prompts on disk always name the rows they came from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -70,9 +71,18 @@ def _jsonl_rows(src: PromptSource) -> Iterator[Row]:
 
 def _hf_rows(src: PromptSource, revision: str | None) -> Iterator[Row]:
     import datasets
+
+    from distill.grading.benchmarks import DataNotOnHand, hub_access
     local = Path(src.path or "").exists()  # a local dataset folder has no Hub revision
-    ds = datasets.load_dataset(src.path, src.config_name, split=src.split,
-                               revision=None if local else (src.revision or revision))
+    try:
+        with contextlib.nullcontext() if local else hub_access(src.path):
+            ds = datasets.load_dataset(src.path, src.config_name, split=src.split,
+                                       revision=None if local else (src.revision or revision))
+    except DataNotOnHand as e:
+        raise InputError(f"{e.message}: point it at a local copy of the dataset repo (a "
+                         "folder), or use kind: jsonl with a local file"
+                         + (f", or {e.remedy}" if e.remedy else ""),
+                         key=f"prompts.sources.{src.name}.path") from None
     for n, row in enumerate(ds):
         yield row, {"file": f"hf://{src.path}", "line": n + 1}
 

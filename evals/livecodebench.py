@@ -27,7 +27,7 @@ import zlib
 from datetime import date, datetime
 from pathlib import Path
 
-from distill.grading.benchmarks import Benchmark, fill, read_rows, user
+from distill.grading.benchmarks import Benchmark, fill, hub_access, read_rows, user
 from distill.errors import InputError
 from distill.grading.verify import livecodebench_tests
 
@@ -78,7 +78,8 @@ def _hub_rows(release: str) -> list[dict]:
     from huggingface_hub import hf_hub_download
     rows = []
     for name in RELEASES[release]:
-        path = hf_hub_download(HUB, name, repo_type="dataset")
+        with hub_access(HUB):
+            path = hf_hub_download(HUB, name, repo_type="dataset")
         rows.extend(read_rows(path, HUB))
     return rows
 
@@ -152,4 +153,4 @@ BENCHMARK = Benchmark(name="livecodebench", version="code_generation_lite", cate
                       hub=HUB, load=load, scorer="code", prompt=PROMPT,
                       categories=("difficulty", "platform"),
                       options={"release": "release_v6", "start_date": None, "end_date": None},
-                      samples=16)
+                      choices={"release": tuple(RELEASES)}, samples=16)

@@ -27,9 +27,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from distill.config import load_recipe
 from distill.errors import InputError
-from distill.pipeline import STAGES, default_run_dir, recipe_path, run_stage
+from distill.pipeline import STAGES, default_run_dir, read_recipe, run_stage
 
 # Stages that talk to servers retry more: a retry resumes from the records already written.
 RETRIES = {"generate": 3, "evaluate": 2, "publish": 2}
@@ -112,7 +111,7 @@ def stage(name: str, recipe: str, overrides: list[str], run_dir: str,
     if deployment:
         run_on_deployment(deployment, name, recipe, overrides, run_dir)
         return
-    cfg = load_recipe(recipe_path(recipe), overrides)
+    cfg = read_recipe(recipe, overrides)
     run_stage(name, cfg, Path(run_dir))
 
 
@@ -144,7 +143,7 @@ def publish_artifacts(run_name: str, run_dir: str, extra: list[tuple[str, str]] 
 
 def resolve_run(recipe: str, run_dir: str | None, overrides: list[str]):
     """The recipe with its overrides, and the absolute run directory (default runs/<name>)."""
-    cfg = load_recipe(recipe_path(recipe), overrides)
+    cfg = read_recipe(recipe, overrides)
     return cfg, str(Path(run_dir or default_run_dir(cfg)).resolve())
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from distill.config import load_recipe
 from distill.errors import InputError
-from distill.pipeline import recipe_path, run_stage
+from distill.pipeline import read_recipe, run_stage
 from flows.distill_flow import check_stages
 
 
@@ -31,7 +30,7 @@ def stage_flow(stage: str, recipe: str, run_dir: str, overrides: list[str] | Non
         overrides: the calling flow run's dotted overrides
     """
     check_stages([stage], "stage")
-    cfg = load_recipe(recipe_path(recipe), overrides or [])
+    cfg = read_recipe(recipe, overrides or [])
     path = Path(run_dir)
     if not path.is_absolute() or not path.is_dir():
         raise InputError(f"{run_dir} is not a directory on this worker's machine: the run "

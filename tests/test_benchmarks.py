@@ -294,7 +294,8 @@ def test_livecodebench_reads_its_hub_schema_and_keeps_a_date_window():
     assert "Read the inputs from stdin" in stdin["messages"][-1]["content"]
     assert bench.category_labels(functional) == ["coding", "coding/difficulty=medium",
                                                  "coding/platform=leetcode"]
-    with pytest.raises(InputError, match="unknown LiveCodeBench release 'release_v9'"):
+    with pytest.raises(InputError, match=r"options.release: unknown release 'release_v9' "
+                                         r"\(did you mean 'release_v6'\?\)"):
         bench.problems(path, options={"release": "release_v9"})
     with pytest.raises(InputError, match="not an ISO date"):
         bench.problems(path, options={"start_date": "last year"})

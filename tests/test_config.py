@@ -103,3 +103,121 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.learning_rat: unknown key" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------- names a recipe can misspell
+
+def _line_of(path, text):
+    return next(i for i, l in enumerate(path.read_text().splitlines(), 1) if text in l)
+
+
+def test_a_misspelt_benchmark_is_rejected_at_load_naming_key_line_and_choices(tmp_path):
+    p = _write(tmp_path, SMOKE.replace("benchmarks: [toy_arith, toy_code]",
+                                       "benchmarks: [toy_arith, toy_cod]"))
+    with pytest.raises(InputError) as e:
+        load_recipe(p)
+    assert str(e.value).startswith(f"{p}:{_line_of(p, 'toy_cod]')}: eval.benchmarks.1: unknown "
+                                   "benchmark 'toy_cod' (did you mean 'toy_code'?); choose from: ")
+    assert "humaneval_plus" in str(e.value)
+
+
+def test_a_misspelt_decontamination_target_is_rejected_at_load(tmp_path):
+    p = _write(tmp_path, SMOKE.replace("filter:\n",
+                                       "filter:\n  decontaminate: [gsm8k, humaneval_pluss]\n", 1))
+    with pytest.raises(InputError) as e:
+        load_recipe(p)
+    assert str(e.value).startswith(
+        f"{p}:{_line_of(p, 'humaneval_pluss')}: filter.decontaminate.1: unknown benchmark "
+        "'humaneval_pluss' (did you mean 'humaneval_plus'?); choose from: ")
+    with pytest.raises(InputError, match=r"filter\.decontaminate: unknown value 'al' \(did you "
+                                         r"mean 'all'\?\); choose from: all, none"):
+        load_recipe(recipe_path("smoke"), ["filter.decontaminate=al"])
+    with pytest.raises(InputError, match=r"filter\.decontaminate: .*write \[gsm8k\]"):
+        load_recipe(recipe_path("smoke"), ["filter.decontaminate=gsm8k"])
+    for ok in ("all", "none", "[gsm8k, toy_code]"):
+        load_recipe(recipe_path("smoke"), [f"filter.decontaminate={ok}"])
+
+
+def test_a_bad_train_method_names_the_value_and_the_methods(tmp_path):
+    p = _write(tmp_path, SMOKE.replace("  method: sft ", "  method: distil ", 1))
+    with pytest.raises(InputError) as e:
+        load_recipe(p)
+    assert str(e.value) == (f"{p}:{_line_of(p, 'method: distil')}: train.method: unknown value "
+                            "'distil'; choose from: sft, logit_kd, on_policy")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.benchmark={toy_arih: {samples: 2}}",
+     "eval.benchmark.toy_arih: unknown benchmark 'toy_arih' (did you mean 'toy_arith'?)"),
+    ("eval.benchmark={gsm8k: {samples: 2}}",
+     "eval.benchmark.gsm8k: settings for 'gsm8k', which is not in eval.benchmarks"),
+    ("eval.data_files={gsm8: x.jsonl}",
+     "eval.data_files.gsm8: unknown benchmark 'gsm8' (did you mean 'gsm8k'?)"),
+    ("prompts.sources.0.family=arth",
+     "prompts.sources.0.family: unknown toy family 'arth' (did you mean 'arith'?)"),
+    ("prompts.sources.0.kind=hub",
+     "prompts.sources.0.kind: unknown value 'hub'; choose from: toy, hf, jsonl"),
+    ("teacher.model=toy:teachr", "teacher.model: unknown toy model 'toy:teachr'"),
+    ("teacher.backend=vllm-serve",
+     "teacher.backend: unknown value 'vllm-serve' (did you mean 'vllm_serve'?)"),
+    ("train.student=toy:studnet",
+     "train.student: unknown toy model 'toy:studnet' (did you mean 'toy:student'?)"),
+    ("train.lr_scheduler=cosin",
+     "train.lr_scheduler: unknown scheduler 'cosin' (did you mean 'cosine'?)"),
+    ("train.rope_scaling={rope_type: yarm, factor: 4}",
+     "train.rope_scaling.rope_type: unknown RoPE type 'yarm' (did you mean 'yarn'?)"),
+    ("eval.server=vlm",
+     "eval.server: unknown value 'vlm' (did you mean 'vllm'?); choose from: distill, vllm"),
+])
+def test_every_name_is_checked_at_load(override, message):
+    with pytest.raises(InputError) as e:
+        load_recipe(recipe_path("smoke"), [override])
+    assert message in str(e.value) and str(e.value).endswith("=...)")   # (from -o key=...)
+
+
+def test_the_name_lists_match_their_registries():
+    import inspect
+
+    from distill import config
+    from distill.grading.benchmarks import list_benchmarks
+    from distill.toy import models, tasks
+    assert config.benchmark_names() == list_benchmarks()
+    assert set(config.TOY_FAMILIES) == set(tasks.CATEGORIES)
+    assert all(f'"{name}"' in inspect.getsource(models.resolve_model) for name in config.TOY_MODELS)
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.trainer_utils import SchedulerType
+    assert set(config.LR_SCHEDULERS) == {s.value for s in SchedulerType}
+    assert set(config.ROPE_TYPES) == set(ROPE_INIT_FUNCTIONS) | {"default"}
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "distill.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ("benchmarks: [toy_arith, toy_code]", "benchmarks: [toy_arith, toy_cod]", "eval.benchmarks.1"),
+    ("filter:\n", "filter:\n  decontaminate: [humaneval_pluss]\n", "filter.decontaminate.0"),
+    ("  method: sft ", "  method: distil ", "train.method"),
+])
+def test_distill_run_rejects_a_misspelt_name_before_any_stage(tmp_path, old, new, key):
+    assert old in SMOKE
+    p = _write(tmp_path, SMOKE.replace(old, new, 1))
+    r = _cli("run", p, "--run-dir", tmp_path / "run")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{p}:" in lines[0] and f" {key}: unknown " in lines[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_benchmark_options_are_checked_when_the_recipe_is_read(tmp_path):
+    r = _cli("validate", "smoke", "-o", "eval.benchmark={toy_arith: {options: {release: v1}}}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "eval.benchmark.toy_arith.options: unknown option 'release' for benchmark toy_arith" \
+        in r.stderr
+
+
+def test_a_missing_recipe_is_one_line_and_exit_2(tmp_path):
+    r = _cli("run", tmp_path / "nope.yaml")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path / 'nope.yaml'}: recipe file not found"

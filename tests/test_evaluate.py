@@ -7,7 +7,9 @@ writes, and how it scores.
 
 import contextlib
 import json
+import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -361,6 +363,33 @@ def test_score_refuses_missing_tasks_unknown_ids_and_bad_lines(tmp_path):
     assert result.exit_code == 2 and "completion, solution, response, content" in result.output
 
     assert _score("no_such_bench", "--samples", path).exit_code == 2
+
+
+def test_score_without_local_data_or_the_hub_says_where_data_comes_from(tmp_path):
+    """Offline with no --data-file: one line naming the benchmark, the Hub dataset it would
+    download, the option and the variable; no traceback. A missing samples or data file too."""
+    path = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "pass"}])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def score(*args):
+        return subprocess.run([sys.executable, "-m", "distill.cli", "score", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    r = score("humaneval_plus", "--samples", path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: benchmark humaneval_plus: no local data, and the Hub "
+                               "dataset evalplus/humanevalplus cannot be downloaded "
+                               "(HF_HUB_OFFLINE is set); point --data-file at a local copy")
+    assert r.stderr.rstrip().endswith("or unset HF_HUB_OFFLINE to download it")
+
+    r = score("humaneval_plus", "--samples", tmp_path / "none.jsonl")
+    assert (r.returncode, r.stderr) == (2, f"error: {tmp_path / 'none.jsonl'}: samples file not found\n")
+    r = score("humaneval_plus", "--samples", path, "--data-file", tmp_path / "none.jsonl.gz")
+    assert (r.returncode, r.stderr) == (
+        2, f"error: {tmp_path / 'none.jsonl.gz'}: benchmark humaneval_plus: data file not found\n")
+    r = score("humaneval_pluss", "--samples", path)
+    assert r.returncode == 2 and "(did you mean 'humaneval_plus'?)" in r.stderr
 
 
 @needs_data

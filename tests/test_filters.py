@@ -499,18 +499,20 @@ def test_decontamination_names_the_benchmark_item(tmp_path):
               "What is 6+7? Please reason step by step, and put your final answer within \\boxed{}."}]}
     _write(tmp_path, [_gen("c1", copied, "So \\boxed{13}."), _gen("c2", clean, "So \\boxed{13}."),
                       _gen("c3", boiler, "So \\boxed{13}.")])
-    cfg = _recipe(verify=False, decontaminate=["gsm8k", "toy_arith", "livecodebench_missing"])
+    cfg = _recipe(verify=False, decontaminate=["gsm8k", "toy_arith", "livecodebench"])
     cfg.eval.data_files = {"gsm8k": str(GSM8K)}
     c = run_filter(cfg, tmp_path)
     d = c["decontamination"]
     assert d["checked"] == {"gsm8k": 1319, "toy_arith": 846}
-    assert "livecodebench_missing" in d["skipped"]
+    assert d["skipped"]["livecodebench"].startswith(   # no local file, and the tests are offline
+        "not on hand (no local file, and the Hub dataset livecodebench/code_generation_lite "
+        "cannot be read (")
     assert [(h["prompt_id"], h["benchmark"], h["item"], h["method"]) for h in d["hits"]] == \
         [("leak", "gsm8k", "gsm8k/0", "ngram")]
     assert c["kept"] == 2       # the benchmark's own instruction text is not a hit
     report = (tmp_path / "filter" / "report.md").read_text()
     assert "| `leak` | gsm8k | `gsm8k/0` | ngram |" in report
-    assert "not checked: **livecodebench_missing**" in report
+    assert "not checked: **livecodebench**" in report
 
 
 def test_decontamination_minhash_catches_a_reworded_copy():

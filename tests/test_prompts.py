@@ -270,3 +270,15 @@ def test_count_caps_the_prompts_kept_and_a_refresh_adds_none_past_it(tmp_path):
     run_prompts(_cfg(src % 3), tmp_path / "run")          # a higher cap: the next row only
     assert stage.manifest()["new"] == {"mine": 1}
     assert [r["answer"] for r in stage.read()] == ["1", "2", "3"]
+
+
+def test_a_hub_source_that_cannot_be_read_is_bad_input(tmp_path):
+    """The tests run offline (conftest): a Hub dataset not in the cache is one line naming the
+    source's key, the dataset and where a local copy can come from, not a datasets traceback."""
+    src = ("prompts.sources=[{name: hub, kind: hf, path: distill-tests/not-on-hand, "
+           "category: reasoning}]")
+    with pytest.raises(InputError) as e:
+        run_prompts(_cfg(src), tmp_path)
+    assert e.value.key == "prompts.sources.hub.path"
+    assert e.value.message.startswith("the Hub dataset distill-tests/not-on-hand cannot be read "
+                                      "(HF_HUB_OFFLINE is set): point it at a local copy")

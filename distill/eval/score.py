@@ -69,15 +69,16 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
         bench = get_benchmark(benchmark)
     except KeyError as e:
         raise InputError(str(e.args[0]), key="BENCHMARK") from None
+    bench.resolved_options(options, key="--option")
+    rows = read_samples(Path(samples))     # before the benchmark's data, which may download
     version = bench.resolved_version(data_file)
-    problems = bench.problems(data_file, None, options)
+    problems = bench.problems(data_file, None, options, data_key="--data-file")
     by_id = {}
     for p in problems:
         by_id[p["id"]] = p
         if p.get("task_id") is not None:
             by_id.setdefault(str(p["task_id"]), p)
 
-    rows = read_samples(Path(samples))
     per_task: dict[str, int] = {}
     graded = []
     for r in rows:

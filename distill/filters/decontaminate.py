@@ -70,45 +70,15 @@ def template_literals(template: str, style: str = "format") -> list[str]:
     return sorted({p.strip() for p in pieces if _WORD.search(p)}, key=len, reverse=True)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _offline():
-    """Hub loads fail at once instead of retrying for ~20 s per benchmark."""
-    import datasets
-    from huggingface_hub import constants
-
-    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
-
-
 def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict, dict]:
     """(benchmark -> [(item id, prompt text)], benchmark -> why it was skipped)."""
     from distill.errors import InputError
-    from distill.grading.benchmarks import get_benchmark
+    from distill.grading.benchmarks import DataNotOnHand, get_benchmark, hub_reachable, offline_mode
 
     items: dict[str, list[tuple[str, str]]] = {}
     skipped: dict[str, str] = {}
-    online = _hub_reachable()
-    with contextlib.nullcontext() if online else _offline():
+    online = hub_reachable()
+    with contextlib.nullcontext() if online else offline_mode():
         for name in names:
             try:
                 bench = get_benchmark(name)
@@ -119,6 +89,9 @@ def load_benchmarks(names: list[str], data_files: dict[str, str]) -> tuple[dict,
             key = f"eval.data_files.{name}" if data else None
             try:
                 problems = bench.load(data, None)
+            except DataNotOnHand as e:  # no local file; the Hub unreachable, or gated
+                skipped[name] = f"not on hand (no local file, and {e.message})"
+                continue
             except InputError as e:     # a local file that is missing, or a bad line in it
                 raise InputError(f"benchmark {name}: {e.message}", file=e.file or data,
                                  key=e.key or key, line=e.line) from None

@@ -4,15 +4,19 @@ messages, verifier, answer / tests, entry_point, categories)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
+from distill.config import EVALS_DIR, benchmark_names, close_match, unknown_name
+from distill.errors import InputError
+
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = "Write the complete function in a single ```python code block."
 
@@ -36,6 +40,7 @@ class Benchmark:
     prompt: str = ""             # the template the loader fills in
     categories: tuple[str, ...] = ()   # per-question axes, e.g. ("subject", "level")
     options: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, tuple] = field(default_factory=dict)   # option -> the values it takes
     # Default sampling (open-r1 / lighteval conventions); a recipe may override any of them.
     samples: int = 1
     temperature: float = 0.6
@@ -47,22 +52,36 @@ class Benchmark:
         hash."""
         if data_file is None:
             return self.version
+        if not Path(data_file).exists():
+            raise InputError(f"benchmark {self.name}: data file not found", file=str(data_file))
         return f"{self.version}+sha256.{file_sha256(data_file)[:16]}"
 
     def resolved_options(self, options: dict | None = None, key: str = "options") -> dict:
-        """The loader's options: defaults, then `options`; an unknown name is bad input."""
+        """The loader's options: defaults, then `options`; an unknown name, or a value not
+        among an option's `choices`, is bad input."""
         unknown = sorted(set(options or {}) - set(self.options))
         if unknown:
-            from distill.errors import InputError
             known = ", ".join(sorted(self.options)) or "none"
+            close = close_match(unknown[0], sorted(self.options))
+            hint = f"; did you mean {close!r}?" if close else ""
             raise InputError(f"unknown option {unknown[0]!r} for benchmark {self.name} "
-                             f"(known: {known})", key=key)
+                             f"(known: {known}){hint}", key=key)
+        for name, value in (options or {}).items():
+            if name in self.choices and value not in self.choices[name]:
+                raise InputError(unknown_name(name, value, self.choices[name]),
+                                 key=key if key.startswith("-") else f"{key}.{name}")
         return {**self.options, **(options or {})}
 
     def problems(self, data_file: str | None = None, limit: int | None = None,
-                 options: dict | None = None) -> list[dict]:
-        """The loaded problems, each checked to carry an id, a verifier and its categories."""
-        problems = self.load(data_file, limit, **self.resolved_options(options))
+                 options: dict | None = None, *, data_key: str | None = None) -> list[dict]:
+        """The loaded problems, each checked to carry an id, a verifier and its categories.
+        `data_key` is where the caller takes a local copy from (default: the recipe's
+        eval.data_files.<name>), named when the Hub dataset cannot be read."""
+        try:
+            problems = self.load(data_file, limit, **self.resolved_options(options))
+        except DataNotOnHand as e:
+            raise InputError(e.for_benchmark(self.name, data_key or f"eval.data_files.{self.name}"),
+                             file=e.file, key=e.key, line=e.line) from None
         seen: set[str] = set()
         for p in problems:
             if p["id"] in seen:
@@ -86,7 +105,7 @@ class Benchmark:
 
 def get_benchmark(name: str) -> Benchmark:
     if not (EVALS_DIR / f"{name}.py").is_file():
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(list_benchmarks())}")
+        raise KeyError(unknown_name("benchmark", name, list_benchmarks()))
     bench = importlib.import_module(f"evals.{name}").BENCHMARK
     if bench.name != name:
         raise ValueError(f"evals/{name}.py declares benchmark {bench.name!r}")
@@ -94,7 +113,123 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def list_benchmarks() -> list[str]:
-    return sorted(p.stem for p in EVALS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    return benchmark_names()
+
+
+def check_recipe_options(cfg) -> None:
+    """eval.benchmark.<name>.options against each benchmark's loader (names and values), when
+    the recipe loads rather than when the eval stage starts (importing only the benchmarks a
+    recipe sets options for). The names themselves are checked by distill.config."""
+    for name, settings in cfg.eval.benchmark.items():
+        if settings.options:
+            get_benchmark(name).resolved_options(settings.options,
+                                                 key=f"eval.benchmark.{name}.options")
+
+
+# ------------------------------------------------------------------ data not on hand
+
+class DataNotOnHand(InputError):
+    """A benchmark's Hub dataset that cannot be read here: the Hub is unreachable (offline, no
+    network), the dataset is gated or missing, and the local cache has no copy. `problems`
+    turns it into a line naming the benchmark and where a local copy can come from; the filter
+    stage's decontamination skips the benchmark."""
+
+    def __init__(self, hub: str, reason: str, remedy: str):
+        super().__init__(f"the Hub dataset {hub} cannot be read ({reason})")
+        self.hub, self.reason, self.remedy = hub, reason, remedy
+
+    def for_benchmark(self, name: str, data_key: str) -> str:
+        local = (f"point {data_key} at a local copy (a .jsonl / .json / .csv file, or a folder "
+                 "laid out as the Hub repo)")
+        return (f"benchmark {name}: no local data, and the Hub dataset {self.hub} cannot be "
+                f"downloaded ({self.reason}); {local}"
+                + (f", or {self.remedy}" if self.remedy else ""))
+
+
+_TRUE = {"1", "ON", "YES", "TRUE"}   # huggingface_hub's reading of a boolean variable
+
+
+def _offline_variable() -> str | None:
+    return next((v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+                 if os.environ.get(v, "").upper() in _TRUE), None)
+
+
+def _why_not_on_hand(e: BaseException) -> tuple[str, str] | None:
+    """(reason, remedy) when `e`, or an error it came from, says the Hub could not be read;
+    None for any other error (a bug, a bad local file), which stays as it is."""
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+    chain, seen = [], e
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(x, GatedRepoError) or (isinstance(x, DatasetNotFoundError)
+                                             and "gated" in str(x)) for x in chain):
+        return ("a gated dataset this machine has no access to",
+                "accept its terms on huggingface.co and set HF_TOKEN")
+    try:
+        import httpx
+        network: tuple = (ConnectionError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                          httpx.TransportError)
+    except ImportError:
+        network = (ConnectionError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+    if any(isinstance(x, network) for x in chain):
+        variable = _offline_variable()
+        if variable:
+            return f"{variable} is set", f"unset {variable} to download it"
+        return ("the Hub is unreachable",
+                "run once where huggingface.co is reachable (the download is cached)")
+    if any(isinstance(x, (DatasetNotFoundError, RepositoryNotFoundError)) for x in chain):
+        return "no such dataset on the Hub, or no access to it", ""
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def offline_mode():
+    """Hub loads read the local cache only, failing at once instead of retrying for ~20 s."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+@contextlib.contextmanager
+def hub_access(hub: str):
+    """Around a read of the Hub dataset `hub`: a Hub that cannot be read becomes DataNotOnHand
+    (bad input: the data is not on hand), not a traceback from datasets or huggingface_hub.
+    An unreachable Hub is read in offline mode (its cached copy, if any) without retries."""
+    try:
+        with contextlib.nullcontext() if hub_reachable() else offline_mode():
+            yield
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001  (only the Hub's own failures are converted)
+        why = _why_not_on_hand(e)
+        if why is None:
+            raise
+        raise DataNotOnHand(hub, *why) from None
 
 
 # ---------------------------------------------------------------------- shared by loaders
@@ -139,7 +274,8 @@ def read_rows(data_file: str | None, hub: str, *, split: str | None = "test",
     from distill.errors import InputError
 
     if data_file is None:
-        return list(_load_dataset(hub, config, split, revision))
+        with hub_access(hub):
+            return list(_load_dataset(hub, config, split, revision))
     path = Path(data_file)
     if path.is_dir():
         return list(_load_dataset(str(path), config, split, None))

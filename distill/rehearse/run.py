@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from distill.config import Recipe, load_recipe
+from distill.config import Recipe
 from distill.errors import InputError
 
 CPU_LAUNCH = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "cpu-ddp.yaml"
@@ -415,10 +415,10 @@ def rehearse(recipe: str, overrides: list[str] | None = None, run_dir: Path | No
              pilot_prompts: int | None = None) -> Path:
     """Runs the rehearsal (or, with `pilot_prompts`, the pilot) of `recipe`; returns the run
     directory."""
-    from distill.pipeline import STAGES, recipe_path, run_stage
+    from distill.pipeline import STAGES, read_recipe, run_stage
 
     sizes = sizes or Sizes()
-    real = load_recipe(recipe_path(recipe), overrides or [])
+    real = read_recipe(recipe, overrides or [])
     kind = "pilot" if pilot_prompts else "rehearsal"
     run_dir = Path(run_dir or Path("runs") / f"{real.run.name}-{kind}")
     work = Path(os.environ.get("DISTILL_CACHE") or "~/.cache/distill").expanduser() / "rehearsal"
