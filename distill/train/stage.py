@@ -170,7 +170,7 @@ def _ranks(trainer) -> list[dict]:
 
 def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.toy import resolve_model
-    from distill.train.common import Prepared, check_liger, student_config
+    from distill.train.common import Prepared, check_liger, log_steps, student_config
     from distill.chat import prepare_tokenizer
     from distill.train.data import dataset_hash, source_dataset
     from distill.train.launch import launch_command, run_launched, under_launcher
@@ -220,6 +220,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     weights_dir = out / "adapter" if t.adapter != "none" else model_dir
     extra: dict = {}
     with _trainer(cfg, method, prep, ckpt_dir, extra) as trainer:
+        log_steps(trainer)
         last = last_complete_checkpoint(ckpt_dir)
         if last:
             log.info("train: resuming from %s", last)
