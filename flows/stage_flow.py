@@ -17,10 +17,11 @@ from prefect import flow
 from distill.config import load_recipe
 from distill.errors import InputError
 from distill.pipeline import recipe_path, run_stage
-from flows.distill_flow import check_stages
+from flows.distill_flow import check_stages, distill_logs
 
 
 @flow(name="distill-stage", log_prints=True)
+@distill_logs()
 def stage_flow(stage: str, recipe: str, run_dir: str, overrides: list[str] | None = None) -> str:
     """One stage of a recipe in an existing run directory.
 
