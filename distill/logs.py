@@ -113,7 +113,8 @@ def setup(level: int | str | None = None, *, stderr: bool = True) -> int:
         handler = _Stderr()
         handler.setFormatter(_Concise())
         logger.addHandler(handler)
-    os.environ[LEVEL_ENV] = logging.getLevelName(level)
+    name = logging.getLevelName(level)
+    os.environ[LEVEL_ENV] = name if isinstance(logging.getLevelName(name), int) else str(level)
     if not terminal():
         for name in BAR_SWITCHES:
             os.environ.setdefault(name, "1")
