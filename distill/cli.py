@@ -27,6 +27,20 @@ def _fail(e: BaseException, code: int) -> None:
     raise typer.Exit(code)
 
 
+@app.callback()
+def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings and errors only"),
+         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug lines too")):
+    """Logs go to stderr (INFO by default: each stage's summary and progress); a command's
+    result (a table, a path, JSON) goes to stdout."""
+    from distill import logs
+    if quiet and verbose:
+        _fail(InputError("give --quiet or --verbose, not both"), 2)
+    try:
+        logs.setup("WARNING" if quiet else "DEBUG" if verbose else None)
+    except InputError as e:   # a DISTILL_LOG_LEVEL that is not a level
+        _fail(e, 2)
+
+
 def _load(recipe: str, overrides: Optional[List[str]], run_dir: Optional[Path]):
     from distill.pipeline import default_run_dir, read_recipe
     cfg = read_recipe(recipe, overrides or [])

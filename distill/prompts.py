@@ -310,6 +310,8 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                    new_prompts=sum(new.values()), dropped=dropped,
                    excluded={k: v for k, v in excluded.items() if v},
                    skipped={k: dict(sorted(v.items())) for k, v in skipped.items() if v})
+    log.info("prompts: %d prompts (%s), %d new", sum(counts.values()),
+             ", ".join(f"{name} {n}" for name, n in counts.items()), sum(new.values()))
     return counts
 
 

@@ -16,10 +16,16 @@ they share.
 The file is not called distill.py: Prefect loads an entrypoint as a module named after its
 file, and a module named `distill` would stand in for the package, so `import distill.config`
 would fail (or, with an editable install elsewhere, silently import another checkout).
+
+Logs: every flow is wrapped in `distill_logs()`, so distill's log records (each stage's
+summary, the progress lines, warnings) reach the flow run's logs in the UI and the worker's
+output, at DISTILL_LOG_LEVEL (default INFO).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from distill import logs
 from distill.errors import InputError
 from distill.pipeline import STAGES, default_run_dir, read_recipe, run_stage
 
@@ -34,6 +41,44 @@ from distill.pipeline import STAGES, default_run_dir, read_recipe, run_stage
 RETRIES = {"generate": 3, "evaluate": 2, "publish": 2}
 GPU_STAGES = ["train", "evaluate"]
 STAGE_FLOW = "distill-stage"  # flows/stage_flow.py; the flow a `gpu_deployment` must run
+
+
+@contextlib.contextmanager
+def distill_logs():
+    """distill's log records into this flow run's logs while it runs (a decorator under
+    @flow): what PREFECT_LOGGING_EXTRA_LOGGERS=distill does (Prefect's API handler on the
+    `distill` logger; with that setting as well, its handler is kept and none added), plus the
+    level (DISTILL_LOG_LEVEL, default INFO; Prefect leaves its extra loggers at the root's
+    WARNING) and the records of threads that do not carry the run's context. No handler of
+    distill's own: Prefect's console handler, on the root logger, shows them on the worker."""
+    from prefect.context import get_run_context
+    from prefect.exceptions import MissingContextError
+    from prefect.logging.handlers import APILogHandler
+
+    flow_run_id = get_run_context().flow_run.id
+
+    class RunLogs(APILogHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "flow_run_id", None) is None:
+                try:
+                    get_run_context()
+                except MissingContextError:   # a thread that did not inherit the context
+                    record.flow_run_id = flow_run_id
+            super().emit(record)
+
+    logger = logging.getLogger(logs.LOGGER)
+    level = logger.level
+    logs.setup(stderr=False)
+    handler = None
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        handler = RunLogs()
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def check_stages(names: list[str], key: str) -> list[str]:
@@ -148,6 +193,7 @@ def resolve_run(recipe: str, run_dir: str | None, overrides: list[str]):
 
 
 @flow(name="distill", log_prints=True)
+@distill_logs()
 def distill_flow(recipe: str = "smoke", run_dir: str | None = None,
                  overrides: list[str] | None = None, stages: list[str] | None = None,
                  gpu_deployment: str | None = None, gpu_stages: list[str] | None = None) -> str:

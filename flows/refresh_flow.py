@@ -14,11 +14,12 @@ from pathlib import Path
 from prefect import flow
 
 from distill.refresh import run_refresh
-from flows.distill_flow import (check_stage_deployment, placement, publish_artifacts, resolve_run,
-                                run_stage_task)
+from flows.distill_flow import (check_stage_deployment, distill_logs, placement, publish_artifacts,
+                                resolve_run, run_stage_task)
 
 
 @flow(name="refresh", log_prints=True)
+@distill_logs()
 def refresh_flow(recipe: str = "smoke", run_dir: str | None = None,
                  overrides: list[str] | None = None, gpu_deployment: str | None = None,
                  gpu_stages: list[str] | None = None) -> dict:

@@ -16,10 +16,11 @@ from prefect import flow
 
 from distill.errors import InputError
 from distill.pipeline import read_recipe, run_stage
-from flows.distill_flow import check_stages
+from flows.distill_flow import check_stages, distill_logs
 
 
 @flow(name="distill-stage", log_prints=True)
+@distill_logs()
 def stage_flow(stage: str, recipe: str, run_dir: str, overrides: list[str] | None = None) -> str:
     """One stage of a recipe in an existing run directory.
 

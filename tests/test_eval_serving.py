@@ -94,10 +94,10 @@ def test_rope_scaling_extends_the_positions_as_vllm_reads_them():
     assert position_limit({}) is None
 
 
-def test_the_vllm_command_is_the_recipes_executable_with_the_context_and_is_printed(
-        tmp_path, capfd, caplog):
+def test_the_vllm_command_is_the_recipes_executable_with_the_context_and_is_logged(
+        tmp_path, caplog):
     """eval.vllm_executable is split like shell words; --max-model-len comes before the
-    recipe's own flags; the command line is printed and logged, the server's output kept."""
+    recipe's own flags; the command line is logged, the server's output kept."""
     import logging
 
     import httpx
@@ -119,16 +119,15 @@ exec {sys.executable} -m http.server "$2" --bind 127.0.0.1 --directory {tmp_path
     argv = (tmp_path / "argv").read_text().split()
     assert argv[:2] == ["serve", "org/student"]
     assert argv[-4:] == ["--max-model-len", "4180", "--data-parallel-size", "8"]
-    printed = capfd.readouterr().err
-    assert f"eval: sh '{fake}' serve org/student --host 127.0.0.1" in printed
-    assert "--max-model-len 4180 --data-parallel-size 8" in printed and str(log_path) in printed
-    assert any("--max-model-len 4180" in r.getMessage() for r in caplog.records)
+    logged = caplog.text
+    assert f"eval: sh '{fake}' serve org/student --host 127.0.0.1" in logged
+    assert "--max-model-len 4180 --data-parallel-size 8" in logged and str(log_path) in logged
     assert "GET /health" in log_path.read_text()       # http.server's request log
 
 
 @pytest.mark.slow
 def test_vllm_gets_the_context_it_needs_and_requests_are_clamped_to_it(tmp_path, monkeypatch,
-                                                                      capfd):
+                                                                      caplog):
     """The stand-in `vllm` (tests/vllm_standin.py) starts at the model's positions (96 here)
     unless told otherwise and refuses a request whose prompt plus max_tokens exceeds its
     context, with vLLM's 400. The recipe asks for 32,768 new tokens: the stage starts it with
@@ -148,6 +147,7 @@ def test_vllm_gets_the_context_it_needs_and_requests_are_clamped_to_it(tmp_path,
     record = tmp_path / "vllm.json"
     monkeypatch.setenv("VLLM_STANDIN_ARGV", str(record))
     monkeypatch.setenv("PYTHONPATH", f"{REPO}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    caplog.set_level("INFO", logger="distill.eval.models")
     with Running(StandIn(model="api-teacher")) as teacher:
         cfg = Recipe.model_validate({
             "run": {"name": "tiny"},
@@ -168,8 +168,8 @@ def test_vllm_gets_the_context_it_needs_and_requests_are_clamped_to_it(tmp_path,
                for a in asked)
     argv = json.loads(record.read_text())
     assert argv[argv.index("--max-model-len") + 1] == "96" and argv[-2:] == ["--seed", "0"]
-    printed = capfd.readouterr().err
-    assert printed.count("vllm_standin.py serve ") == 2 and "--max-model-len 96" in printed
+    logged = caplog.text
+    assert logged.count("vllm_standin.py serve ") == 2 and "--max-model-len 96" in logged
     records = [r for r in Stage(run_dir, "eval").read() if r["role"] != "teacher"]
     assert len(records) == 4
     assert all(r["clamped"] and r["max_tokens"] == 96 - r["prompt_tokens"] for r in records)

@@ -330,13 +330,14 @@ def test_serves_toy_names_under_their_own_name(tmp_path, monkeypatch):
         assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in {"stop", "length"}
 
 
-def test_progress_projects_the_cost_of_the_whole_set(capsys):
+def test_progress_projects_the_cost_of_the_whole_set(caplog):
     from distill.teacher.progress import Progress
+    caplog.set_level("INFO", logger="distill.teacher.progress")
     p = Progress(10, "generate (m)", initial=2, cost_before=0.20, log_every_s=0)
     p.advance(2, tokens=100, cost=0.20)  # 4 of 10 samples for $0.40: $1.00 for all of them
     p.error("http_429")
     assert p.projected_cost() == pytest.approx(1.0)
     p.close()
-    line = capsys.readouterr().err.strip().splitlines()[-1]  # not a terminal: printed lines
+    line = caplog.records[-1].getMessage()  # not a terminal: logged lines
     assert line.startswith("generate (m): 4/10 samples") and "err=1 (http_429 1)" in line
     assert "$=0.40 ~$1.00" in line

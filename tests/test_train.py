@@ -350,8 +350,8 @@ def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
     assert not RunDir(run).stage("train").is_complete()
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    resumed = [ln for ln in again.stdout.splitlines() if ln.startswith("train: resuming from")]
-    assert resumed and resumed[0].rsplit("-", 1)[1] in {"5", "10"}, again.stdout[-2000:]
+    resumed = [ln for ln in again.stderr.splitlines() if " train: resuming from " in ln]
+    assert resumed and resumed[0].rsplit("-", 1)[1] in {"5", "10"}, again.stderr[-2000:]
     ckpts = next((run / "train" / "checkpoints").iterdir())
     state = json.loads((ckpts / "checkpoint-40" / "trainer_state.json").read_text())
     assert state["global_step"] == 40 == state["max_steps"]

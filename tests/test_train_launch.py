@@ -29,12 +29,14 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def test_launch_trains_on_two_cpu_ranks_and_saves_once(tmp_path, capsys):
+def test_launch_trains_on_two_cpu_ranks_and_saves_once(tmp_path, capsys, caplog):
     run = _run_dir(tmp_path / "run", 8, 8)
     cfg = _recipe(max_steps=2, batch_size=4, launch={"accelerate_config": CPU_DDP})
+    caplog.set_level("INFO", logger="distill.train")
     model_dir = run_train(cfg, run)
-    out = capsys.readouterr().out
-    command = next(line for line in out.splitlines() if line.startswith("train: ") and " launch " in line)
+    out = capsys.readouterr().err                   # the ranks' output, streamed
+    logged = [r.getMessage() for r in caplog.records]
+    command = next(line for line in logged if line.startswith("train: ") and " launch " in line)
     assert command.endswith(f"accelerate launch --config_file {Path(CPU_DDP).resolve()} -m distill.cli "
                             f"train {run / 'recipe.yaml'} --run-dir {run}")
     manifest = RunDir(run).stage("train").manifest()
@@ -43,8 +45,9 @@ def test_launch_trains_on_two_cpu_ranks_and_saves_once(tmp_path, capsys):
     log = (run / "train" / "logs" / "launch.log").read_text()
     assert log.count("train: model saved to") == 1 and "train: model saved to" in out  # streamed too
     assert (model_dir / "model.safetensors").exists() and RunDir(run).stage("train").is_complete()
+    caplog.clear()
     assert run_train(cfg, run) == model_dir  # complete: no second launch
-    assert " launch " not in capsys.readouterr().out
+    assert " launch " not in capsys.readouterr().err + caplog.text
 
 
 def test_a_failed_launch_is_an_error_carrying_the_log_tail(tmp_path):

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
@@ -130,7 +129,7 @@ def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str]
                startup_timeout_s: float = 1800.0) -> Iterator[tuple[str, str]]:
     """`vllm serve MODEL` on a free local port, stopped on exit; yields (base_url, served name).
     The served name is `model` as given. vLLM is not a dependency: `executable` must be on PATH
-    (or a path). The command line is printed and logged; the server's output goes to
+    (or a path). The command line is logged; the server's output goes to
     `log_path` (a temporary file when None)."""
     import shutil
     import tempfile
@@ -147,9 +146,8 @@ def serve_vllm(model: str, *, revision: str | None = None, extra_args: list[str]
     if log_path is None:
         fd, log_path = tempfile.mkstemp(prefix=f"distill-vllm-{port}-", suffix=".log")
         os.close(fd)
-    # Printed as well as logged: the command is what someone reproducing a score needs first.
-    print(f"eval: {shlex.join(cmd)}  (log: {log_path})", file=sys.stderr, flush=True)
-    log.info("eval: %s", shlex.join(cmd))
+    # Logged at INFO: the command is what someone reproducing a score needs first.
+    log.info("eval: %s  (log: %s)", shlex.join(cmd), log_path)
     # launched(): its own process group (vLLM's engine and workers are its children, all
     # stopped together) and SIGTERM if this process dies.
     with launched(cmd, f"http://127.0.0.1:{port}/health", Path(log_path), startup_timeout_s,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -38,6 +39,8 @@ from typing import Iterator
 
 from distill.config import Recipe
 from distill.errors import InputError
+
+log = logging.getLogger(__name__)
 
 CPU_LAUNCH = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "cpu-ddp.yaml"
 # Models of one family share a tokenizer and template: a folder of --tokenizers may stand for
@@ -439,7 +442,7 @@ def rehearse(recipe: str, overrides: list[str] | None = None, run_dir: Path | No
                                           **data_cfg.model_dump(mode="json", include={"run", "prompts", "generate"})})
         for name in STAGES:
             cfg = data_cfg if data_cfg is not None and name in ("prompts", "generate", "filter") else rest
-            print(f"{kind}: {name}", flush=True)
+            log.info("%s: %s", kind, name)
             start = time.monotonic()
             run_stage(name, cfg, run_dir)
             timings[name] = time.monotonic() - start

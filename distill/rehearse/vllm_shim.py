@@ -15,9 +15,14 @@ points at this shim in a rehearsal; the flags it receives are exactly those of t
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
+
+from distill import logs
+
+log = logging.getLogger("distill.rehearse.vllm_shim")  # __main__ when run with -m
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,9 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--revision", default=None)
     p.add_argument("--max-model-len", type=int, default=None)
     args, ignored = p.parse_known_args(argv[1:])
-    print("rehearsal: vllm " + shlex.join(argv), flush=True)
+    logs.setup()
+    log.info("rehearsal: vllm %s", shlex.join(argv))
     if ignored:
-        print("rehearsal: no effect without GPUs: " + shlex.join(ignored), flush=True)
+        log.info("rehearsal: no effect without GPUs: %s", shlex.join(ignored))
     cmd = [sys.executable, "-m", "distill.serving.server", "--model", args.model,
            "--host", args.host, "--port", str(args.port),
            "--served-name", args.served_model_name or args.model, "--strict-context"]

@@ -35,6 +35,7 @@ The longest `match` contained in the prompt wins.
 import argparse
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -43,6 +44,10 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+from distill import logs
+
+log = logging.getLogger("distill.serving.dryrun")  # __main__ when run with -m
 
 OUTCOMES = ("right", "wrong", "truncated", "unbalanced", "no_answer")
 DEFAULT_MIX = {"right": 0.6, "wrong": 0.15, "truncated": 0.1, "unbalanced": 0.1, "no_answer": 0.05}
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies")
     args = p.parse_args(argv)
+    logs.setup()
 
     from transformers import AutoTokenizer
 
@@ -379,8 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     dry = DryRun(AutoTokenizer.from_pretrained(args.tokenizer), AnswerKey.load(args.answers),
                  args.dialect, parse_mix(args.mix), args.model, args.tokens_per_s)
     import uvicorn
-    print(f"dry-run teacher ({args.dialect} dialect) serving {args.model!r} on "
-          f"http://{args.host}:{args.port}/v1", flush=True)
+    log.info("dry-run teacher (%s dialect) serving %r on http://%s:%d/v1", args.dialect,
+             args.model, args.host, args.port)
     uvicorn.run(create_app(dry, key), host=args.host, port=args.port, log_level="warning")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from distill import logs
 from distill.serving.engine import Engine
 from distill.serving.protocol import ChatRequest, CompletionRequest, split_reasoning  # noqa: F401
 
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                         "shortening its max_tokens")
     args = p.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup()
     if args.parent_pid:
         exit_with_parent(args.parent_pid)
     import torch

@@ -5,15 +5,21 @@ tokens/s, errors, cost so far and the projected cost of the whole set, e.g.
         req/s=5.7 tok/s=41.2k err=37 (http_429 30, timeout 7) $=18.42 ~$44.93
 
 The projection is (cost so far, this run and earlier ones) / samples done x samples wanted.
-Where stderr is not a terminal (a log file, a Prefect worker), the same line is printed every
-`log_every_s` seconds and at the end instead of a bar redrawn in place.
+Where stderr is not a terminal (a log file, a Prefect worker, CI), the same line is logged
+(INFO, on this module's logger) every `log_every_s` seconds (DISTILL_PROGRESS_EVERY_S, default
+30) and at the end instead of a bar redrawn in place; `distill --quiet` shows neither.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import Counter
+from typing import Callable
+
+from distill import logs
+
+log = logging.getLogger(__name__)
 
 
 def _si(x: float) -> str:
@@ -22,7 +28,8 @@ def _si(x: float) -> str:
 
 class Progress:
     def __init__(self, total: int, desc: str, *, initial: int = 0, cost_before: float = 0.0,
-                 unit: str = "sample", log_every_s: float = 30.0):
+                 unit: str = "sample", log_every_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         from tqdm.auto import tqdm
         self.total, self.initial, self.desc, self.unit = total, initial, desc, unit
         self.done = initial
@@ -32,9 +39,11 @@ class Progress:
         self.cost = 0.0            # this run
         self.cost_before = cost_before
         self.errors: Counter = Counter()
-        self.started = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.log_every_s, self._logged = log_every_s, self.started
+        self.clock = clock
+        self.started = clock()
+        self.tty = logs.terminal() and not logs.quiet()
+        self.log_every_s = logs.progress_every_s() if log_every_s is None else log_every_s
+        self._logged = self.started
         self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not self.tty,
                          dynamic_ncols=True, smoothing=0.05)
 
@@ -61,24 +70,28 @@ class Progress:
         return spent / self.done * self.total if self.done else None
 
     def _postfix(self) -> None:
-        now = time.monotonic()
         if not self.tty:
+            now = self.clock()
             if now - self._logged >= self.log_every_s:
                 self._logged = now
-                self._print()
+                self._log()
             return
         self._bar.set_postfix_str(self._stats(), refresh=False)
 
-    def _print(self) -> None:
-        elapsed = time.monotonic() - self.started
+    def _line(self) -> str:
+        """The whole progress line: done of total, elapsed, ETA and the statistics."""
+        elapsed = self.clock() - self.started
         rate = (self.done - self.initial) / max(elapsed, 1e-9)
         eta = (self.total - self.done) / rate if rate else float("inf")
         eta_s = "?" if eta == float("inf") else f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s"
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}s ({elapsed:.0f} s, ETA {eta_s}) "
-              f"{self._stats()}", file=sys.stderr, flush=True)
+        return (f"{self.desc}: {self.done}/{self.total} {self.unit}s ({elapsed:.0f} s, "
+                f"ETA {eta_s}) {self._stats()}")
+
+    def _log(self) -> None:
+        log.info("%s", self._line())
 
     def _stats(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        elapsed = max(self.clock() - self.started, 1e-9)
         parts = [f"req/s={self.requests / elapsed:.1f}", f"tok/s={_si(self.tokens / elapsed)}"]
         n_err = sum(self.errors.values())
         top = ", ".join(f"{k} {v}" for k, v in self.errors.most_common(3))
@@ -89,7 +102,7 @@ class Progress:
         return " ".join(parts)
 
     def summary(self) -> dict:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         return {"elapsed_s": round(elapsed, 2), "sent_requests": self.sent,
                 "answered_requests": self.requests,
                 "requests_per_s": round(self.requests / max(elapsed, 1e-9), 2),
@@ -100,5 +113,5 @@ class Progress:
         if self.tty:
             self._bar.set_postfix_str(self._stats(), refresh=True)
         else:
-            self._print()
+            self._log()
         self._bar.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from typing import Callable
 
 from distill.toy.arch import STUDENT, TEACHER, build_student
 from distill.toy.teacher import train_teacher
+
+log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ the cache
 
@@ -73,7 +76,7 @@ def _save_student(path: Path) -> None:
 
 
 def _train_teacher(path: Path) -> None:
-    print(f"training the toy teacher once (cached in {cache_root() / 'toy'})", flush=True)
+    log.info("training the toy teacher once (cached in %s)", cache_root() / "toy")
     train_teacher(path)
 
 

@@ -14,12 +14,15 @@ pipeline grades through `distill.grading.verify` and the sandbox.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 FAMILIES = ("arith", "code")
 
@@ -65,9 +68,10 @@ def _batch(examples: list[tuple[list[int], list[int]]], pad_id: int):
 
 # ------------------------------------------------------------------------------- training
 
-def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
-    """Trains the toy teacher and saves it (model, tokenizer, expert utilisation) to `out_dir`.
-    Returns a summary: steps, seconds, tokens/s, final loss, utilisation."""
+def train_teacher(out_dir: Path, train: dict | None = None) -> dict:
+    """Trains the toy teacher and saves it (model, tokenizer, expert utilisation) to `out_dir`;
+    logs its size, the loss every 50 steps and the utilisation (INFO). Returns a summary:
+    steps, seconds, tokens/s, final loss, utilisation."""
     import torch
     from distill.toy.arch import build_teacher
     from distill.toy.tasks import make_tasks
@@ -91,8 +95,8 @@ def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
     model.train()
     t0, cpu0, tokens, ce_sum, aux_sum, n_log = time.time(), time.process_time(), 0, 0.0, 0.0, 0
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"toy teacher: {n_params / 1e6:.2f}M params, {cfg['steps']} steps of {cfg['batch_size']}, "
-        f"{sum(len(v) for v in data.values())} training examples")
+    log.info("toy teacher: %.2fM params, %d steps of %d, %d training examples", n_params / 1e6,
+             cfg["steps"], cfg["batch_size"], sum(len(v) for v in data.values()))
     for step in range(cfg["steps"]):
         family = "code" if torch.rand((), generator=gen).item() < cfg["code_fraction"] else "arith"
         pool = data[family]
@@ -113,9 +117,9 @@ def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
         n_log += 1
         if (step + 1) % 50 == 0 or step + 1 == cfg["steps"]:
             dt = time.time() - t0
-            log(f"  step {step + 1:5d}/{cfg['steps']}  loss {ce_sum / n_log:.4f}  "
-                f"aux {aux_sum / n_log:.3f}  lr {sched.get_last_lr()[0]:.2e}  "
-                f"{tokens / dt:,.0f} tok/s  {dt:.0f}s")
+            log.info("toy teacher: step %5d/%d  loss %.4f  aux %.3f  lr %.2e  %s tok/s  %.0fs",
+                     step + 1, cfg["steps"], ce_sum / n_log, aux_sum / n_log,
+                     sched.get_last_lr()[0], f"{tokens / dt:,.0f}", dt)
             last_loss, ce_sum, aux_sum, n_log = ce_sum / n_log, 0.0, 0.0, 0
     seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
     model.eval()
@@ -131,8 +135,8 @@ def train_teacher(out_dir: Path, train: dict | None = None, log=print) -> dict:
                    cpu_seconds=round(cpu_seconds, 1), tokens_per_s=round(tokens / seconds),
                    final_loss=round(last_loss, 5), train=cfg, params=n_params)
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
-    log(f"toy teacher trained in {seconds:.0f}s; expert utilisation per layer: "
-        + "; ".join(" ".join(f"{x:.2f}" for x in layer) for layer in util["per_layer"]))
+    log.info("toy teacher trained in %.0fs; expert utilisation per layer: %s", seconds,
+             "; ".join(" ".join(f"{x:.2f}" for x in layer) for layer in util["per_layer"]))
     return {**summary, "utilisation": util}
 
 

@@ -8,11 +8,15 @@ data.py.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill import logs
 from distill.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,6 +131,23 @@ def check_liger(t) -> None:
                          key="train.liger") from None
 
 
+def log_steps(trainer) -> None:
+    """Without a bar (trainer_kwargs' disable_tqdm) the trainer prints a dict every
+    logging_steps; those lines go through the log instead: `train: step 50/1200 loss 0.8123
+    grad_norm 1.02 learning_rate 0.009 epoch 0.33`."""
+    from transformers.trainer_callback import PrinterCallback, TrainerCallback
+
+    class LogSteps(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_local_process_zero and logs:
+                stats = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in logs.items() if k != "total_flos")
+                log.info("train: step %d/%d %s", state.global_step, state.max_steps, stats)
+
+    if trainer.pop_callback(PrinterCallback) is not None:
+        trainer.add_callback(LogSteps())
+
+
 def trainer_kwargs(t, cfg, output_dir) -> dict:
     """TrainingArguments fields every method sets the same way."""
     import os
@@ -156,6 +177,9 @@ def trainer_kwargs(t, cfg, output_dir) -> dict:
         save_steps=t.save_steps,
         save_total_limit=2,
         report_to="none",
+        # A bar redrawn in place where stderr is a terminal; elsewhere (a log file, a Prefect
+        # worker, a launched rank) none, and the logging_steps lines as log lines (log_steps).
+        disable_tqdm=not logs.terminal(),
         # Every parameter of a dense student (or a LoRA adapter) is used in each forward pass;
         # DDP's search for unused ones costs a graph traversal per step.
         ddp_find_unused_parameters=False,

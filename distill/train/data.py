@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -26,6 +27,8 @@ from pathlib import Path
 from distill.errors import InputError
 from distill.records import Stage, write_json
 from distill.chat import tokenize_chat
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the cached layouts change
 
@@ -165,5 +168,6 @@ def tokenize(ds, root: Path, tok, *, end_of_turn: str, max_length: int, method: 
         raise InputError(f"all {len(ds)} training records are longer than train.max_length "
                          f"({max_length} tokens); raise it", key="train.max_length")
     if dropped:
-        print(f"train: dropped {dropped} of {len(ds)} records longer than {max_length} tokens")
+        log.warning("train: dropped %d of %d records longer than %d tokens", dropped, len(ds),
+                    max_length)
     return out, dropped

@@ -1,6 +1,7 @@
 """The multi-process launch of the train stage: reads `train.launch` and the run's resolved
-recipe.yaml; runs `accelerate launch ... -m distill.cli train` and writes its output to the
-terminal and to train/logs/launch.log.
+recipe.yaml; runs `accelerate launch ... -m distill.cli train` and writes its output to stderr
+and to train/logs/launch.log. The ranks log at this process's level (DISTILL_LOG_LEVEL, which
+distill.logs.setup sets) and, their output being a pipe, without progress bars.
 
 The Prefect flow and `distill train` call `run_train` in one process; a 7B-14B student needs every
 GPU of the node under DDP, ZeRO-3 or FSDP. With `train.launch.accelerate_config`, run_train (when
@@ -12,6 +13,7 @@ stopped with all its ranks on an interrupt or error here.
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 import shlex
 import subprocess
@@ -19,6 +21,8 @@ import sys
 from pathlib import Path
 
 from distill.errors import InputError
+
+log = logging.getLogger(__name__)
 
 LAUNCHED = "DISTILL_TRAIN_LAUNCHED"   # set on the launched processes
 
@@ -57,26 +61,26 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -> None:
-    """Runs `cmd` with its output streamed to the terminal and appended to `log_path`; a
-    non-zero exit is a RuntimeError carrying the log's tail."""
+    """Runs `cmd` with its output streamed to stderr and appended to `log_path`; a non-zero
+    exit is a RuntimeError carrying the log's tail."""
     from distill.serving.launcher import die_with_parent, stop
 
-    print(f"train: {shlex.join(cmd)}", flush=True)
+    log.info("train: %s", shlex.join(cmd))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, LAUNCHED: "1", "PYTHONUNBUFFERED": "1"}
     decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    with open(log_path, "ab") as log:
-        log.write(f"$ {shlex.join(cmd)}\n".encode())
+    with open(log_path, "ab") as logfile:
+        logfile.write(f"$ {shlex.join(cmd)}\n".encode())
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=die_with_parent)
         try:
             # Chunks, not lines: progress bars redraw with \r and would otherwise show late.
             while chunk := proc.stdout.read1(1 << 16):
-                log.write(chunk)
-                log.flush()
-                sys.stdout.write(decode.decode(chunk))
-                sys.stdout.flush()
+                logfile.write(chunk)
+                logfile.flush()
+                sys.stderr.write(decode.decode(chunk))
+                sys.stderr.flush()
             proc.wait()
         finally:
             # torchrun's agent answers SIGTERM by stopping its ranks (each in a session of its

@@ -25,11 +25,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from distill.config import Recipe, dump_recipe
 from distill.errors import InputError
 from distill.records import RunDir, write_json, write_text
+
+log = logging.getLogger(__name__)
 
 
 def records_hash(records: list[dict]) -> str:
@@ -76,7 +79,7 @@ def _method(cfg: Recipe, tok) -> str:
     if problem is None:
         return t.method
     if t.method == "logit_kd" and t.kd.on_mismatch == "sft":
-        print(f"train: {problem}; training SFT instead (train.kd.on_mismatch: sft)")
+        log.warning("train: %s; training SFT instead (train.kd.on_mismatch: sft)", problem)
         return "sft"
     raise InputError(problem, key="train.method")
 
@@ -114,7 +117,7 @@ def _check_gpu_memory(t, student: str) -> None:
     sharded = "true" in (os.environ.get("ACCELERATE_USE_DEEPSPEED", ""), os.environ.get("ACCELERATE_USE_FSDP", ""))
     capacity = torch.cuda.get_device_properties(0).total_memory / 2**30
     est, problem = preflight(t, AutoConfig.from_pretrained(student, revision=t.revision), capacity, gpus, sharded)
-    print(f"train: estimated {est['total']} GiB per GPU of {capacity:.0f} GiB ({est})")
+    log.info("train: estimated %s GiB per GPU of %.0f GiB (%s)", est["total"], capacity, est)
     if problem:
         raise InputError(problem, key="train")
 
@@ -167,7 +170,7 @@ def _ranks(trainer) -> list[dict]:
 
 def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.toy import resolve_model
-    from distill.train.common import Prepared, check_liger, student_config
+    from distill.train.common import Prepared, check_liger, log_steps, student_config
     from distill.chat import prepare_tokenizer
     from distill.train.data import dataset_hash, source_dataset
     from distill.train.launch import launch_command, run_launched, under_launcher
@@ -188,7 +191,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     config_hash = hashlib.sha256(json.dumps([train_hash(cfg), cfg.run.seed, data_hash]).encode()).hexdigest()[:12]
     done = stage.manifest()
     if done and done.get("config_hash") == config_hash and (model_dir / "config.json").exists():
-        print(f"train: complete for config {config_hash}, nothing to do ({model_dir})")
+        log.info("train: complete for config %s, nothing to do (%s)", config_hash, model_dir)
         return model_dir
 
     # Everything a recipe can get wrong is checked here, before a launch or any weights.
@@ -217,9 +220,10 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     weights_dir = out / "adapter" if t.adapter != "none" else model_dir
     extra: dict = {}
     with _trainer(cfg, method, prep, ckpt_dir, extra) as trainer:
+        log_steps(trainer)
         last = last_complete_checkpoint(ckpt_dir)
         if last:
-            print(f"train: resuming from {last}")
+            log.info("train: resuming from %s", last)
         result = trainer.train(resume_from_checkpoint=last)
         ranks = _ranks(trainer)
         trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # serving decodes
@@ -232,7 +236,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     if t.adapter != "none":
         _merge_adapter(t, prep, weights_dir, model_dir)
         tok.save_pretrained(model_dir)
-    print(f"train: model saved to {model_dir}")
+    log.info("train: model saved to %s", model_dir)
     write_text(out / "recipe.yaml", dump_recipe(cfg))
     trained = {"positions": pos, "end_of_turn_token": tok.eos_token, "stop_token_ids": stop_ids,
                "world_size": len(ranks), "ranks": ranks}
