@@ -20,7 +20,9 @@ import functools
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
+from distill.record_types import Prompt, TeacherLogprobs, Trace, Usage
 from distill.records import RunDir, record_id
 from distill.teacher.client import Failure, Job, Response
 from distill.teacher.progress import Progress
@@ -38,28 +40,29 @@ def _token(t: str) -> int | str:
     return int(t[9:]) if t.startswith("token_id:") else t
 
 
-def compact_logprobs(content: list[dict]) -> dict:
+def compact_logprobs(content: list[dict]) -> TeacherLogprobs:
     """The teacher's per-token logprobs as three parallel arrays: the sampled tokens, and for
     each the top-k token ids and their logprobs (4 decimals). Tokens are vocabulary ids when the
     server returned them as "token_id:N" (vLLM, distill's server), else token strings."""
-    return {"tokens": [_token(t["token"]) for t in content],
-            "top_ids": [[_token(a["token"]) for a in t.get("top_logprobs") or []] for t in content],
-            "top_logprobs": [[round(a["logprob"], 4) for a in t.get("top_logprobs") or []]
-                             for t in content]}
+    return TeacherLogprobs(
+        tokens=[_token(t["token"]) for t in content],
+        top_ids=[[_token(a["token"]) for a in t.get("top_logprobs") or []] for t in content],
+        top_logprobs=[[round(a["logprob"], 4) for a in t.get("top_logprobs") or []]
+                      for t in content])
 
 
-def usage_of(raw: dict, choices: int) -> dict:
+def usage_of(raw: dict, choices: int) -> Usage:
     """One request's usage in one shape, whatever the server's dialect: OpenAI and vLLM put
     reasoning and cached tokens in *_details, DeepSeek reports prompt_cache_hit_tokens."""
     details = raw.get("completion_tokens_details") or {}
     cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens") or raw.get("prompt_cache_hit_tokens")
-    return {"prompt_tokens": int(raw.get("prompt_tokens") or 0),
-            "completion_tokens": int(raw.get("completion_tokens") or 0),
-            "reasoning_tokens": int(details.get("reasoning_tokens") or 0),
-            "cached_prompt_tokens": int(cached or 0), "choices": choices}
+    return Usage(prompt_tokens=int(raw.get("prompt_tokens") or 0),
+                 completion_tokens=int(raw.get("completion_tokens") or 0),
+                 reasoning_tokens=int(details.get("reasoning_tokens") or 0),
+                 cached_prompt_tokens=int(cached or 0), choices=choices)
 
 
-def cost_of(g, usage: dict) -> float:
+def cost_of(g, usage: Usage) -> float:
     """Dollars for one request from the recipe's per-million prices."""
     cached = usage["cached_prompt_tokens"]
     p_cached = g.price_per_m_input if g.price_per_m_cached_input is None else g.price_per_m_cached_input
@@ -159,8 +162,9 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
                                 empty_strikes[problem["id"]] += 1
                                 continue
                             key = record_id(problem["id"], index, gen_hash)
-                            rec = {**problem, "id": key, "prompt_id": problem["id"], "sample_index": index,
-                                   "gen_hash": gen_hash, "reasoning": choice.reasoning,
+                            rec: Trace = {  # the prompt's fields, then the sample's
+                                   **cast(Prompt, problem), "id": key, "prompt_id": problem["id"],
+                                   "sample_index": index, "gen_hash": gen_hash, "reasoning": choice.reasoning,
                                    "content": choice.content, "finish_reason": choice.finish_reason,
                                    # usage is the request's (n choices share one prompt); cost is
                                    # this sample's share, so costs add up over records.

@@ -23,17 +23,19 @@ from pathlib import Path
 from distill.errors import InputError
 from distill.filters import quality
 from distill.filters.report import counts, markdown
+from distill.record_types import FilterVerdict, KeptExample
 from distill.records import Stage, record_id, write_text
 
 log = logging.getLogger("distill.filter")
 
 
-def _training_record(gen: dict) -> dict:
+def _training_record(gen: dict) -> KeptExample:
+    """A kept trace (a Trace, or a trace of `filter.input`) as the chat the student trains on."""
     prompt = [m for m in gen["messages"] if m["role"] != "assistant"]
     text = f"<think>{gen.get('reasoning') or ''}</think>{gen.get('content') or ''}"
-    rec = {"id": gen["id"], "prompt_id": gen.get("prompt_id"), "source": gen.get("source"),
-           "category": gen.get("category"),
-           "messages": prompt + [{"role": "assistant", "content": text}]}
+    rec = KeptExample(id=gen["id"], prompt_id=gen.get("prompt_id"), source=gen.get("source"),
+                      category=gen.get("category"),
+                      messages=prompt + [{"role": "assistant", "content": text}])
     if gen.get("teacher_logprobs"):  # for logit distillation (train.method: logit_kd)
         rec["teacher_logprobs"] = gen["teacher_logprobs"]
     return rec
@@ -287,9 +289,9 @@ def run_filter(cfg, run_dir: Path) -> dict:
     with out.writer() as w_verdict, dataset.writer() as w_data:
         for gen in gens:
             kept = ledger.failed[gen["id"]] is None
-            w_verdict.write({"id": gen["id"], "prompt_id": gen.get("prompt_id"), "kept": kept,
-                             "failed": ledger.failed[gen["id"]],
-                             "reasons": ledger.reasons[gen["id"]]})
+            w_verdict.write(FilterVerdict(id=gen["id"], prompt_id=gen.get("prompt_id"), kept=kept,
+                                          failed=ledger.failed[gen["id"]],
+                                          reasons=ledger.reasons[gen["id"]]))
             if kept:
                 w_data.write(_training_record(gen))
 
