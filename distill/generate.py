@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import cast
 
 from distill.record_types import Prompt, TeacherLogprobs, Trace, Usage
-from distill.records import RunDir, record_id
+from distill.records import RunDir, current_traces, record_id
 from distill.teacher.client import Failure, Job, Response
 from distill.teacher.progress import Progress
 
@@ -103,17 +103,17 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     g = cfg.generate
     stage = RunDir(run_dir).stage("generate")
     gen_hash = cfg.generation_hash()
-    ours = {p["id"] for p in prompts}
     done: set[str] = set()
-    cost_before, truncated_before, records_before = 0.0, 0, 0
+    cost_before, truncated_before = 0.0, 0
     # The stored samples of these prompts under these settings, from the shards' indexes:
     # a resume reads a few fields per sample, not every trace.
-    for r in stage.read_index(RESUME_FIELDS):
-        records_before += 1
-        if r.get("gen_hash") == gen_hash and r.get("prompt_id") in ours:
-            done.add(r["id"])
-            cost_before += float(r.get("cost") or 0)
-            truncated_before += r.get("finish_reason") == "length"
+    stored = current_traces(run_dir, gen_hash, prompt_ids={p["id"] for p in prompts},
+                            fields=RESUME_FIELDS)
+    for r in stored:
+        done.add(r["id"])
+        cost_before += float(r.get("cost") or 0)
+        truncated_before += r.get("finish_reason") == "length"
+    records_before = len(done) + stored.other
     wanted = len(prompts) * g.samples_per_prompt
     t = Counter(requests=0, answered=0, new_samples=0, prompt_tokens=0, completion_tokens=0,
                 reasoning_tokens=0, empty_responses=0, truncated=0)
@@ -237,8 +237,8 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
     total = merge_outcomes(outcomes)
     if errors:
         gen_hash = cfg.generation_hash()
-        stored = {r["id"] for r in RunDir(run_dir).stage("generate").read_index(RESUME_FIELDS)
-                  if r.get("gen_hash") == gen_hash}
+        stored = {r["id"] for r in current_traces(run_dir, gen_hash, prompt_ids={p["id"] for p in prompts},
+                                                  fields=RESUME_FIELDS)}
         reported = {f["prompt_id"] for f in total["failed"]}
         for p in prompts:
             miss = [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in stored]

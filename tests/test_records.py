@@ -193,6 +193,21 @@ def test_current_traces_are_those_of_the_generation_hash_and_the_prompt_set(tmp_
     assert [r["id"] for r in current_traces(tmp_path, None)] == ["t1", "t2", "t3", "t4", "t6"]
 
 
+def test_every_reader_of_the_traces_counts_the_same_ones(tmp_path):
+    from types import SimpleNamespace
+
+    from distill.filters.stage import _current_generations
+    from distill.plan.cost import recorded_usage
+    from distill.publish.lineage import generation_cost
+
+    _two_generations(tmp_path)
+    cfg = SimpleNamespace(generation_hash=lambda: "h1")
+    gens, other = _current_generations(cfg, tmp_path)
+    assert [g["id"] for g in gens] == ["t1", "t2", "t6"] and other == 3
+    assert recorded_usage(tmp_path, "h1").samples == 3
+    assert generation_cost(tmp_path)["samples"] == 3            # the manifest's gen_hash
+
+
 def test_require_names_the_folder_and_the_command_that_writes_it(tmp_path):
     rd = RunDir(tmp_path)
     with pytest.raises(InputError, match=r"prompts: the prompts stage holds no records: "

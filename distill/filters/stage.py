@@ -1,6 +1,6 @@
-"""The filter stage: reads Stage("generate") records (or the traces of `filter.input`),
-writes a verdict per record to Stage("filter"), the kept traces as chat records to
-Stage("dataset"), and counts.json, report.json and report.md beside the verdicts.
+"""The filter stage: reads the current generate records (`current_traces`; or the traces of
+`filter.input`), writes a FilterVerdict per record to filter/, the kept traces as KeptExample chat
+records to dataset/, and counts.json, report.json and report.md beside the verdicts.
 Verification, the slow filter, keeps its verdicts in filter/verdicts/ as it goes (keyed by the
 record, the limits and the verifier's code): a crashed or repeated run grades only the rest. A
 verdict the grader failed to give (Verdict.infra) is never kept: the next run grades it again.
@@ -24,7 +24,7 @@ from distill.errors import InputError
 from distill.filters import quality
 from distill.filters.report import counts, markdown
 from distill.record_types import FilterVerdict, KeptExample
-from distill.records import Stage, record_id, write_text
+from distill.records import Stage, current_traces, record_id, write_text
 
 log = logging.getLogger("distill.filter")
 
@@ -238,19 +238,13 @@ def _select(cfg, ledger: _Ledger) -> None:
 
 
 def _current_generations(cfg, run_dir: Path) -> tuple[list[dict], int]:
-    """The generate stage's records of the recipe's prompts under its generation settings,
-    and how many others are stored: samples of other sampling settings or of prompts no
-    longer in the recipe stay on disk (a change back reuses them) but are not graded."""
-    prompts = Stage(run_dir, "prompts")
-    ids = prompts.ids() if prompts.shards() else None
-    gen_hash = cfg.generation_hash()
-    gens, other = [], 0
-    for gen in Stage(run_dir, "generate").read():
-        if gen.get("gen_hash", gen_hash) == gen_hash and (ids is None or gen.get("prompt_id") in ids):
-            gens.append(gen)
-        else:
-            other += 1
-    return gens, other
+    """The generate stage's current records (`current_traces`: the recipe's prompts under its
+    generation settings), and how many others are stored: samples of other sampling settings
+    or of prompts no longer in the recipe stay on disk (a change back reuses them) but are not
+    graded."""
+    traces = current_traces(run_dir, cfg.generation_hash())
+    gens = list(traces)
+    return gens, traces.other
 
 
 def _read(cfg, run_dir: Path) -> tuple[list[dict], int]:

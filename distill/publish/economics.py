@@ -28,7 +28,7 @@ from distill.config import Recipe
 from distill.errors import InputError
 from distill.plan import cost, make_plan
 from distill.plan.text import count, generation_text, size, table, usd
-from distill.records import Stage, write_json, write_text
+from distill.records import Stage, current_traces, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,6 @@ def _models_table(cfg: Recipe, plan: dict, quality: dict) -> tuple[str, list[dic
 def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices: int) -> dict | None:
     """Cost of the current generation's traces, split by the filter verdict; a trace's cost is
     the one recorded (API prices) or, self-hosted, its share of the device-hours."""
-    gen_hash = cfg.generation_hash()
     if not (run_dir / "generate").is_dir():
         return None
     verdicts = {v["id"]: ("kept" if v["kept"] else v["failed"]) for v in Stage(run_dir, "filter").read()} \
@@ -159,9 +158,7 @@ def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices:
         per_token = devices * cfg.plan.hourly_usd / 3600 / teacher_tps
     groups: dict[str, dict] = defaultdict(lambda: {"traces": 0, "tokens": 0.0, "usd": 0.0})
     n = 0
-    for g in Stage(run_dir, "generate").read():  # streamed: a real run holds gigabytes of traces
-        if g.get("gen_hash") != gen_hash:
-            continue
+    for g in current_traces(run_dir, cfg.generation_hash()):  # streamed: gigabytes of traces
         n += 1
         u = g.get("usage") or {}
         tokens = float(u.get("completion_tokens") or 0) / max(1, int(u.get("choices") or 1))
@@ -217,8 +214,7 @@ def _experts(cfg: Recipe, run_dir: Path) -> dict | None:
     if path is None or not (run_dir / "generate").is_dir():
         return None
     from distill.experts import by_category
-    gen_hash = cfg.generation_hash()
-    return by_category(path, (r for r in Stage(run_dir, "generate").read() if r.get("gen_hash") == gen_hash))
+    return by_category(path, iter(current_traces(run_dir, cfg.generation_hash())))
 
 
 def build(cfg: Recipe, run_dir: Path, rows: list[dict]) -> dict:

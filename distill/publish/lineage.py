@@ -15,7 +15,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from distill.records import Stage
+from distill.records import Stage, current_traces
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,15 @@ def run_lineage(run_dir: Path) -> dict:
 
 
 def generation_cost(run_dir: Path) -> dict:
-    """The teacher's bill over every sample of the run's generation config (the manifest's
-    token counts are those of its last invocation only): dollars (0 for a self-hosted teacher
-    without prices) and completion tokens, each sample's share of its request's usage."""
+    """The teacher's bill over every current sample of the generation config the generate
+    stage completed (its manifest's `gen_hash`; the manifest's token counts are those of its
+    last invocation only): dollars (0 for a self-hosted teacher without prices) and completion
+    tokens, each sample's share of its request's usage."""
     run_dir = Path(run_dir)
     gen = _manifest(run_dir, "generate")
     cost, tokens, samples = 0.0, 0.0, 0
     if gen:
-        for r in Stage(run_dir, "generate").read():
-            if gen.get("gen_hash") and r.get("gen_hash") != gen["gen_hash"]:
-                continue  # samples of an earlier teacher or sampling config
+        for r in current_traces(run_dir, gen.get("gen_hash") or None):
             usage = r.get("usage") or {}
             cost += float(r.get("cost") or 0.0)
             tokens += float(usage.get("completion_tokens") or 0) / max(1, int(usage.get("choices") or 1))

@@ -456,11 +456,12 @@ def pilot_summary(real: Recipe, run_dir: Path, generate_s: float) -> dict:
     """What the real teacher's traces measured, and the full recipe's generation projected
     from them (distill.plan with the run's records: mean lengths, throughput, cost)."""
     from distill.plan import make_plan
-    from distill.records import Stage
+    from distill.records import Stage, current_traces
 
     samples = completion = truncated = 0
     cost = 0.0
-    for rec in Stage(run_dir, "generate").read():
+    # The pilot's traces: those of the generation the generate stage just completed.
+    for rec in current_traces(run_dir, (Stage(run_dir, "generate").manifest() or {}).get("gen_hash")):
         usage = rec.get("usage") or {}
         samples += 1
         completion += int(usage.get("completion_tokens") or 0) / max(1, int(usage.get("choices") or 1))
