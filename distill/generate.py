@@ -101,7 +101,7 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     """Generates every missing sample of `prompts` into the generate stage and returns what
     happened (JSON-able, so a Ray task can hand it back): counts, cost, failures per prompt."""
     g = cfg.generate
-    stage = RunDir(run_dir).stage("generate")
+    stage = RunDir(run_dir).generate
     gen_hash = cfg.generation_hash()
     done: set[str] = set()
     cost_before, truncated_before = 0.0, 0
@@ -256,10 +256,10 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
 
 def run_generate(cfg, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
-    prompts = list(rd.stage("prompts").read())
+    prompts = list(rd.prompts.read())
     if not prompts:
-        raise RuntimeError(f"no prompt records in {rd.stage('prompts').path}; run the prompts stage first")
-    stage = rd.stage("generate")
+        raise RuntimeError(f"no prompt records in {rd.prompts.path}; run the prompts stage first")
+    stage = rd.generate
     stage.start()
     g = cfg.generate
     if g.shards > 1:

@@ -249,7 +249,7 @@ def _drop_stale(stage, shapes: dict[str, str]) -> tuple[int, set[str]]:
 
 
 def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
-    stage = RunDir(run_dir).stage("prompts")
+    stage = RunDir(run_dir).prompts
     before = stage.manifest() or {}
     stage.start()
     shapes = {src.name: _settings(src, cfg, exclude={"count", "revision"})

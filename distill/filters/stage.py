@@ -24,7 +24,7 @@ from distill.errors import InputError
 from distill.filters import quality
 from distill.filters.report import counts, markdown
 from distill.record_types import FilterVerdict, KeptExample
-from distill.records import Stage, current_traces, record_id, write_text
+from distill.records import RunDir, current_traces, record_id, write_text
 
 log = logging.getLogger("distill.filter")
 
@@ -153,7 +153,7 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
     fc = cfg.filter
     settings = {"timeout_s": fc.code_timeout_s, "memory_mb": fc.code_memory_mb}
     keyed = [(_verdict_key(g, settings), g) for g in ledger.alive()]
-    store = Stage(run_dir, "filter/verdicts")
+    store = RunDir(run_dir).verify_store
     wanted = {k for k, _ in keyed}
     verdicts = {r["id"]: r for r in store.read() if r["id"] in wanted}
     todo = [(k, g) for k, g in keyed if k not in verdicts]
@@ -263,7 +263,8 @@ def run_filter(cfg, run_dir: Path) -> dict:
     """Grades every generation and keeps the good ones. Returns the counts."""
     fc = cfg.filter
     gens, other = _read(cfg, run_dir)
-    out, dataset = Stage(run_dir, "filter"), Stage(run_dir, "dataset")
+    rd = RunDir(run_dir)
+    out, dataset = rd.filter, rd.dataset
     out.start()
     dataset.start()
     # Dedup and selection look at the whole set, so the stage is rewritten whole.

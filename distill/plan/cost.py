@@ -65,8 +65,8 @@ def recorded_usage(run_dir: Path | None, gen_hash: str | None = None) -> Usage |
     """Usage of the generate stage's current records (`current_traces`: of `gen_hash` when
     given, else of any settings). A request with n choices is stored as n records sharing its
     usage: each carries 1/n of it."""
-    from distill.records import current_traces
-    if run_dir is None or not (Path(run_dir) / "generate").is_dir():
+    from distill.records import RunDir, current_traces
+    if run_dir is None or not RunDir(run_dir).generate.path.is_dir():
         return None
     n = 0
     prompts: set = set()
@@ -91,9 +91,9 @@ def recorded_usage(run_dir: Path | None, gen_hash: str | None = None) -> Usage |
 def prompt_count(cfg, run_dir: Path | None) -> tuple[int | None, str]:
     """How many prompts the recipe generates for: the prompts stage's records when it is done,
     else the sum of the sources' `count` (None when a source takes all of an unknown dataset)."""
-    from distill.records import Stage
-    if run_dir is not None and (Path(run_dir) / "prompts" / "_SUCCESS").exists():
-        return sum(1 for _ in Stage(run_dir, "prompts").read()), "the prompts stage"
+    from distill.records import RunDir
+    if run_dir is not None and RunDir(run_dir).prompts.is_complete():
+        return sum(1 for _ in RunDir(run_dir).prompts.read()), "the prompts stage"
     counts = [s.count for s in cfg.prompts.sources]
     unknown = [s.name for s in cfg.prompts.sources if s.count is None]
     known = sum(c for c in counts if c is not None)

@@ -174,9 +174,10 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.positions import positions
 
     rd = RunDir(run_dir)
-    stage, out = rd.stage("train"), rd.stage("train").path
+    stage = rd.train
+    out = stage.path
     model_dir = out / "model"
-    source = rd.stage("dataset")
+    source = rd.dataset
     if not source.is_complete():
         raise InputError("the dataset stage is not complete; run the filter stage first",
                          file=str(source.path))
