@@ -256,9 +256,7 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
 
 def run_generate(cfg, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
-    prompts = list(rd.prompts.read())
-    if not prompts:
-        raise RuntimeError(f"no prompt records in {rd.prompts.path}; run the prompts stage first")
+    prompts = list(rd.require("prompts").read())
     stage = rd.generate
     stage.start()
     g = cfg.generate

@@ -3,6 +3,8 @@ directory's contract: a folder accessor per stage, handles without side effects,
 traces, a missing input as bad input."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,15 @@ def test_require_names_the_folder_and_the_command_that_writes_it(tmp_path):
     assert rd.require("dataset").path == tmp_path / "dataset"   # records, no marker
     rd.dataset.complete()
     assert rd.require("dataset", complete=True).is_complete()
+
+
+@pytest.mark.parametrize("stage, folder, command", [("generate", "prompts", "distill prompts"),
+                                                    ("filter", "generate", "distill generate"),
+                                                    ("train", "dataset", "distill filter")])
+def test_a_stage_without_its_input_is_bad_input_from_the_cli(tmp_path, stage, folder, command):
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "distill.cli", stage, "smoke", "--run-dir", str(run)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{run / folder}: " in r.stderr and f"run `{command}` first" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -196,10 +196,7 @@ def _teacher(cfg: Recipe, log_path: Path) -> tuple[Endpoint, str]:
 def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
     """Teacher, base student, distilled student: the three models every benchmark scores."""
     rd = RunDir(run_dir)
-    train = rd.train
-    if not train.is_complete():
-        raise InputError("the train stage is not complete: the distilled student does not "
-                         "exist yet (run `distill train` first)", file=str(train.path))
+    train = rd.require("train", complete=True)     # the distilled student
     student_path = str(train.path.resolve() / "model")
     # A re-trained student lives at the same path: its manifest tells the weights apart. The
     # key leaves the absolute path out, so a moved run directory keeps its records.

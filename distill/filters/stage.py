@@ -242,6 +242,7 @@ def _current_generations(cfg, run_dir: Path) -> tuple[list[dict], int]:
     generation settings), and how many others are stored: samples of other sampling settings
     or of prompts no longer in the recipe stay on disk (a change back reuses them) but are not
     graded."""
+    RunDir(run_dir).require("generate")
     traces = current_traces(run_dir, cfg.generation_hash())
     gens = list(traces)
     return gens, traces.other

@@ -48,10 +48,7 @@ def load_run(path: str | Path) -> Run:
         raise InputError("not a run directory: it has no recipe.yaml", file=str(path))
     cfg = load_recipe(recipe)
     rd = RunDir(path)
-    evaluated = rd.eval
-    if not evaluated.is_complete():
-        raise InputError("the eval stage is not complete (run `distill evaluate` first)",
-                         file=str(evaluated.path))
+    evaluated = rd.require("eval", complete=True)
     scores = evaluated.read_json("scores.json")
     questions = evaluated.read_json("questions.json") \
         if (evaluated.path / "questions.json").exists() else []

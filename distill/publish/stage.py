@@ -19,10 +19,7 @@ log = logging.getLogger(__name__)
 
 def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     run = RunDir(run_dir)
-    evaluated = run.eval
-    if not evaluated.is_complete():
-        raise InputError("the eval stage is not complete (run `distill evaluate` first)",
-                         file=str(evaluated.path))
+    evaluated = run.require("eval", complete=True)
     stage = run.publish
     stage.start()
     scores = evaluated.read_json("scores.json")
