@@ -76,8 +76,9 @@ def run(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
 def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
          override: Optional[List[str]] = OverrideOpt):
     """The CPU demo: train a tiny MoE teacher, distil it into a tiny dense student, report."""
+    from distill.records import RunDir
     rd = _run("smoke", override, run_dir, None)
-    report = rd / "report"
+    report = RunDir(rd).report
     typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md, "
                "economics.md, quality_vs_cost.png, dataset_card.md)")
     md = report / "leaderboard.md"
@@ -250,9 +251,10 @@ def pilot(recipe: str = RecipeArg,
     """N real prompts through the real teacher and the filters, the rest rehearsed; prints tokens/s, $ per kept trace, keep rates, the plan recomputed."""
     import json
 
+    from distill.records import RunDir
     from distill.rehearse.run import pilot_text
     rd = _rehearse(recipe, override, run_dir, data, tokenizers, None, prompts)
-    typer.echo(pilot_text(json.loads((rd / "report" / "pilot.json").read_text())))
+    typer.echo(pilot_text(json.loads((RunDir(rd).report / "pilot.json").read_text())))
 
 
 def _rehearse(recipe, override, run_dir, data, tokenizers, dialect, pilot_prompts):

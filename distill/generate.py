@@ -20,8 +20,10 @@ import functools
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
-from distill.records import RunDir, record_id
+from distill.record_types import Prompt, TeacherLogprobs, Trace, Usage
+from distill.records import RunDir, current_traces, record_id
 from distill.teacher.client import Failure, Job, Response
 from distill.teacher.progress import Progress
 
@@ -38,28 +40,29 @@ def _token(t: str) -> int | str:
     return int(t[9:]) if t.startswith("token_id:") else t
 
 
-def compact_logprobs(content: list[dict]) -> dict:
+def compact_logprobs(content: list[dict]) -> TeacherLogprobs:
     """The teacher's per-token logprobs as three parallel arrays: the sampled tokens, and for
     each the top-k token ids and their logprobs (4 decimals). Tokens are vocabulary ids when the
     server returned them as "token_id:N" (vLLM, distill's server), else token strings."""
-    return {"tokens": [_token(t["token"]) for t in content],
-            "top_ids": [[_token(a["token"]) for a in t.get("top_logprobs") or []] for t in content],
-            "top_logprobs": [[round(a["logprob"], 4) for a in t.get("top_logprobs") or []]
-                             for t in content]}
+    return TeacherLogprobs(
+        tokens=[_token(t["token"]) for t in content],
+        top_ids=[[_token(a["token"]) for a in t.get("top_logprobs") or []] for t in content],
+        top_logprobs=[[round(a["logprob"], 4) for a in t.get("top_logprobs") or []]
+                      for t in content])
 
 
-def usage_of(raw: dict, choices: int) -> dict:
+def usage_of(raw: dict, choices: int) -> Usage:
     """One request's usage in one shape, whatever the server's dialect: OpenAI and vLLM put
     reasoning and cached tokens in *_details, DeepSeek reports prompt_cache_hit_tokens."""
     details = raw.get("completion_tokens_details") or {}
     cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens") or raw.get("prompt_cache_hit_tokens")
-    return {"prompt_tokens": int(raw.get("prompt_tokens") or 0),
-            "completion_tokens": int(raw.get("completion_tokens") or 0),
-            "reasoning_tokens": int(details.get("reasoning_tokens") or 0),
-            "cached_prompt_tokens": int(cached or 0), "choices": choices}
+    return Usage(prompt_tokens=int(raw.get("prompt_tokens") or 0),
+                 completion_tokens=int(raw.get("completion_tokens") or 0),
+                 reasoning_tokens=int(details.get("reasoning_tokens") or 0),
+                 cached_prompt_tokens=int(cached or 0), choices=choices)
 
 
-def cost_of(g, usage: dict) -> float:
+def cost_of(g, usage: Usage) -> float:
     """Dollars for one request from the recipe's per-million prices."""
     cached = usage["cached_prompt_tokens"]
     p_cached = g.price_per_m_input if g.price_per_m_cached_input is None else g.price_per_m_cached_input
@@ -98,19 +101,19 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     """Generates every missing sample of `prompts` into the generate stage and returns what
     happened (JSON-able, so a Ray task can hand it back): counts, cost, failures per prompt."""
     g = cfg.generate
-    stage = RunDir(run_dir).stage("generate")
+    stage = RunDir(run_dir).generate
     gen_hash = cfg.generation_hash()
-    ours = {p["id"] for p in prompts}
     done: set[str] = set()
-    cost_before, truncated_before, records_before = 0.0, 0, 0
+    cost_before, truncated_before = 0.0, 0
     # The stored samples of these prompts under these settings, from the shards' indexes:
     # a resume reads a few fields per sample, not every trace.
-    for r in stage.read_index(RESUME_FIELDS):
-        records_before += 1
-        if r.get("gen_hash") == gen_hash and r.get("prompt_id") in ours:
-            done.add(r["id"])
-            cost_before += float(r.get("cost") or 0)
-            truncated_before += r.get("finish_reason") == "length"
+    stored = current_traces(run_dir, gen_hash, prompt_ids={p["id"] for p in prompts},
+                            fields=RESUME_FIELDS)
+    for r in stored:
+        done.add(r["id"])
+        cost_before += float(r.get("cost") or 0)
+        truncated_before += r.get("finish_reason") == "length"
+    records_before = len(done) + stored.other
     wanted = len(prompts) * g.samples_per_prompt
     t = Counter(requests=0, answered=0, new_samples=0, prompt_tokens=0, completion_tokens=0,
                 reasoning_tokens=0, empty_responses=0, truncated=0)
@@ -159,8 +162,9 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
                                 empty_strikes[problem["id"]] += 1
                                 continue
                             key = record_id(problem["id"], index, gen_hash)
-                            rec = {**problem, "id": key, "prompt_id": problem["id"], "sample_index": index,
-                                   "gen_hash": gen_hash, "reasoning": choice.reasoning,
+                            rec: Trace = {  # the prompt's fields, then the sample's
+                                   **cast(Prompt, problem), "id": key, "prompt_id": problem["id"],
+                                   "sample_index": index, "gen_hash": gen_hash, "reasoning": choice.reasoning,
                                    "content": choice.content, "finish_reason": choice.finish_reason,
                                    # usage is the request's (n choices share one prompt); cost is
                                    # this sample's share, so costs add up over records.
@@ -233,8 +237,8 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
     total = merge_outcomes(outcomes)
     if errors:
         gen_hash = cfg.generation_hash()
-        stored = {r["id"] for r in RunDir(run_dir).stage("generate").read_index(RESUME_FIELDS)
-                  if r.get("gen_hash") == gen_hash}
+        stored = {r["id"] for r in current_traces(run_dir, gen_hash, prompt_ids={p["id"] for p in prompts},
+                                                  fields=RESUME_FIELDS)}
         reported = {f["prompt_id"] for f in total["failed"]}
         for p in prompts:
             miss = [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in stored]
@@ -252,10 +256,8 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
 
 def run_generate(cfg, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
-    prompts = list(rd.stage("prompts").read())
-    if not prompts:
-        raise RuntimeError(f"no prompt records in {rd.stage('prompts').path}; run the prompts stage first")
-    stage = rd.stage("generate")
+    prompts = list(rd.require("prompts").read())
+    stage = rd.generate
     stage.start()
     g = cfg.generate
     if g.shards > 1:

@@ -5,28 +5,33 @@ The CLI and the Prefect flow both walk this list; neither holds logic of its own
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Callable
 
 from distill.config import CONFIG_DIR, Recipe, load_recipe
+from distill.eval import run_evaluate
+from distill.filters import run_filter
+from distill.generate import run_generate
+from distill.prompts import run_prompts
+from distill.publish import run_publish
 from distill.records import RunDir
+from distill.train import run_train
 
-# stage name -> "module:function"; imported on use so `distill --help` stays fast.
-STAGES: dict[str, str] = {
-    "prompts": "distill.prompts:run_prompts",
-    "generate": "distill.generate:run_generate",
-    "filter": "distill.filters:run_filter",
-    "train": "distill.train:run_train",
-    "evaluate": "distill.eval:run_evaluate",
-    "publish": "distill.publish:run_publish",
+# stage name -> its function, in pipeline order; the folders each one writes are
+# distill.records.STAGE_FOLDERS. The CLI imports this module inside its commands, so
+# `distill --help` imports no stage.
+STAGES: dict[str, Callable[[Recipe, Path], object]] = {
+    "prompts": run_prompts,
+    "generate": run_generate,
+    "filter": run_filter,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "publish": run_publish,
 }
 
 
-
 def stage_function(name: str) -> Callable[[Recipe, Path], object]:
-    module, fn = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), fn)
+    return STAGES[name]
 
 
 def recipe_path(name_or_path: str) -> Path:

@@ -32,6 +32,7 @@ from typing import Iterator
 
 from distill.config import PromptSource, Recipe
 from distill.errors import InputError
+from distill.record_types import Message, Prompt
 from distill.records import RunDir, record_id
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _render(src: PromptSource, prompt: str, row: dict, at: dict) -> str:
 
 
 def _prompts(src: PromptSource, cfg: Recipe, revision: str | None, done: set[str],
-             excluded: Counter, skipped: Counter) -> Iterator[tuple[str, list[dict], dict]]:
+             excluded: Counter, skipped: Counter) -> Iterator[tuple[str, list[Message], dict]]:
     """(id, messages, problem) for the source's rows, in order, that its `where` keeps and
     whose gold answer can be checked; counts the others. Golds are parsed in batches in the
     verifier's killable worker processes (math-verify can hang), never more rows past
@@ -165,9 +166,9 @@ def _prompts(src: PromptSource, cfg: Recipe, revision: str | None, done: set[str
     from distill.grading.verify import check_golds
 
     yielded = 0
-    batch: list[tuple[str, list[dict], dict]] = []
+    batch: list[tuple[str, list[Message], dict]] = []
 
-    def flush() -> Iterator[tuple[str, list[dict], dict]]:
+    def flush() -> Iterator[tuple[str, list[Message], dict]]:
         nonlocal yielded
         # The toy tasks' golds are integers their generator wrote: no worker is started for them.
         todo = [i for i, (rid, _, p) in enumerate(batch)
@@ -187,7 +188,7 @@ def _prompts(src: PromptSource, cfg: Recipe, revision: str | None, done: set[str
             excluded[src.name] += 1
             continue
         problem = row if src.kind == "toy" else _map_row(src, row, **at)
-        messages = [{"role": "user", "content": _render(src, problem["prompt"], row, at)}]
+        messages: list[Message] = [{"role": "user", "content": _render(src, problem["prompt"], row, at)}]
         if cfg.prompts.system_prompt:
             messages.insert(0, {"role": "system", "content": cfg.prompts.system_prompt})
         batch.append((record_id(src.name, messages), messages, problem))
@@ -258,7 +259,7 @@ def _drop_stale(stage, shapes: dict[str, str]) -> tuple[int, set[str]]:
 
 
 def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
-    stage = RunDir(run_dir).stage("prompts")
+    stage = RunDir(run_dir).prompts
     before = stage.manifest() or {}
     stage.start()
     shapes = {src.name: _settings(src, cfg, exclude={"count", "revision"})
@@ -297,12 +298,12 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                 if rid in done:
                     continue
                 done.add(rid)
-                w.write({"id": rid, "source": src.name, "shape": shapes[src.name],
-                         "category": src.category,
-                         "subcategory": row["subcategory"], "messages": messages,
-                         "verifier": row["verifier"], "answer": row["answer"],
-                         "tests": row["tests"], "entry_point": row["entry_point"],
-                         "source_revision": rev})
+                w.write(Prompt(id=rid, source=src.name, shape=shapes[src.name],
+                               category=src.category,
+                               subcategory=row["subcategory"], messages=messages,
+                               verifier=row["verifier"], answer=row["answer"],
+                               tests=row["tests"], entry_point=row["entry_point"],
+                               source_revision=rev))
                 added += 1
             counts[src.name], new[src.name] = n, added
             _log_left_out(src.name, excluded[src.name], skipped[src.name])

@@ -4,6 +4,12 @@ Every stage writes records through `Stage.writer()`. Each writer opens a new sha
 crash can only tear the last line of the shard it was writing; readers skip such a torn tail.
 A re-run reads `Stage.ids()` and skips finished keys. A stage is complete only when its
 `_SUCCESS` marker, written atomically and last, exists.
+
+The contract between stages is here: which folders each stage writes (`STAGE_FOLDERS`), a
+`RunDir` accessor per folder, `RunDir.require` for a stage's input (bad input, exit 2, when
+its stage has not run), and `current_traces`, the generate records that count now. The shape
+of each folder's records is in distill/record_types.py. Handles (`RunDir`, `Stage`) touch
+nothing on disk until something is written.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator, Mapping
 
 from distill.errors import InputError
 
@@ -85,7 +91,7 @@ class ShardWriter:
         self._unsynced = 0
         self.count = 0
 
-    def write(self, record: dict) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         if "id" not in record:
             raise ValueError("a record needs an 'id'")
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
@@ -132,7 +138,11 @@ class Stage:
     def __init__(self, run_dir: Path, name: str):
         self.name = name
         self.path = Path(run_dir) / name
+
+    def mkdir(self) -> Path:
+        """The folder, created if need be: for files a stage puts there itself (logs, a model)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        return self.path
 
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("part-*.jsonl"))
@@ -177,6 +187,7 @@ class Stage:
     def writer(self, index: tuple[str, ...] = ()) -> ShardWriter:
         """A writer of a fresh shard; `index` names the fields `read_index` will be asked
         for (a resuming stage's keys), kept beside the shard."""
+        self.mkdir()
         n = len(self.shards())
         while True:
             path = self.path / f"part-{n:05d}.jsonl"
@@ -211,24 +222,153 @@ class Stage:
         return json.loads((self.path / name).read_text())
 
 
+# The pipeline's stages, in order (distill/pipeline.py runs them), and the folders of the run
+# directory each one writes. The first folder holds the marker that completes the stage: the
+# stage writes it last.
+STAGE_FOLDERS: dict[str, tuple[str, ...]] = {
+    "prompts": ("prompts",),
+    "generate": ("generate",),
+    "filter": ("filter", "dataset"),
+    "train": ("train",),
+    "evaluate": ("eval",),
+    "publish": ("publish", "report"),
+}
+# folder -> the stage that writes it
+FOLDER_STAGE: dict[str, str] = {f: name for name, folders in STAGE_FOLDERS.items() for f in folders}
+
+
 class RunDir:
-    """`<run_dir>/recipe.yaml`, one folder per stage, and `report/`."""
+    """`<run_dir>/recipe.yaml` and the stages' folders (`STAGE_FOLDERS`), one accessor each."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
 
     def stage(self, name: str) -> Stage:
         return Stage(self.path, name)
 
+    # -- the folders, by the stage that writes them
+    @property
+    def prompts(self) -> Stage:
+        """prompts/: a Prompt per prompt (stage prompts)."""
+        return self.stage("prompts")
+
+    @property
+    def generate(self) -> Stage:
+        """generate/: a Trace per teacher sample, failed.json, logs/ (stage generate)."""
+        return self.stage("generate")
+
+    @property
+    def filter(self) -> Stage:
+        """filter/: a FilterVerdict per trace, counts.json, report.json, report.md (stage filter)."""
+        return self.stage("filter")
+
+    @property
+    def verify_store(self) -> Stage:
+        """filter/verdicts/: the verifier's stored grades, kept across runs (stage filter)."""
+        return self.stage("filter/verdicts")
+
+    @property
+    def dataset(self) -> Stage:
+        """dataset/: a KeptExample per kept trace, the training set (stage filter)."""
+        return self.stage("dataset")
+
+    @property
+    def train(self) -> Stage:
+        """train/: model/ (adapter/), lineage.json, checkpoints/, cache/, logs/ (stage train)."""
+        return self.stage("train")
+
+    @property
+    def eval(self) -> Stage:
+        """eval/: an EvalSample per sample, scores.json, questions.json (stage evaluate)."""
+        return self.stage("eval")
+
+    @property
+    def publish(self) -> Stage:
+        """publish/: the marker and hub/, the folders a push uploads (stage publish)."""
+        return self.stage("publish")
+
     @property
     def report(self) -> Path:
-        p = self.path / "report"
-        p.mkdir(exist_ok=True)
-        return p
+        """report/: leaderboard, plots, cards, economics (stage publish; not created here)."""
+        return self.path / "report"
+
+    @property
+    def refresh(self) -> Stage:
+        """refresh/: a record per `distill refresh`, report.md, trained.json."""
+        return self.stage("refresh")
+
+    @property
+    def rehearsal(self) -> Path:
+        """rehearsal/: a rehearsal's answer key and dry-run teacher log (`distill rehearse`)."""
+        return self.path / "rehearsal"
+
+    # -- what a stage reads
+    def done(self, stage: str) -> bool:
+        """Whether pipeline stage `stage` (a name in STAGE_FOLDERS) completed."""
+        return self.stage(STAGE_FOLDERS[stage][0]).is_complete()
+
+    def require(self, folder: str, complete: bool = False) -> Stage:
+        """The folder a stage reads, or bad input (exit 2) naming it and the command that
+        writes it: when it holds no record, or with `complete`, when it has no marker."""
+        stage, writer = self.stage(folder), FOLDER_STAGE[folder]
+        if complete and not stage.is_complete():
+            raise InputError(f"the {folder} stage is not complete: run `distill {writer}` first",
+                             file=str(stage.path))
+        if not complete and next(iter(stage.read_index(())), None) is None:
+            raise InputError(f"the {folder} stage holds no records: run `distill {writer}` first",
+                             file=str(stage.path))
+        return stage
 
     def save_recipe(self, recipe: Any) -> Path:
         from distill.config import dump_recipe
         path = self.path / "recipe.yaml"
         write_text(path, dump_recipe(recipe))
         return path
+
+
+class CurrentTraces:
+    """See `current_traces`. Iterating yields the current records; `other` then holds how many
+    stored records were passed over."""
+
+    def __init__(self, stage: Stage, gen_hash: str | None, prompt_ids: Collection[str] | None,
+                 fields: tuple[str, ...] | None):
+        self.stage, self.gen_hash, self.prompt_ids = stage, gen_hash, prompt_ids
+        self.fields = None if fields is None else \
+            tuple(dict.fromkeys(("prompt_id", "gen_hash", *fields)))
+        self.other = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        self.other = 0
+        records = self.stage.read() if self.fields is None else self.stage.read_index(self.fields)
+        for rec in records:
+            stamped = rec.get("gen_hash")
+            if (self.gen_hash is None or stamped is None or stamped == self.gen_hash) and \
+                    (self.prompt_ids is None or rec.get("prompt_id") in self.prompt_ids):
+                yield rec
+            else:
+                self.other += 1
+
+
+def current_traces(run_dir: str | Path, gen_hash: str | None, *,
+                   prompt_ids: Collection[str] | None = None,
+                   fields: tuple[str, ...] | None = None) -> CurrentTraces:
+    """The generate records that count now: those of generation settings `gen_hash` (None: of
+    any), for prompts of the current prompt set. The one rule for which traces the filter
+    grades, generate resumes from, and economics, the plan and lineage price and count.
+
+    - `gen_hash` is the caller's: the recipe's `generation_hash()` for the stages and the plan;
+      lineage (cards, the cross-run leaderboard) describes the generation the generate stage
+      completed, so it passes its manifest's `gen_hash`.
+    - A record without a `gen_hash` (written by hand, not by the generate stage) counts:
+      nothing says it is of other settings.
+    - `prompt_ids`: default, the prompts stage's ids (every prompt when the stage holds no
+      record): samples of prompts dropped from the recipe stay on disk but do not count, so
+      the traces economics prices are those the filter grades; generate passes the prompts it
+      generates for (one shard's, with `generate.shards`).
+    - `fields`: only the id and these fields of each record (and prompt_id, gen_hash), from
+      the shards' indexes: a resume reads the small index, not every trace.
+    """
+    rd = RunDir(run_dir)
+    if prompt_ids is None and rd.prompts.shards():
+        prompt_ids = rd.prompts.ids()
+    return CurrentTraces(rd.generate, gen_hash, prompt_ids, fields)

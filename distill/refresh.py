@@ -30,8 +30,7 @@ from typing import Callable
 
 from distill.config import Recipe
 from distill.pipeline import run_stage
-from distill.publish.lineage import stage_complete
-from distill.records import RunDir, Stage, record_id, write_json, write_text
+from distill.records import RunDir, record_id, write_json, write_text
 
 
 def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
@@ -39,21 +38,22 @@ def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
     how many there were, or None when no student is trained)."""
     from distill.train.stage import records_hash  # the train stage's own definition of its data
 
-    if not stage_complete(run_dir, "train"):
+    rd = RunDir(run_dir)
+    if not rd.done("train"):
         return None, None
-    manifest = Stage(run_dir, "train").manifest() or {}
+    manifest = rd.train.manifest() or {}
     count = manifest.get("records")
-    state_path = Path(run_dir) / "refresh" / "trained.json"
+    state_path = rd.refresh.path / "trained.json"
     if state_path.exists():
         state = json.loads(state_path.read_text())
         if state.get("config_hash") == manifest.get("config_hash"):
             return set(state["ids"]), count
     # Trained since the last refresh looked (or never looked): the dataset on disk is what it
     # was trained on if its hash is the one the train stage recorded.
-    lineage_path = Path(run_dir) / "train" / "lineage.json"
+    lineage_path = rd.train.path / "lineage.json"
     trained_hash = json.loads(lineage_path.read_text()).get("dataset_hash") \
         if lineage_path.exists() else None
-    records = list(Stage(run_dir, "dataset").read()) if stage_complete(run_dir, "dataset") else []
+    records = list(rd.dataset.read()) if rd.dataset.is_complete() else []
     if trained_hash and records and records_hash(records) == trained_hash:
         ids = {r["id"] for r in records}
         _save_trained(run_dir, manifest.get("config_hash"), ids)
@@ -62,7 +62,7 @@ def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
 
 
 def _save_trained(run_dir: Path, config_hash: str | None, ids: set[str]) -> None:
-    write_json(Path(run_dir) / "refresh" / "trained.json",
+    write_json(RunDir(run_dir).refresh.path / "trained.json",
                {"config_hash": config_hash, "ids": sorted(ids)})
 
 
@@ -88,9 +88,10 @@ def decide(rc, trained: set[str] | None, trained_count: int | None,
 
 
 def _eval_is_current(cfg: Recipe, run_dir: Path) -> bool:
-    if not stage_complete(run_dir, "eval"):
+    rd = RunDir(run_dir)
+    if not rd.done("evaluate"):
         return False
-    done = (Stage(run_dir, "eval").manifest() or {}).get("benchmarks") or []
+    done = (rd.eval.manifest() or {}).get("benchmarks") or []
     return set(cfg.eval.benchmarks) <= set(done)
 
 
@@ -100,17 +101,17 @@ def run_refresh(cfg: Recipe, run_dir: Path,
     run = run or (lambda name: run_stage(name, cfg, run_dir))
     rd = RunDir(run_dir)
     started = time.time()
-    prompts_before = rd.stage("prompts").ids() if (run_dir / "prompts").is_dir() else set()
-    kept_before = (Stage(run_dir, "dataset").manifest() or {}).get("records", 0) \
-        if stage_complete(run_dir, "dataset") else 0
+    prompts_before = rd.prompts.ids()
+    kept_before = (rd.dataset.manifest() or {}).get("records", 0) \
+        if rd.dataset.is_complete() else 0
     trained, trained_count = _trained_ids(run_dir)
 
     run("prompts")
-    new_prompts = len(rd.stage("prompts").ids() - prompts_before)
+    new_prompts = len(rd.prompts.ids() - prompts_before)
     run("generate")
-    gen = rd.stage("generate").manifest() or {}
+    gen = rd.generate.manifest() or {}
     run("filter")
-    kept = rd.stage("dataset").ids()
+    kept = rd.dataset.ids()
     retrain, reason, added, removed = decide(cfg.refresh, trained, trained_count, kept)
 
     stages = []
@@ -118,20 +119,20 @@ def run_refresh(cfg: Recipe, run_dir: Path,
         stages = ["train", "evaluate", "publish"]
     elif not _eval_is_current(cfg, run_dir):
         stages, reason = ["evaluate", "publish"], reason + "; the evaluation is not current"
-    elif not stage_complete(run_dir, "publish"):
+    elif not rd.done("publish"):
         stages, reason = ["publish"], reason + "; the report is not written"
     for name in stages:
         run(name)
     if retrain:
-        _save_trained(run_dir, (Stage(run_dir, "train").manifest() or {}).get("config_hash"), kept)
+        _save_trained(run_dir, (rd.train.manifest() or {}).get("config_hash"), kept)
 
     summary = {"id": record_id("refresh", started), "started": started,
                "seconds": round(time.time() - started, 1), "new_prompts": new_prompts,
-               "prompt_revisions": (rd.stage("prompts").manifest() or {}).get("revisions"),
+               "prompt_revisions": (rd.prompts.manifest() or {}).get("revisions"),
                "new_samples": gen.get("new_samples", 0), "teacher_requests": gen.get("requests", 0),
                "kept_before": kept_before, "kept_after": len(kept), "new_kept": added,
                "removed_kept": removed, "retrained": retrain, "stages": stages, "reason": reason}
-    history = Stage(run_dir, "refresh")
+    history = rd.refresh
     with history.writer() as w:
         w.write(summary)
     write_text(history.path / "report.md", _report(list(history.read())))

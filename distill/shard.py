@@ -31,7 +31,7 @@ def _run_shard(part: Callable, recipe: dict, run_dir: str, index: int, shards: i
     from distill.config import Recipe
     from distill.records import RunDir
     cfg = Recipe.model_validate(recipe)
-    prompts = [p for p in RunDir(run_dir).stage("prompts").read() if shard_of(p["id"], shards) == index]
+    prompts = [p for p in RunDir(run_dir).prompts.read() if shard_of(p["id"], shards) == index]
     if not prompts:
         return {"prompts": 0, "samples": 0, "failed": [], "errors": {}}
     return part(cfg, Path(run_dir), prompts, label=f" [shard {index + 1}/{shards}]")

@@ -1,6 +1,6 @@
 """Asks one model for the samples it is missing and grades them: reads the questions to ask
 (`Ask`: a problem, the record id of each of its samples, how to ask) and the ids already
-written, writes one scored record per sample to Stage("eval"), and returns what could not be
+written, writes one scored EvalSample per sample to eval/, and returns what could not be
 done (requests that failed after their retries, answers the grader failed to grade).
 
 Requests: a question's missing samples go out in requests of at most the model's
@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 
 from distill.eval import scoring
+from distill.record_types import EvalSample
 from distill.records import Stage, record_id
 
 log = logging.getLogger(__name__)
@@ -55,19 +56,21 @@ def _failure(model, ask: Ask, missing: list[int], reason: str, kind: str,
             "attempts": attempts}
 
 
-def _record(model, ask: Ask, sample: int, choice, verdict, retried: int, graded_again: int) -> dict:
+def _record(model, ask: Ask, sample: int, choice, verdict, retried: int,
+            graded_again: int) -> EvalSample:
     p, bench = ask.problem, ask.bench
-    rec = {"id": ask.ids[sample], "role": model.role, "model": model.name,
-           "benchmark": bench.name, "version": bench.version, "task_id": p["id"],
-           "categories": p.get("categories") or {}, "sample": sample,
-           "correct": bool(verdict.ok), "reason": verdict.reason,
-           "answer": scoring.voted_answer(p, choice.content or ""),
-           "content": choice.content, "reasoning": choice.reasoning,
-           "finish_reason": choice.finish_reason, "sampling_hash": ask.sampling_hash,
-           "max_tokens": ask.max_tokens, "retried_attempts": retried,
-           "grade_retries": graded_again}
+    rec = EvalSample(id=ask.ids[sample], role=model.role, model=model.name,
+                     benchmark=bench.name, version=bench.version, task_id=p["id"],
+                     categories=p.get("categories") or {}, sample=sample,
+                     correct=bool(verdict.ok), reason=verdict.reason,
+                     answer=scoring.voted_answer(p, choice.content or ""),
+                     content=choice.content, reasoning=choice.reasoning,
+                     finish_reason=choice.finish_reason, sampling_hash=ask.sampling_hash,
+                     max_tokens=ask.max_tokens, retried_attempts=retried,
+                     grade_retries=graded_again)
     if ask.prompt_tokens is not None:
-        rec.update(prompt_tokens=ask.prompt_tokens, clamped=ask.max_tokens < ask.wanted_tokens)
+        rec["prompt_tokens"] = ask.prompt_tokens
+        rec["clamped"] = ask.max_tokens < ask.wanted_tokens
     return rec
 
 

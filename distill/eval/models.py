@@ -27,7 +27,7 @@ from typing import Callable, ContextManager, Iterator
 
 from distill.config import Recipe
 from distill.errors import InputError
-from distill.records import Stage, record_id
+from distill.records import RunDir, record_id
 
 log = logging.getLogger(__name__)
 
@@ -193,16 +193,14 @@ def _teacher(cfg: Recipe, log_path: Path) -> tuple[Endpoint, str]:
 
 def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
     """Teacher, base student, distilled student: the three models every benchmark scores."""
-    train = Stage(run_dir, "train")
-    if not train.is_complete():
-        raise InputError("the train stage is not complete: the distilled student does not "
-                         "exist yet (run `distill train` first)", file=str(train.path))
-    student_path = str(Path(run_dir).resolve() / "train" / "model")
+    rd = RunDir(run_dir)
+    train = rd.require("train", complete=True)     # the distilled student
+    student_path = str(train.path.resolve() / "model")
     # A re-trained student lives at the same path: its manifest tells the weights apart. The
     # key leaves the absolute path out, so a moved run directory keeps its records.
     student_key = f"run:train/model@{record_id(train.manifest())}"
     t, s, e = cfg.teacher, cfg.train, cfg.eval
-    logs = Path(run_dir) / "eval" / "logs"
+    logs = rd.eval.path / "logs"
     teacher, how = _teacher(cfg, logs / "vllm-teacher.log")
     # The teacher is asked as the generate stage asks it (an API that ignores `n` is set up
     # there); students, served here or by eval.base_url, take n as it comes unless told.

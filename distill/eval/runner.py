@@ -1,5 +1,5 @@
-"""The evaluate stage: reads benchmarks and run_dir/train/model, writes Stage("eval") per-sample
-records, eval/scores.json (with retention), eval/questions.json, eval/comparisons.json and,
+"""The evaluate stage: reads benchmarks and run_dir/train/model, writes eval/ per-sample
+records (EvalSample), eval/scores.json (with retention), eval/questions.json, eval/comparisons.json and,
 while some samples could not be had, eval/failed.json.
 
 Teacher, base student and distilled student answer the same questions with the same sampling
@@ -27,7 +27,7 @@ from distill.eval import scoring
 from distill.eval.answers import Ask, answer
 from distill.eval.context import Context, flag_value, plan_context
 from distill.eval.models import EvalModel, eval_models
-from distill.records import Stage, record_id
+from distill.records import RunDir, Stage, record_id
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     models = eval_models(cfg, run_dir)
-    stage = Stage(run_dir, "eval")
+    stage = RunDir(run_dir).eval
     stage.start()
     try:
         benches = [_pinned(get_benchmark(name), cfg.eval.data_files.get(name))

@@ -1,6 +1,6 @@
-"""The filter stage: reads Stage("generate") records (or the traces of `filter.input`),
-writes a verdict per record to Stage("filter"), the kept traces as chat records to
-Stage("dataset"), and counts.json, report.json and report.md beside the verdicts.
+"""The filter stage: reads the current generate records (`current_traces`; or the traces of
+`filter.input`), writes a FilterVerdict per record to filter/, the kept traces as KeptExample chat
+records to dataset/, and counts.json, report.json and report.md beside the verdicts.
 Verification, the slow filter, keeps its verdicts in filter/verdicts/ as it goes (keyed by the
 record, the limits and the verifier's code): a crashed or repeated run grades only the rest. A
 verdict the grader failed to give (Verdict.infra) is never kept: the next run grades it again.
@@ -23,17 +23,19 @@ from pathlib import Path
 from distill.errors import InputError
 from distill.filters import quality
 from distill.filters.report import counts, markdown
-from distill.records import Stage, record_id, write_text
+from distill.record_types import FilterVerdict, KeptExample
+from distill.records import RunDir, current_traces, record_id, write_text
 
 log = logging.getLogger("distill.filter")
 
 
-def _training_record(gen: dict) -> dict:
+def _training_record(gen: dict) -> KeptExample:
+    """A kept trace (a Trace, or a trace of `filter.input`) as the chat the student trains on."""
     prompt = [m for m in gen["messages"] if m["role"] != "assistant"]
     text = f"<think>{gen.get('reasoning') or ''}</think>{gen.get('content') or ''}"
-    rec = {"id": gen["id"], "prompt_id": gen.get("prompt_id"), "source": gen.get("source"),
-           "category": gen.get("category"),
-           "messages": prompt + [{"role": "assistant", "content": text}]}
+    rec = KeptExample(id=gen["id"], prompt_id=gen.get("prompt_id"), source=gen.get("source"),
+                      category=gen.get("category"),
+                      messages=prompt + [{"role": "assistant", "content": text}])
     if gen.get("teacher_logprobs"):  # for logit distillation (train.method: logit_kd)
         rec["teacher_logprobs"] = gen["teacher_logprobs"]
     return rec
@@ -151,7 +153,7 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
     fc = cfg.filter
     settings = {"timeout_s": fc.code_timeout_s, "memory_mb": fc.code_memory_mb}
     keyed = [(_verdict_key(g, settings), g) for g in ledger.alive()]
-    store = Stage(run_dir, "filter/verdicts")
+    store = RunDir(run_dir).verify_store
     wanted = {k for k, _ in keyed}
     verdicts = {r["id"]: r for r in store.read() if r["id"] in wanted}
     todo = [(k, g) for k, g in keyed if k not in verdicts]
@@ -236,19 +238,14 @@ def _select(cfg, ledger: _Ledger) -> None:
 
 
 def _current_generations(cfg, run_dir: Path) -> tuple[list[dict], int]:
-    """The generate stage's records of the recipe's prompts under its generation settings,
-    and how many others are stored: samples of other sampling settings or of prompts no
-    longer in the recipe stay on disk (a change back reuses them) but are not graded."""
-    prompts = Stage(run_dir, "prompts")
-    ids = prompts.ids() if prompts.shards() else None
-    gen_hash = cfg.generation_hash()
-    gens, other = [], 0
-    for gen in Stage(run_dir, "generate").read():
-        if gen.get("gen_hash", gen_hash) == gen_hash and (ids is None or gen.get("prompt_id") in ids):
-            gens.append(gen)
-        else:
-            other += 1
-    return gens, other
+    """The generate stage's current records (`current_traces`: the recipe's prompts under its
+    generation settings), and how many others are stored: samples of other sampling settings
+    or of prompts no longer in the recipe stay on disk (a change back reuses them) but are not
+    graded."""
+    RunDir(run_dir).require("generate")
+    traces = current_traces(run_dir, cfg.generation_hash())
+    gens = list(traces)
+    return gens, traces.other
 
 
 def _read(cfg, run_dir: Path) -> tuple[list[dict], int]:
@@ -267,7 +264,8 @@ def run_filter(cfg, run_dir: Path) -> dict:
     """Grades every generation and keeps the good ones. Returns the counts."""
     fc = cfg.filter
     gens, other = _read(cfg, run_dir)
-    out, dataset = Stage(run_dir, "filter"), Stage(run_dir, "dataset")
+    rd = RunDir(run_dir)
+    out, dataset = rd.filter, rd.dataset
     out.start()
     dataset.start()
     # Dedup and selection look at the whole set, so the stage is rewritten whole.
@@ -287,9 +285,9 @@ def run_filter(cfg, run_dir: Path) -> dict:
     with out.writer() as w_verdict, dataset.writer() as w_data:
         for gen in gens:
             kept = ledger.failed[gen["id"]] is None
-            w_verdict.write({"id": gen["id"], "prompt_id": gen.get("prompt_id"), "kept": kept,
-                             "failed": ledger.failed[gen["id"]],
-                             "reasons": ledger.reasons[gen["id"]]})
+            w_verdict.write(FilterVerdict(id=gen["id"], prompt_id=gen.get("prompt_id"), kept=kept,
+                                          failed=ledger.failed[gen["id"]],
+                                          reasons=ledger.reasons[gen["id"]]))
             if kept:
                 w_data.write(_training_record(gen))
 

@@ -1,6 +1,6 @@
 """Compute and cost: FLOPs per token, the projected cost of a recipe's generation, and what a
-run used. Reads `Arch` / `Params`, the recipe and, after a run, the records of
-Stage("prompts") and Stage("generate"); writes nothing.
+run used. Reads `Arch` / `Params`, the recipe and, after a run, the records of prompts/ and
+the current traces of generate/ (`distill.records.current_traces`); writes nothing.
 
 FLOPs per generated token = 2 x the active parameters that multiply (`Params.matmul`) plus the
 attention over the context: per layer 2 x heads x (d_qk + d_v) x the positions attended
@@ -62,17 +62,16 @@ class Usage:
 
 
 def recorded_usage(run_dir: Path | None, gen_hash: str | None = None) -> Usage | None:
-    """Usage of the generate stage's records (only those of `gen_hash` when given). A request
-    with n choices is stored as n records sharing its usage: each carries 1/n of it."""
-    from distill.records import Stage
-    if run_dir is None or not (Path(run_dir) / "generate").is_dir():
+    """Usage of the generate stage's current records (`current_traces`: of `gen_hash` when
+    given, else of any settings). A request with n choices is stored as n records sharing its
+    usage: each carries 1/n of it."""
+    from distill.records import RunDir, current_traces
+    if run_dir is None or not RunDir(run_dir).generate.path.is_dir():
         return None
     n = 0
     prompts: set = set()
     req = p_tok = c_tok = r_tok = cost = lat = 0.0
-    for rec in Stage(run_dir, "generate").read():
-        if gen_hash and rec.get("gen_hash") != gen_hash:
-            continue
+    for rec in current_traces(run_dir, gen_hash or None):
         u = rec.get("usage") or {}
         share = 1.0 / max(1, int(u.get("choices") or 1))
         n += 1
@@ -92,9 +91,9 @@ def recorded_usage(run_dir: Path | None, gen_hash: str | None = None) -> Usage |
 def prompt_count(cfg, run_dir: Path | None) -> tuple[int | None, str]:
     """How many prompts the recipe generates for: the prompts stage's records when it is done,
     else the sum of the sources' `count` (None when a source takes all of an unknown dataset)."""
-    from distill.records import Stage
-    if run_dir is not None and (Path(run_dir) / "prompts" / "_SUCCESS").exists():
-        return sum(1 for _ in Stage(run_dir, "prompts").read()), "the prompts stage"
+    from distill.records import RunDir
+    if run_dir is not None and RunDir(run_dir).prompts.is_complete():
+        return sum(1 for _ in RunDir(run_dir).prompts.read()), "the prompts stage"
     counts = [s.count for s in cfg.prompts.sources]
     unknown = [s.name for s in cfg.prompts.sources if s.count is None]
     known = sum(c for c in counts if c is not None)

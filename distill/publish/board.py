@@ -19,7 +19,7 @@ from distill.config import Recipe, load_recipe
 from distill.errors import InputError
 from distill.eval.metrics import Estimate
 from distill.publish import leaderboard, lineage
-from distill.records import Stage, write_text
+from distill.records import RunDir, write_text
 
 LONG_COLUMNS = ["run", "model", "role", "teacher", "method", "adapter", "params", "benchmark",
                 "category", "metric", "score", "ci_low", "ci_high", "n", "retention",
@@ -47,19 +47,17 @@ def load_run(path: str | Path) -> Run:
     if not recipe.is_file():
         raise InputError("not a run directory: it has no recipe.yaml", file=str(path))
     cfg = load_recipe(recipe)
-    if not lineage.stage_complete(path, "eval"):
-        raise InputError("the eval stage is not complete (run `distill evaluate` first)",
-                         file=str(path / "eval"))
-    evaluated = Stage(path, "eval")
+    rd = RunDir(path)
+    evaluated = rd.require("eval", complete=True)
     scores = evaluated.read_json("scores.json")
     questions = evaluated.read_json("questions.json") \
         if (evaluated.path / "questions.json").exists() else []
-    train = (Stage(path, "train").manifest() or {}) if (path / "train").is_dir() else {}
-    student = lineage.count_parameters(path / "train" / "model")
+    train = rd.train.manifest() or {}
+    student = lineage.count_parameters(rd.train.path / "model")
     # A distilled student has its base's architecture: a base known only by its Hub id
     # takes the student's count.
     base = lineage.count_parameters(cfg.train.student) or student
-    dataset = lineage.stage_complete(path, "dataset")
+    dataset = rd.dataset.is_complete()
     rows = leaderboard.leaderboard_rows(scores)
     if cfg.run.rehearsal:  # stand-in models: never to be read as results beside real runs
         rows = [{**r, "model": f"{r['model']} [rehearsal]"} for r in rows]
@@ -67,7 +65,7 @@ def load_run(path: str | Path) -> Run:
                retention=leaderboard.retention_intervals(questions),
                params={"student": student, "base": base,
                        "teacher": lineage.count_parameters(cfg.teacher.model)},
-               kept=(Stage(path, "dataset").manifest() or {}).get("records") if dataset else None,
+               kept=(rd.dataset.manifest() or {}).get("records") if dataset else None,
                cost=lineage.generation_cost(path), train_seconds=train.get("train_seconds"),
                method=train.get("method") or cfg.train.method)
 

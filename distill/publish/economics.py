@@ -28,7 +28,7 @@ from distill.config import Recipe
 from distill.errors import InputError
 from distill.plan import cost, make_plan
 from distill.plan.text import count, generation_text, size, table, usd
-from distill.records import Stage, write_json, write_text
+from distill.records import RunDir, current_traces, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,13 @@ def _measure(cfg: Recipe, run_dir: Path) -> dict[str, tuple[float, str]]:
     """With plan.measure_throughput: role -> (tokens/s, how) for the local models the recipe
     states no throughput for, timed here in one harness."""
     pc = cfg.plan
-    if not pc.measure_throughput or not (run_dir / "prompts").is_dir():
+    rd = RunDir(run_dir)
+    if not pc.measure_throughput or not rd.prompts.path.is_dir():
         return {}
-    prompts = [p["messages"] for p in Stage(run_dir, "prompts").read()][:MEASURE_BATCH]
+    prompts = [p["messages"] for p in rd.prompts.read()][:MEASURE_BATCH]
     where = f"measured here: {MEASURE_BATCH} prompts x {MEASURE_NEW_TOKENS} new tokens, greedy, best of 3"
     paths = {"teacher": None if pc.teacher_tokens_per_s else _local_model(cfg.teacher.model),
-             "student": None if pc.student_tokens_per_s else str(run_dir / "train" / "model")}
+             "student": None if pc.student_tokens_per_s else str(rd.train.path / "model")}
     return {role: (measure_tokens_per_s(path, prompts), where)
             for role, path in paths.items() if prompts and path and Path(path).is_dir()}
 
@@ -149,19 +150,16 @@ def _models_table(cfg: Recipe, plan: dict, quality: dict) -> tuple[str, list[dic
 def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices: int) -> dict | None:
     """Cost of the current generation's traces, split by the filter verdict; a trace's cost is
     the one recorded (API prices) or, self-hosted, its share of the device-hours."""
-    gen_hash = cfg.generation_hash()
-    if not (run_dir / "generate").is_dir():
+    rd = RunDir(run_dir)
+    if not rd.generate.path.is_dir():
         return None
-    verdicts = {v["id"]: ("kept" if v["kept"] else v["failed"]) for v in Stage(run_dir, "filter").read()} \
-        if (run_dir / "filter").is_dir() else {}
+    verdicts = {v["id"]: ("kept" if v["kept"] else v["failed"]) for v in rd.filter.read()}
     per_token = None
     if not any(cost.prices(cfg)[:2]) and teacher_tps and cfg.plan.hourly_usd is not None:
         per_token = devices * cfg.plan.hourly_usd / 3600 / teacher_tps
     groups: dict[str, dict] = defaultdict(lambda: {"traces": 0, "tokens": 0.0, "usd": 0.0})
     n = 0
-    for g in Stage(run_dir, "generate").read():  # streamed: a real run holds gigabytes of traces
-        if g.get("gen_hash") != gen_hash:
-            continue
+    for g in current_traces(run_dir, cfg.generation_hash()):  # streamed: gigabytes of traces
         n += 1
         u = g.get("usage") or {}
         tokens = float(u.get("completion_tokens") or 0) / max(1, int(u.get("choices") or 1))
@@ -214,11 +212,10 @@ def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
 
 def _experts(cfg: Recipe, run_dir: Path) -> dict | None:
     path = _local_model(cfg.teacher.model)
-    if path is None or not (run_dir / "generate").is_dir():
+    if path is None or not RunDir(run_dir).generate.path.is_dir():
         return None
     from distill.experts import by_category
-    gen_hash = cfg.generation_hash()
-    return by_category(path, (r for r in Stage(run_dir, "generate").read() if r.get("gen_hash") == gen_hash))
+    return by_category(path, iter(current_traces(run_dir, cfg.generation_hash())))
 
 
 def build(cfg: Recipe, run_dir: Path, rows: list[dict]) -> dict:

@@ -24,8 +24,7 @@ from pathlib import Path
 
 from distill.config import Recipe, dump_recipe
 from distill.errors import InputError
-from distill.publish.lineage import stage_complete
-from distill.records import Stage, write_json, write_text
+from distill.records import RunDir, write_json, write_text
 
 SHARD_BYTES = 500 * 2**20  # push_to_hub's default max_shard_size
 SKIP = {"training_args.bin"}  # a pickle: nothing a user should have to unpickle to load a model
@@ -46,10 +45,11 @@ def _link_tree(src: Path, dst: Path) -> None:
 def _kept_rows(run_dir: Path):
     """The kept traces as dataset rows: the chat from the dataset stage, the teacher and the
     gold answer or tests from the generation record."""
-    dataset = Stage(run_dir, "dataset")
+    rd = RunDir(run_dir)
+    dataset = rd.dataset
     kept = {r["id"] for r in dataset.read()}
     gold = {}
-    for g in Stage(run_dir, "generate").read():
+    for g in rd.generate.read():
         if g["id"] in kept:
             gold[g["id"]] = (g.get("teacher"), g.get("answer"), g.get("tests"))
     for r in dataset.read():
@@ -94,7 +94,7 @@ def plan_repos(cfg: Recipe, run_dir: Path) -> dict[str, dict]:
         raise InputError("publish.adapter_repo is set but train.adapter is none: there is no "
                          "adapter to push", key="publish.adapter_repo")
     repos = {}
-    if stage_complete(run_dir, "dataset"):
+    if RunDir(run_dir).dataset.is_complete():
         repos["dataset"] = {"repo_id": dataset_repo(cfg) or f"{cfg.run.name}-traces",
                             "repo_type": "dataset"}
     if p.adapter_repo:
@@ -107,8 +107,9 @@ def stage_folders(cfg: Recipe, run_dir: Path, cards: dict[str, Path]) -> dict[st
     """Builds publish/hub/<kind>/ for every repo of `plan_repos` and returns the plan with each
     folder's files. `cards` maps kind -> the card file that becomes its README.md."""
     run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     repos = plan_repos(cfg, run_dir)
-    root = run_dir / "publish" / "hub"
+    root = rd.publish.path / "hub"
     shutil.rmtree(root, ignore_errors=True)  # a staged folder holds exactly one publish
     for kind, repo in repos.items():
         folder = root / kind
@@ -116,13 +117,13 @@ def stage_folders(cfg: Recipe, run_dir: Path, cards: dict[str, Path]) -> dict[st
         if kind == "dataset":
             repo["rows"] = _write_dataset(run_dir, folder)
         else:
-            weights = run_dir / "train" / ("adapter" if kind == "adapter" else "model")
+            weights = rd.train.path / ("adapter" if kind == "adapter" else "model")
             if not (weights / "config.json").exists() and not (weights / "adapter_config.json").exists():
                 raise InputError("no trained weights to publish (run `distill train` first)",
                                  file=str(weights))
             _link_tree(weights, folder)
             write_text(folder / "distill_recipe.yaml", dump_recipe(cfg))
-            lineage = run_dir / "train" / "lineage.json"
+            lineage = rd.train.path / "lineage.json"
             if lineage.exists():
                 shutil.copy2(lineage, folder / "distill_lineage.json")
         shutil.copy2(cards[kind], folder / "README.md")

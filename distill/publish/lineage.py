@@ -15,7 +15,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from distill.records import Stage
+from distill.records import RunDir, current_traces
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,6 @@ def code_version() -> str:
     return text
 
 
-def stage_complete(run_dir: Path, name: str) -> bool:
-    """Whether a stage finished, without creating its folder (as `Stage()` would)."""
-    return (Path(run_dir) / name).is_dir() and Stage(run_dir, name).is_complete()
-
-
-def _manifest(run_dir: Path, name: str) -> dict:
-    path = Path(run_dir) / name
-    return (Stage(run_dir, name).manifest() or {}) if path.is_dir() else {}
-
-
 def _json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -64,32 +54,30 @@ def _json(path: Path) -> dict | None:
 def run_lineage(run_dir: Path) -> dict:
     """What the manifests of a run record: prompts per source and their revisions, the
     teacher's tokens and cost, filter counts, the train manifest and lineage."""
-    run_dir = Path(run_dir)
-    prompts, gen, train = (_manifest(run_dir, n) for n in ("prompts", "generate", "train"))
+    rd = RunDir(run_dir)
+    prompts, gen, train = (s.manifest() or {} for s in (rd.prompts, rd.generate, rd.train))
     return {
         "prompts": prompts.get("sources") or {},
         "revisions": prompts.get("revisions") or {},
         "generate": {**{k: gen.get(k) for k in ("samples", "prompts", "teacher", "gen_hash")},
                      **generation_cost(run_dir)} if gen else {},
-        "filter_counts": _json(run_dir / "filter" / "counts.json"),
-        "kept": _manifest(run_dir, "dataset").get("records"),
+        "filter_counts": _json(rd.filter.path / "counts.json"),
+        "kept": (rd.dataset.manifest() or {}).get("records"),
         "train": train,
-        "train_lineage": _json(run_dir / "train" / "lineage.json") or {},
+        "train_lineage": _json(rd.train.path / "lineage.json") or {},
         "code_version": code_version(),
     }
 
 
 def generation_cost(run_dir: Path) -> dict:
-    """The teacher's bill over every sample of the run's generation config (the manifest's
-    token counts are those of its last invocation only): dollars (0 for a self-hosted teacher
-    without prices) and completion tokens, each sample's share of its request's usage."""
-    run_dir = Path(run_dir)
-    gen = _manifest(run_dir, "generate")
+    """The teacher's bill over every current sample of the generation config the generate
+    stage completed (its manifest's `gen_hash`; the manifest's token counts are those of its
+    last invocation only): dollars (0 for a self-hosted teacher without prices) and completion
+    tokens, each sample's share of its request's usage."""
+    gen = RunDir(run_dir).generate.manifest() or {}
     cost, tokens, samples = 0.0, 0.0, 0
     if gen:
-        for r in Stage(run_dir, "generate").read():
-            if gen.get("gen_hash") and r.get("gen_hash") != gen["gen_hash"]:
-                continue  # samples of an earlier teacher or sampling config
+        for r in current_traces(run_dir, gen.get("gen_hash") or None):
             usage = r.get("usage") or {}
             cost += float(r.get("cost") or 0.0)
             tokens += float(usage.get("completion_tokens") or 0) / max(1, int(usage.get("choices") or 1))

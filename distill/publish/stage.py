@@ -12,18 +12,15 @@ from pathlib import Path
 from distill.config import Recipe
 from distill.errors import InputError
 from distill.publish import card, datacard, hub, economics, leaderboard, lineage, plots
-from distill.records import RunDir, Stage, write_text
+from distill.records import RunDir, write_text
 
 log = logging.getLogger(__name__)
 
 
 def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     run = RunDir(run_dir)
-    evaluated = Stage(run.path, "eval")
-    if not evaluated.is_complete():
-        raise InputError("the eval stage is not complete (run `distill evaluate` first)",
-                         file=str(evaluated.path))
-    stage = Stage(run.path, "publish")
+    evaluated = run.require("eval", complete=True)
+    stage = run.publish
     stage.start()
     scores = evaluated.read_json("scores.json")
     # Per-question scores give retention and differences their intervals; without them the
@@ -45,6 +42,7 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     retention = leaderboard.retention_intervals(questions)
     title = card.report_title(cfg)
     report = run.report
+    report.mkdir(parents=True, exist_ok=True)
     write_text(report / "leaderboard.csv", leaderboard.to_csv(rows))
     write_text(report / "leaderboard.md", leaderboard.to_markdown(rows, title))
     write_text(report / "leaderboard.html", leaderboard.to_html(rows, title))
@@ -54,7 +52,7 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     model_card = card.build_card(cfg, rows, retention, leaderboard.differences(questions),
                                  history, model_license)
     cards = {"model": card.write_card(model_card, report / "README.md")}
-    if lineage.stage_complete(run.path, "dataset"):
+    if run.dataset.is_complete():
         cards["dataset"] = card.write_card(
             datacard.build_dataset_card(cfg, history, data_license, card.dataset_repo(cfg)),
             report / "dataset_card.md")
@@ -71,7 +69,7 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
             log.info("pushed: %s", pushed)
         else:
             log.info("dry run: the folders a push would upload are in %s",
-                     run.path / "publish" / "hub")
+                     run.publish.path / "hub")
     stage.complete(report=str(report), rows=len(rows), license=model_license,
                    staged=staged, pushed=pushed)
     log.info("report written to %s", report)

@@ -39,6 +39,7 @@ from typing import Iterator
 
 from distill.config import Recipe
 from distill.errors import InputError
+from distill.records import RunDir, current_traces
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +406,7 @@ def write_report(run_dir: Path, real: Recipe, rehearsed: Recipe, setup: Setup, c
     if pilot:
         lines += ["", "## Pilot: what the real teacher's traces measured", "", "```",
                   json.dumps(pilot, indent=2, default=str), "```"]
-    path = Path(run_dir) / "report" / "rehearsal.md"
+    path = RunDir(run_dir).report / "rehearsal.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -432,10 +433,10 @@ def rehearse(recipe: str, overrides: list[str] | None = None, run_dir: Path | No
     # rehearsal) to the dry-run teacher.
     data_cfg = shrink(real, setup, None, sizes, pilot_prompts) if pilot_prompts else None
     setup.answer_key = build_answer_key(shrink(real, setup, "http://127.0.0.1:9/v1", sizes),
-                                        run_dir / "rehearsal" / "answer_key.jsonl", setup.data)
+                                        RunDir(run_dir).rehearsal / "answer_key.jsonl", setup.data)
     timings: dict[str, float] = {}
     measured = None
-    with dry_run_teacher(real, setup, run_dir / "rehearsal" / "dryrun-teacher.log") as url:
+    with dry_run_teacher(real, setup, RunDir(run_dir).rehearsal / "dryrun-teacher.log") as url:
         rest = shrink(real, setup, url, sizes)
         if data_cfg is not None:    # one run: the pilot's prompts and sampling throughout
             rest = Recipe.model_validate({**rest.model_dump(mode="json"),
@@ -451,7 +452,7 @@ def rehearse(recipe: str, overrides: list[str] | None = None, run_dir: Path | No
     write_report(run_dir, real, rest, setup, checks, timings, measured)
     if measured is not None:
         from distill.records import write_json
-        write_json(run_dir / "report" / "pilot.json", measured)
+        write_json(RunDir(run_dir).report / "pilot.json", measured)
     return run_dir
 
 
@@ -459,17 +460,18 @@ def pilot_summary(real: Recipe, run_dir: Path, generate_s: float) -> dict:
     """What the real teacher's traces measured, and the full recipe's generation projected
     from them (distill.plan with the run's records: mean lengths, throughput, cost)."""
     from distill.plan import make_plan
-    from distill.records import Stage
 
+    rd = RunDir(run_dir)
     samples = truncated = 0
     completion = cost = 0.0
-    for rec in Stage(run_dir, "generate").read():
+    # The pilot's traces: those of the generation the generate stage just completed.
+    for rec in current_traces(run_dir, (rd.generate.manifest() or {}).get("gen_hash")):
         usage = rec.get("usage") or {}
         samples += 1
         completion += int(usage.get("completion_tokens") or 0) / max(1, int(usage.get("choices") or 1))
         truncated += rec.get("finish_reason") == "length"
         cost += float(rec.get("cost") or 0)
-    counts = Stage(run_dir, "filter").read_json("counts.json")
+    counts = rd.filter.read_json("counts.json")
     kept = int(counts.get("kept") or 0)
     total = int(counts.get("total") or samples)
     rejected = counts.get("rejected") or {}

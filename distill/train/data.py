@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from distill.errors import InputError
-from distill.records import Stage, write_json
+from distill.records import RunDir, Stage, write_json
 from distill.chat import tokenize_chat
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _features():
 
 def _records(run_dir: str):
     """Through records.py: a torn tail is skipped and a record id seen twice is read once."""
-    for rec in Stage(Path(run_dir), "dataset").read():
+    for rec in RunDir(run_dir).dataset.read():
         lp = rec.get("teacher_logprobs")
         yield {"id": rec["id"], "messages": json.dumps(rec["messages"], sort_keys=True, ensure_ascii=False),
                "teacher_logprobs": json.dumps(lp) if lp else None}

@@ -169,6 +169,8 @@ def _ranks(trainer) -> list[dict]:
 
 
 def run_train(cfg: Recipe, run_dir: Path) -> Path:
+    rd = RunDir(run_dir)
+    source = rd.require("dataset", complete=True)
     from distill.toy import resolve_model
     from distill.train.common import Prepared, check_liger, log_steps, student_config
     from distill.chat import prepare_tokenizer
@@ -176,13 +178,9 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.train.launch import launch_command, run_launched, under_launcher
     from distill.positions import positions
 
-    rd = RunDir(run_dir)
-    stage, out = rd.stage("train"), rd.stage("train").path
+    stage = rd.train
+    out = stage.path
     model_dir = out / "model"
-    source = rd.stage("dataset")
-    if not source.is_complete():
-        raise InputError("the dataset stage is not complete; run the filter stage first",
-                         file=str(source.path))
     data, cache = source_dataset(source, out / "cache")
     if len(data) == 0:
         raise InputError("the dataset stage holds no training records", file=str(source.path))
