@@ -67,7 +67,7 @@ def main() -> None:
 
     from distill.config import load_recipe
     from distill.generate import run_generate
-    from distill.pipeline import recipe_path
+    from distill.config import recipe_path
     from distill.prompts import run_prompts
 
     base_url, count = _teacher()

@@ -42,7 +42,8 @@ def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings a
 
 
 def _load(recipe: str, overrides: Optional[List[str]], run_dir: Optional[Path]):
-    from distill.pipeline import default_run_dir, read_recipe
+    from distill.config import default_run_dir
+    from distill.recipes import read_recipe
     cfg = read_recipe(recipe, overrides or [])
     return cfg, Path(run_dir) if run_dir else default_run_dir(cfg)
 
@@ -177,7 +178,7 @@ def plan(recipe: Optional[str] = typer.Argument(None, help="Recipe YAML or name 
     import json
 
     from distill.plan import format_plan, make_plan
-    from distill.pipeline import default_run_dir
+    from distill.config import default_run_dir
     try:
         if recipe is None and teacher_config is None:
             raise InputError("give a recipe or --teacher-config")

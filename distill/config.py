@@ -564,3 +564,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file, or the name of one in configs/ (`smoke`, `r1-to-7b`)."""
+    path = Path(name_or_path)
+    if not path.exists() and (CONFIG_DIR / f"{name_or_path}.yaml").exists():
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    return path
+
+
+def default_run_dir(cfg: Recipe) -> Path:
+    return Path("runs") / cfg.run.name

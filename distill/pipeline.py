@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from distill.config import CONFIG_DIR, Recipe, load_recipe
+from distill.config import Recipe
 from distill.eval import run_evaluate
 from distill.filters import run_filter
 from distill.generate import run_generate
@@ -32,35 +32,6 @@ STAGES: dict[str, Callable[[Recipe, Path], object]] = {
 
 def stage_function(name: str) -> Callable[[Recipe, Path], object]:
     return STAGES[name]
-
-
-def recipe_path(name_or_path: str) -> Path:
-    """A recipe file, or the name of one in configs/ (`smoke`, `r1-to-7b`)."""
-    path = Path(name_or_path)
-    if not path.exists() and (CONFIG_DIR / f"{name_or_path}.yaml").exists():
-        return CONFIG_DIR / f"{name_or_path}.yaml"
-    return path
-
-
-def read_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """The recipe with its overrides, checked, as every door reads it (the CLI, the Prefect
-    flows, rehearse): distill.config rejects the names it can list (benchmarks, filters, toy
-    tasks, schedulers, ...); a benchmark's loader options need the benchmark, checked here."""
-    from distill.errors import InputError
-    from distill.grading.benchmarks import check_recipe_options
-
-    path = recipe_path(name_or_path)
-    cfg = load_recipe(path, overrides or [])
-    try:
-        check_recipe_options(cfg)
-    except InputError as e:
-        e.file = e.file or str(path)
-        raise
-    return cfg
-
-
-def default_run_dir(cfg: Recipe) -> Path:
-    return Path("runs") / cfg.run.name
 
 
 def run_stage(name: str, cfg: Recipe, run_dir: Path) -> object:

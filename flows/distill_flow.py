@@ -35,7 +35,9 @@ from prefect.cache_policies import NO_CACHE
 
 from distill import logs
 from distill.errors import InputError
-from distill.pipeline import STAGES, default_run_dir, read_recipe, run_stage
+from distill.config import default_run_dir
+from distill.pipeline import STAGES, run_stage
+from distill.recipes import read_recipe
 
 # Stages that talk to servers retry more: a retry resumes from the records already written.
 RETRIES = {"generate": 3, "evaluate": 2, "publish": 2}

@@ -15,7 +15,8 @@ from pathlib import Path
 from prefect import flow
 
 from distill.errors import InputError
-from distill.pipeline import read_recipe, run_stage
+from distill.pipeline import run_stage
+from distill.recipes import read_recipe
 from flows.distill_flow import check_stages, distill_logs
 
 

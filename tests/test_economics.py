@@ -8,7 +8,7 @@ import json
 import pytest
 
 from distill.config import load_recipe
-from distill.pipeline import recipe_path
+from distill.config import recipe_path
 from distill.experts import by_category, collapse_warnings, summarise
 from distill.records import Stage
 

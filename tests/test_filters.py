@@ -660,7 +660,7 @@ def test_decontamination_ignores_the_instruction_a_recipe_shares_with_the_benchm
     left out on both sides; the problems themselves are still compared."""
     from distill.config import load_recipe
     from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
-    from distill.pipeline import recipe_path
+    from distill.config import recipe_path
 
     src = next(s for s in load_recipe(recipe_path("r1-to-7b")).prompts.sources if s.name == "numina_math")
     fixed = template_literals(src.prompt_template)

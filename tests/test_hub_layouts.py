@@ -15,7 +15,7 @@ import pytest
 from distill.config import load_recipe
 from distill.grading.benchmarks import get_benchmark
 from distill.grading.verify import verify_many
-from distill.pipeline import recipe_path
+from distill.config import recipe_path
 from distill.prompts import run_prompts
 from distill.records import RunDir
 from distill.rehearse import hub_layouts as hl

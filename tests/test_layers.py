@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[1] / "distill"
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["distill.errors", "distill.logs", "distill.jsonl", "distill.experts"]),
     ("toy world", ["distill.toy"]),
-    ("contract", ["distill.config", "distill.records", "distill.rundir", "distill.models",
+    ("contract", ["distill.config", "distill.record_types", "distill.records", "distill.models",
                   "distill.positions", "distill.chat"]),
     ("services", ["distill.serving", "distill.grading", "distill.teacher"]),
     ("planning", ["distill.plan"]),
     ("stages", ["distill.prompts", "distill.generate", "distill.shard", "distill.filters",
                 "distill.train", "distill.eval"]),
     ("report", ["distill.publish"]),
-    ("doors", ["distill.pipeline", "distill.refresh", "distill.rehearse", "distill.cli"]),
+    ("doors", ["distill.recipes", "distill.pipeline", "distill.refresh", "distill.rehearse", "distill.cli"]),
 ]
 # Units of the stages layer that belong together (a stage split over two modules).
 SAME_STAGE = {"distill.shard": "distill.generate"}

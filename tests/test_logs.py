@@ -151,7 +151,7 @@ def test_without_a_terminal_the_trainer_logs_lines_instead_of_a_bar(monkeypatch,
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from distill.config import load_recipe
-    from distill.pipeline import recipe_path
+    from distill.config import recipe_path
     from distill.train.common import log_steps, trainer_kwargs
 
     cfg = load_recipe(recipe_path("smoke"), [])

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from distill.pipeline import recipe_path
+from distill.config import recipe_path
 from distill.train.memory import (QWEN3_8B, QWEN25_7B, QWEN25_14B, QWEN25_15B, Dense, lora_params,
                                   training_gib)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from distill.config import load_recipe
-from distill.pipeline import recipe_path, run_stage
+from distill.config import recipe_path
+from distill.pipeline import run_stage
 from distill.records import RunDir
 from distill.toy.tasks import make_tasks
 from distill.train import run_train

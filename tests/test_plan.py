@@ -127,7 +127,7 @@ def test_layouts_match_known_deployments():
 
 def _r1_recipe(overrides=()):
     from distill.config import load_recipe
-    from distill.pipeline import recipe_path
+    from distill.config import recipe_path
     return load_recipe(recipe_path("r1-to-7b"), list(overrides))
 
 

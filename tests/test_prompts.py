@@ -9,7 +9,7 @@ import pytest
 
 from distill.config import load_recipe
 from distill.errors import InputError
-from distill.pipeline import recipe_path
+from distill.config import recipe_path
 from distill.prompts import run_prompts
 from distill.records import RunDir
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from distill.config import RefreshConfig, load_recipe
-from distill.pipeline import recipe_path, run_stage
+from distill.config import recipe_path
+from distill.pipeline import run_stage
 from distill.prompts import run_prompts
 from distill.records import RunDir, Stage, write_json
 from distill.refresh import decide, run_refresh

@@ -9,7 +9,7 @@ import pytest
 
 from distill.config import Recipe, load_recipe
 from distill.errors import InputError
-from distill.pipeline import recipe_path
+from distill.config import recipe_path
 from distill.records import RunDir, record_id
 from distill.toy.tasks import make_tasks
 from distill.train import run_train

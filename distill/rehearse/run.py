@@ -419,7 +419,8 @@ def rehearse(recipe: str, overrides: list[str] | None = None, run_dir: Path | No
              pilot_prompts: int | None = None) -> Path:
     """Runs the rehearsal (or, with `pilot_prompts`, the pilot) of `recipe`; returns the run
     directory."""
-    from distill.pipeline import STAGES, read_recipe, run_stage
+    from distill.pipeline import STAGES, run_stage
+    from distill.recipes import read_recipe
 
     sizes = sizes or Sizes()
     real = read_recipe(recipe, overrides or [])
