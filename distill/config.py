@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+from typing_extensions import Self
 
 from distill.errors import InputError
 
@@ -106,7 +107,7 @@ class PromptSource(Section):
     where: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _toy_family(self):
+    def _toy_family(self) -> Self:
         if self.family is not None and self.family not in TOY_FAMILIES:
             raise _bad(unknown_name("toy family", self.family, TOY_FAMILIES), "family")
         return self
@@ -148,7 +149,7 @@ class TeacherConfig(Section):
     vllm: VllmConfig = VllmConfig()
 
     @model_validator(mode="after")
-    def _one_endpoint(self):
+    def _one_endpoint(self) -> Self:
         if self.backend != "http" and self.base_url:
             raise ValueError(f"base_url is for backend http; backend {self.backend} starts its own "
                              "teacher (unset base_url, or set backend: http)")
@@ -212,7 +213,7 @@ class FilterConfig(Section):
 
     @field_validator("decontaminate", mode="before")
     @classmethod
-    def _benchmarks(cls, value):
+    def _benchmarks(cls, value: Any) -> Any:
         names = benchmark_names()
         if isinstance(value, str) and value not in ("all", "none"):
             if value in names:
@@ -226,7 +227,7 @@ class FilterConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _toy_tokenizer(self):
+    def _toy_tokenizer(self) -> Self:
         _check_toy_model(self.tokenizer, "tokenizer")
         return self
 
@@ -308,7 +309,7 @@ class TrainConfig(Section):
     revision: str | None = None
 
     @model_validator(mode="after")
-    def _names(self):
+    def _names(self) -> Self:
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise _bad(unknown_name("scheduler", self.lr_scheduler, LR_SCHEDULERS), "lr_scheduler")
         rope = self.rope_scaling or {}
@@ -361,7 +362,7 @@ class EvalConfig(Section):
     grade_retries: int = Field(2, ge=0)    # sandbox failures (not the answer's) graded again
 
     @model_validator(mode="after")
-    def _benchmark_names(self):
+    def _benchmark_names(self) -> Self:
         names = benchmark_names()
         for i, name in enumerate(self.benchmarks):
             if name not in names:
@@ -439,7 +440,7 @@ class Recipe(Section):
         Concurrency, limits, timeouts, prices, the backend and the endpoint's address are left
         out on purpose: changing them must not throw away finished samples."""
         g = self.generate
-        data = {"model": self.teacher.model, "revision": self.teacher.revision,
+        data: dict[str, Any] = {"model": self.teacher.model, "revision": self.teacher.revision,
                 "temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens,
                 "top_logprobs": g.top_logprobs}
         # Added later: in the hash only when set, so existing samples keep their keys.
@@ -460,10 +461,12 @@ class Recipe(Section):
 class _LineLoader(yaml.SafeLoader):
     """A YAML loader that remembers the line of every mapping key, for error messages."""
 
+    key_lines: dict[int, dict[Any, int]]
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
-    mapping = {}
-    lines = {}
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    lines: dict[Any, int] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         mapping[key] = loader.construct_object(value_node, deep=True)
@@ -475,7 +478,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _load_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
     """Returns the document and a map from key path (tuple) to its line number."""
     if not path.is_file():
         raise InputError("recipe file not found", file=str(path))
@@ -493,9 +496,9 @@ def _load_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         loader.dispose()
     if not isinstance(doc, dict):
         raise InputError("a recipe must be a YAML mapping of sections", file=str(path))
-    lines: dict[tuple, int] = {}
+    lines: dict[tuple[Any, ...], int] = {}
 
-    def walk(obj: Any, prefix: tuple) -> None:
+    def walk(obj: Any, prefix: tuple[Any, ...]) -> None:
         if isinstance(obj, dict):
             for k, line in loader.key_lines.get(id(obj), {}).items():
                 lines[prefix + (k,)] = line
@@ -509,7 +512,7 @@ def _load_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     return doc, lines
 
 
-def _apply_override(doc: dict, override: str) -> tuple:
+def _apply_override(doc: dict[str, Any], override: str) -> tuple[Any, ...]:
     if "=" not in override:
         raise InputError(f"override {override!r} must look like key.path=value", key=override)
     dotted, raw = override.split("=", 1)

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-try:
-    from typing import NotRequired
-except ImportError:  # Python 3.10
-    from typing_extensions import NotRequired
+from typing_extensions import NotRequired  # typing's from Python 3.11
 
 
 class Message(TypedDict):

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 
 from distill.eval import scoring
+from distill.grading.benchmarks import Benchmark
 from distill.record_types import EvalSample
 from distill.records import Stage, record_id
 
@@ -38,7 +39,7 @@ MAX_ROUNDS = 64
 @dataclass
 class Ask:
     """One question a model answers: its sample ids (by sample index) and how to ask."""
-    bench: object                 # distill.grading.benchmarks.Benchmark
+    bench: Benchmark
     problem: dict
     ids: list[str]
     sampling_hash: str
@@ -156,6 +157,7 @@ def answer(cfg, stage: Stage, model, asks: list[Ask], done: set[str],
                                       max_retries=cfg.eval.max_retries,
                                       desc=f"eval {model.role}")
                 for f in failed:
+                    assert f.job is not None  # complete_all's failures name their request
                     k = sent[f.job.key][0]
                     failures.setdefault(k, _failure(model, asks[k], missing(k), f.reason,
                                                     f.kind, f.attempts))

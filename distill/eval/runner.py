@@ -98,7 +98,7 @@ def _context(cfg: Recipe, model: EvalModel, benches: list, problems: dict,
              sampling: dict) -> tuple[Context | None, int | None]:
     """For a model served here with vLLM: its context and the --max-model-len to start it
     with (None when eval.server_args already carry one, which then is the context)."""
-    if model.served != "vllm":
+    if model.served != "vllm" or model.path is None:
         return None, None
     given = flag_value(cfg.eval.server_args, "--max-model-len")
     if given and cfg.eval.max_model_len and int(given) != cfg.eval.max_model_len:
@@ -198,7 +198,9 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
     (stage.path / "failed.json").unlink(missing_ok=True)
 
     by_id = {r["id"]: r for r in stage.read()}
-    rows, question_rows, comparisons = [], [], []
+    rows: list[dict] = []
+    question_rows: list[dict] = []
+    comparisons: list[dict] = []
     table: dict[tuple[str, str], list[scoring.Question]] = {}
     for bench in benches:
         for model in models:

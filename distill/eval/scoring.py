@@ -138,7 +138,7 @@ def score_rows(model: str, role: str, bench, questions: list[Question],
     rows = []
     for label, qs in groups(questions).items():
         cut = None if any(q.truncated is None for q in qs) else \
-            sum(q.truncated for q in qs) / sum(len(q.verdicts) for q in qs)
+            sum(q.truncated or 0 for q in qs) / sum(len(q.verdicts) for q in qs)
         infra = sum(q.infra_errors for q in qs)
         for metric in metric_names(bench, n, pass_k):
             est = estimate(qs, metric)

@@ -26,6 +26,7 @@ import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from distill.filters.dedup import Signer, lsh_index
 
@@ -45,7 +46,7 @@ class Hit:
         return f"{self.method} overlap with {self.benchmark} (item {self.item}): {self.evidence}"
 
 
-def prompt_text(messages: list[dict], template_text: list[str] = ()) -> str:
+def prompt_text(messages: list[dict], template_text: list[str] | tuple[str, ...] = ()) -> str:
     """What is compared: the user's (and system's) turns, not the answer, without the fixed
     text of the template that asked them (`template_text`, from `template_literals`): a
     recipe that asks as a benchmark asks ("Please reason step by step, and put your final
@@ -139,8 +140,8 @@ class Index:
                         self.boilerplate += 1
                         continue
                     self.ngrams.setdefault(g, (bench, item))
-        self.threshold = minhash_threshold
-        self.lsh = None
+        self.threshold: float = minhash_threshold or 0.0
+        self.lsh: Any = None
         if minhash_threshold is not None:
             self._index_minhash(items)
 
@@ -151,7 +152,7 @@ class Index:
 
         self.signer = Signer()
         self.lsh = lsh_index(self.threshold, self.signer.num_perm)
-        self.sigs = {}
+        self.sigs: dict[tuple[str, str], Any] = {}
         hashed = {b: [(item, np.unique(shingle_hashes(text))) for item, text in rows]
                   for b, rows in items.items()}
         common = []

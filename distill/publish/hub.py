@@ -154,7 +154,7 @@ def push_folders(cfg: Recipe, repos: dict[str, dict], token: str) -> dict[str, s
     if cfg.run.rehearsal:  # the publish stage refuses first; this guards every other caller
         raise InputError("a rehearsal is never pushed to the Hub", key="publish.push")
     api = HfApi(token=token)
-    urls = {}
+    urls: dict[str, str] = {}
     for kind in ("dataset", "adapter", "model"):
         if kind not in repos:
             continue

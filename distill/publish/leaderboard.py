@@ -14,6 +14,7 @@ import csv
 import html
 import io
 from collections import defaultdict
+from typing import Any
 
 from distill.eval import metrics
 
@@ -26,7 +27,7 @@ def leaderboard_rows(scores: list[dict]) -> list[dict]:
     """Score rows plus retention, sorted by benchmark, category, metric, then role."""
     teacher = {(r["benchmark"], r["category"], r["metric"]): r["score"]
                for r in scores if r["role"] == "teacher"}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in scores:
         t = teacher.get((r["benchmark"], r["category"], r["metric"]))
         ret = 1.0 if r["role"] == "teacher" else (r["score"] / t if t else None)

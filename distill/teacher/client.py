@@ -68,7 +68,7 @@ class Response:
 
 
 class Failure(NamedTuple):
-    job: Job
+    job: Job | None        # None: no one request failed (a prompt given up after empty answers)
     reason: str
     kind: str              # e.g. http_429, timeout, connection, malformed, empty, http_400, not_sent
     attempts: int
@@ -237,8 +237,8 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
                 # The first exception (from on_done: a full disk, a bug) stops the run.
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for t in done:
-                    if t.exception():
-                        raise t.exception()
+                    if (exc := t.exception()) is not None:
+                        raise exc
             finally:
                 for t in tasks:
                     t.cancel()

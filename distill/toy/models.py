@@ -38,7 +38,7 @@ def model_key(kind: str) -> str:
     """What a cached toy model depends on: its config, its training config, and the code of
     the tokenizer and the tasks it was trained on. A change to any of them is a new key."""
     from distill.toy import tasks, teacher, tokenizer
-    blob = {"kind": kind, "tokenizer": _source_hash(tokenizer)}
+    blob: dict[str, object] = {"kind": kind, "tokenizer": _source_hash(tokenizer)}
     if kind == "teacher":
         blob |= {"config": TEACHER, "train": teacher.TRAIN, "tasks": _source_hash(tasks)}
     else:

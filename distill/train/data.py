@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from distill.errors import InputError
 from distill.records import RunDir, Stage, write_json
@@ -128,7 +129,7 @@ def _code_hash(*modules) -> str:
 
 
 def _sft_batch(batch: dict, tok, end_of_turn: str, max_length: int) -> dict:
-    out = {"input_ids": [], "assistant_masks": []}
+    out: dict[str, list[list[int]]] = {"input_ids": [], "assistant_masks": []}
     for rid, m in zip(batch["id"], batch["messages"]):
         ids, mask = tokenize_chat(json.loads(m), tok, end_of_turn, f"dataset record {rid}")
         if len(ids) <= max_length:
@@ -148,6 +149,7 @@ def tokenize(ds, root: Path, tok, *, end_of_turn: str, max_length: int, method: 
     template, max_length and code made them before. Returns (dataset, rows dropped as too long)."""
     import distill.chat as chat
     import distill.train.data as data
+    fn: Callable[..., dict]
     if method == "logit_kd":
         import distill.train.kd_data as kd_data
         fn, features, code = kd_data.kd_batch, kd_data.kd_features(), _code_hash(chat, data, kd_data)

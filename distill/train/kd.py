@@ -84,7 +84,7 @@ def _trainer_class():
             super().__init__(*args, **kwargs)
             self.kd_weight = kd_weight
             self.model_accepts_loss_kwargs = False  # losses are per-batch means; GA divides them
-            self._parts = {"ce": [], "kd": []}
+            self._parts: dict[str, list[float]] = {"ce": [], "kd": []}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])

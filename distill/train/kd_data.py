@@ -4,6 +4,8 @@ and the teacher's stored top-k targets located inside its assistant span
 
 from __future__ import annotations
 
+from typing import Any
+
 from distill.errors import InputError
 
 IGNORE = -100
@@ -32,7 +34,7 @@ def _find(ids: list[int], mask: list[int], target: list[int]) -> int | None:
 
 def kd_example(ids: list[int], mask: list[int], lp: dict | None, tok, stop_ids: list[int]) -> tuple[dict, str]:
     """One example with its teacher targets, and whether they were aligned, unaligned, or absent."""
-    ex = {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)],
+    ex: dict[str, Any] = {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)],
           "kd_start": -1, "kd_ids": [], "kd_lp": []}
     if not lp or not lp.get("tokens"):
         return ex, "no_logprobs"
@@ -44,12 +46,13 @@ def kd_example(ids: list[int], mask: list[int], lp: dict | None, tok, stop_ids: 
         if start is None and teacher and teacher[-1] in stop_ids:
             teacher = teacher[:-1]  # a template that ends the turn with the other stop token
             start = _find(ids, mask, teacher) if teacher else None
-    if start is None:
+    if start is None or teacher is None:
         return ex, "unaligned"
     n = len(teacher)
-    k = max(len(r) for r in top[:n])
+    rows = [r or [] for r in top[:n]]  # all located: none is None here
+    k = max(len(r) for r in rows)
     ex["kd_start"] = start
-    ex["kd_ids"] = [r + [0] * (k - len(r)) for r in top[:n]]
+    ex["kd_ids"] = [r + [0] * (k - len(r)) for r in rows]
     ex["kd_lp"] = [lps + [float("-inf")] * (k - len(lps)) for lps in lp["top_logprobs"][:n]]
     return ex, "aligned"
 
@@ -96,6 +99,9 @@ def kd_examples(records: list[dict], tok, max_length: int, end_of_turn: str | No
 
     from distill.chat import detect_end_of_turn
     eot = end_of_turn or detect_end_of_turn(tok)
+    if eot is None:
+        raise InputError("the student's chat template ends no turn with an added token: set "
+                         "train.end_of_turn_token", key="train.end_of_turn_token")
     stops = stop_ids or [tok.convert_tokens_to_ids(eot), tok.eos_token_id]
     rows = kd_batch({"id": [r.get("id") for r in records],
                      "messages": [json.dumps(r["messages"]) for r in records],

@@ -76,7 +76,8 @@ def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -
                                 preexec_fn=die_with_parent)
         try:
             # Chunks, not lines: progress bars redraw with \r and would otherwise show late.
-            while chunk := proc.stdout.read1(1 << 16):
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
                 logfile.write(chunk)
                 logfile.flush()
                 sys.stderr.write(decode.decode(chunk))
@@ -87,7 +88,8 @@ def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -
             # own, out of reach of a signal to the launcher's group) and escalates to SIGKILL
             # after 30 s: it gets longer than that before it is killed itself.
             stop(proc, stop_timeout_s)
-            proc.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
     if proc.returncode != 0:
         raise RuntimeError(f"the training launch exited with code {proc.returncode}; log "
                            f"{log_path}:\n{_tail(log_path)}")
