@@ -126,7 +126,8 @@ def _decontaminate(cfg, ledger: _Ledger) -> dict:
 # and a re-run (or a refresh that adds traces) grades only what has no stored verdict.
 VERIFY_BATCH = 256
 _VERIFIER_SOURCES = ("grading/verify.py", "grading/code.py", "grading/harness.py",
-                     "grading/extract.py", "grading/sandbox.py", "grading/sandbox_server.py")
+                     "grading/extract.py", "grading/sandbox.py", "grading/sandbox_server.py",
+                     "grading/pool.py")
 
 
 @functools.cache
