@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from distill.errors import InputError
+from distill.jsonl import numbered_rows
 from distill.records import record_id
 
 GOLD_FIELDS = ("answer", "choices", "tests", "functional_tests", "stdio_tests", "entry_point",
@@ -41,23 +42,15 @@ def _rows(spec: str, split: str) -> tuple[list[dict], str]:
         if path.suffix == ".parquet":
             from datasets import load_dataset
             return list(load_dataset("parquet", data_files=str(path), split="train")), path.stem
-        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             try:
-                rows = json.loads(text)
+                rows = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise InputError(f"not valid JSON ({e.msg})", file=spec, line=e.lineno) from None
             if not isinstance(rows, list):
                 raise InputError("a JSON input must be a list of rows", file=spec)
             return rows, path.stem
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InputError(f"not valid JSON ({e.msg})", file=spec, line=n) from None
-        return rows, path.stem.removesuffix(".jsonl")
+        return [row for _, row in numbered_rows(spec)], path.stem.removesuffix(".jsonl")
     if path.suffix in (".jsonl", ".json", ".parquet", ".gz") or spec.startswith((".", "/")):
         raise InputError("input file not found", file=spec, key="filter.input")
     from datasets import load_dataset
