@@ -61,3 +61,13 @@ def test_only_the_runs_own_shards_forgive_a_torn_tail(tmp_path):
     path = tmp_path / "part-00000.jsonl"
     path.write_bytes(GOOD + b'{"task_id": "t/2"')
     assert [r["task_id"] for r in read_jsonl(path)] == ["t/0"]
+
+
+def test_a_bad_row_after_blank_lines_is_named_by_its_line(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(GOOD + b"\n\n" + json.dumps({"messages": [{"role": "user"}]}).encode())
+    with pytest.raises(InputError) as e:
+        read_traces(str(path))
+    assert str(e.value).startswith(f"{path}:4: messages: the last message must be")
+    path.write_bytes(GOOD + b"\n" + GOOD)
+    assert [g["input_line"] for g in read_traces(str(path))] == [1, 3]
