@@ -8,6 +8,7 @@ without memory, for counting (distill.plan, distill.train.memory)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from distill.errors import InputError
 
@@ -33,11 +34,12 @@ def resolve_model(model: str, *, key: str | None = "teacher.model", check: bool 
     return toy_model(model)
 
 
-def toy_config(model: str) -> dict:
+def toy_config(model: str) -> dict[str, Any]:
     """The config.json of a toy model, from its architecture (nothing trained)."""
     from distill.toy.arch import build_student, build_teacher
     built, _ = (build_teacher if model == f"{TOY_PREFIX}teacher" else build_student)()
-    return built.config.to_dict()
+    config: dict[str, Any] = built.config.to_dict()
+    return config
 
 
 def toy_version(model: str) -> str:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Hashable
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
 
 class WorkerDied(RuntimeError):
@@ -106,19 +106,22 @@ def _wait_readable(fd: int, deadline: float) -> None:
         raise TimeoutError
 
 
-class Pool:
+W = TypeVar("W", bound=Worker)
+
+
+class Pool(Generic[W]):
     """Idle workers by key: `take(key)` hands out a live one (or starts one with
     `start(key)`), `give` takes it back, `replace` kills it and starts another in its place."""
 
-    def __init__(self, start: Callable[[Hashable], Worker], max_jobs: int | None = None):
+    def __init__(self, start: Callable[[Any], W], max_jobs: int | None = None):
         self.start = start
         self.max_jobs = max_jobs
         self.lock = threading.Lock()
-        self.idle: list[Worker] = []
+        self.idle: list[W] = []
         self.pid = os.getpid()
         atexit.register(self.close)
 
-    def take(self, key: Hashable = None) -> Worker:
+    def take(self, key: Hashable = None) -> W:
         dead = []
         found = None
         with self.lock:
@@ -135,7 +138,7 @@ class Pool:
             worker.close()
         return found or self.start(key)
 
-    def give(self, worker: Worker) -> None:
+    def give(self, worker: W) -> None:
         """Back to the idle workers; a dead or worn-out one is closed instead."""
         if not worker.alive() or (self.max_jobs is not None and worker.jobs >= self.max_jobs):
             worker.close()
@@ -143,7 +146,7 @@ class Pool:
         with self.lock:
             self.idle.append(worker)
 
-    def replace(self, worker: Worker) -> Worker:
+    def replace(self, worker: W) -> W:
         worker.close()
         return self.start(worker.key)
 
