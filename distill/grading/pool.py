@@ -7,8 +7,8 @@ child exits with the question unanswered) and is killed outright, never asked to
 caller that gives up on a reply kills it and takes another. A `Pool` keeps idle workers by
 key, hands one to one caller at a time, replaces a dead one, retires a worker after `max_jobs`
 jobs, forgets its parent's workers in a forked child, and kills its idle workers at exit.
-Hand-written: multiprocessing's pools cannot kill one stuck task without losing the pool and
-need a `__main__` guard in every caller; neither pool runs its workers inside bwrap.
+Hand-written: multiprocessing's pools cannot kill one stuck task without losing the pool,
+need a `__main__` guard in every caller, and cannot start their workers inside bwrap.
 """
 
 from __future__ import annotations

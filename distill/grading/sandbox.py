@@ -5,8 +5,8 @@ How: a pool (distill/grading/pool.py) of long-lived sandboxes, each a fork serve
 (distill/grading/sandbox_server.py) inside its own `bwrap`. A job is forked from the warm
 server (about 2 ms instead of ~100 ms for a fresh bwrap and interpreter), runs with its own
 limits, and when it ends every process left in that sandbox is killed and its writable
-directories are emptied before the next job. One job runs
-at a time per sandbox; parallel callers get parallel sandboxes. `run_python` is thread-safe.
+directories are emptied before the next job. One job runs at a time per sandbox; parallel
+callers get parallel sandboxes. `run_python` is thread-safe.
 
 What is contained:
 - network: a fresh network namespace with only a loopback device, so nothing is reachable;
