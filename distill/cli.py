@@ -303,8 +303,8 @@ def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teac
           port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
     """Serve a local model over the OpenAI chat-completions API."""
     from distill.serving.server import main as serve_main
-    from distill.toy import resolve_model
-    serve_main(["--model", resolve_model(model), "--port", str(port), "--host", host,
+    from distill.models import resolve_model
+    serve_main(["--model", resolve_model(model, key=None), "--port", str(port), "--host", host,
                 "--served-name", model])
 
 

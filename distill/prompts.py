@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import re
 import string
@@ -32,6 +31,7 @@ from typing import Iterator
 
 from distill.config import PromptSource, Recipe
 from distill.errors import InputError
+from distill.jsonl import numbered_rows
 from distill.record_types import Message, Prompt
 from distill.records import RunDir, record_id
 
@@ -60,14 +60,8 @@ def _jsonl_rows(src: PromptSource) -> Iterator[Row]:
     path = Path(src.path or "")
     if not path.is_file():
         raise InputError("prompt file not found", file=str(path), key=f"prompts.sources.{src.name}.path")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
-                yield row, {"file": str(path), "line": n}
+    for n, row in numbered_rows(path):
+        yield row, {"file": str(path), "line": n}
 
 
 def _hf_rows(src: PromptSource, revision: str | None) -> Iterator[Row]:

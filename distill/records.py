@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping
 
 from distill.errors import InputError
+from distill.jsonl import numbered_rows
 
 MARKER = "_SUCCESS"
 
@@ -52,21 +53,10 @@ def write_text(path: Path, text: str) -> None:
 def read_jsonl(path: Path, start: int = 0, first_line: int = 1) -> Iterator[dict]:
     """Reads a JSONL file, from byte offset `start` (line `first_line` there). A torn last line
     (a crash mid-write) is skipped; a bad line elsewhere is an error naming the file and line."""
-    # Streamed line by line: a generate shard of long traces can be many gigabytes. Only the
-    # last line of a file can lack its newline, so a bad line without one is the torn tail.
-    with open(path, "rb") as f:
-        f.seek(start)
-        for n, line in enumerate(f, first_line):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                if not line.endswith(b"\n"):
-                    return  # torn tail of an interrupted write
-                why = f"not valid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) \
-                    else "not valid UTF-8"
-                raise InputError(why, file=str(path), line=n) from None
+    # Only the last line of a file can lack its newline, so a bad line without one is the torn
+    # tail of an interrupted write.
+    for _, row in numbered_rows(path, start=start, first_line=first_line, torn_tail=True):
+        yield row
 
 
 def _index_path(shard: Path) -> Path:

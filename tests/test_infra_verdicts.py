@@ -3,12 +3,12 @@ math-verify worker that crashed, gives a Verdict with `infra`, which the filter 
 keep as final and the eval stage grades again instead of scoring."""
 
 import importlib
-import subprocess
 import sys
 
 import pytest
 
 from distill.grading import sandbox
+from distill.grading.pool import Pool
 from distill.config import Recipe
 from distill.filters import run_filter
 from distill.records import Stage
@@ -41,8 +41,8 @@ def test_a_sandbox_that_dies_is_the_graders_failure_not_the_answers(monkeypatch,
     assert not v.ok and v.infra is infra and v.reason.startswith(reason)
 
 
-def _worker_that_dies_on(word: str):
-    """A math worker process that serves as the real one but exits on an answer with `word`."""
+def _workers_that_die_on(word: str) -> Pool:
+    """Math worker processes that serve as the real ones but exit on an answer with `word`."""
     script = ("import importlib, os, sys\n"
               "v = importlib.import_module('distill.grading.verify')\n"
               "class Lines:\n"
@@ -54,17 +54,11 @@ def _worker_that_dies_on(word: str):
               "sys.stdin = Lines()\n"
               "v._serve()\n")
 
-    class Crashing(verify_mod._MathWorker):
-        def __init__(self):
-            self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            self._buf = b""
-    return Crashing
+    return Pool(lambda _key: verify_mod._MathWorker([sys.executable, "-c", script]))
 
 
 def test_a_crashed_math_worker_is_the_graders_failure_and_the_rest_are_graded(monkeypatch):
-    monkeypatch.setattr(verify_mod, "_MathWorker", _worker_that_dies_on("CRASH"))
-    monkeypatch.setattr(verify_mod, "_idle_workers", [])
+    monkeypatch.setattr(verify_mod, "_workers", _workers_that_die_on("CRASH"))
     half = {"id": "half", "verifier": "math", "answer": "\\frac{1}{2}"}
     items = [(half, "\\boxed{0.5}"), (half, "\\boxed{3} CRASH"), (half, "\\boxed{1/2}"),
              (half, "\\boxed{2}")]
@@ -94,8 +88,7 @@ def test_the_filter_does_not_keep_a_verdict_the_grader_failed_to_give(tmp_path, 
         for i, content in enumerate(contents):
             w.write({"id": f"g{i}", **problem, "content": content,
                      "reasoning": f"r{i}", "finish_reason": "stop"})
-    monkeypatch.setattr(verify_mod, "_MathWorker", _worker_that_dies_on("CRASH"))
-    monkeypatch.setattr(verify_mod, "_idle_workers", [])
+    monkeypatch.setattr(verify_mod, "_workers", _workers_that_die_on("CRASH"))
     counts = run_filter(_recipe(), tmp_path)
     assert counts["kept"] == 1
     verdicts = {r["id"]: r for r in Stage(tmp_path, "filter").read()}

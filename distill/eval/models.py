@@ -97,9 +97,9 @@ def fingerprint(path: Path) -> str:
 
 def weights_key(model: str, revision: str | None) -> str:
     """What makes two evaluations of `model` the same model (see the module docstring)."""
-    if model.startswith("toy:"):
-        from distill.toy.models import model_key
-        return f"{model}@{model_key(model.removeprefix('toy:'))}"
+    from distill.models import is_toy, toy_version
+    if is_toy(model):
+        return f"{model}@{toy_version(model)}"
     path = Path(model)
     if path.is_dir():
         return f"local@{fingerprint(path)}"

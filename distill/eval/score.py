@@ -22,6 +22,7 @@ from pathlib import Path
 
 from distill.errors import InputError
 from distill.eval import scoring
+from distill.jsonl import numbered_rows
 from distill.records import write_json
 
 TEXT_FIELDS = ("completion", "solution", "response", "content")
@@ -33,16 +34,7 @@ def read_samples(path: Path) -> list[dict]:
     if not path.is_file():
         raise InputError("samples file not found", file=str(path))
     out = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            # Unlike a run's own shards, a user's file has no torn tail to forgive.
-            raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
+    for n, row in numbered_rows(path):
         if not isinstance(row, dict) or "task_id" not in row:
             raise InputError("a sample needs a task_id", file=str(path), line=n)
         text = next((row[f] for f in TEXT_FIELDS if isinstance(row.get(f), str)), None)

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from distill.errors import InputError
+from distill.jsonl import numbered_rows
 from distill.records import record_id
 
 GOLD_FIELDS = ("answer", "choices", "tests", "functional_tests", "stdio_tests", "entry_point",
@@ -26,7 +27,8 @@ GOLD_FIELDS = ("answer", "choices", "tests", "functional_tests", "stdio_tests", 
 _THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>(.*)$", re.DOTALL)
 
 
-def _rows(spec: str, split: str) -> tuple[list[dict], str]:
+def _rows(spec: str, split: str) -> tuple[list[tuple[int, dict]], str]:
+    """(line or row number, row) and the name of the input."""
     path = Path(spec)
     if path.is_dir():                       # a dataset saved with `save_to_disk`
         from datasets import DatasetDict, load_from_disk
@@ -36,33 +38,26 @@ def _rows(spec: str, split: str) -> tuple[list[dict], str]:
                 raise InputError(f"no split {split!r} (has: {', '.join(ds)})", file=spec,
                                  key="filter.input_split")
             ds = ds[split]
-        return list(ds), path.name
+        return list(enumerate(ds, 1)), path.name
     if path.exists():
         if path.suffix == ".parquet":
             from datasets import load_dataset
-            return list(load_dataset("parquet", data_files=str(path), split="train")), path.stem
-        text = path.read_text(encoding="utf-8")
+            rows = load_dataset("parquet", data_files=str(path), split="train")
+            return list(enumerate(rows, 1)), path.stem
         if path.suffix == ".json":
             try:
-                rows = json.loads(text)
+                rows = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise InputError(f"not valid JSON ({e.msg})", file=spec, line=e.lineno) from None
             if not isinstance(rows, list):
                 raise InputError("a JSON input must be a list of rows", file=spec)
-            return rows, path.stem
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InputError(f"not valid JSON ({e.msg})", file=spec, line=n) from None
-        return rows, path.stem.removesuffix(".jsonl")
+            return list(enumerate(rows, 1)), path.stem
+        return list(numbered_rows(spec)), path.stem.removesuffix(".jsonl")
     if path.suffix in (".jsonl", ".json", ".parquet", ".gz") or spec.startswith((".", "/")):
         raise InputError("input file not found", file=spec, key="filter.input")
     from datasets import load_dataset
     try:
-        return list(load_dataset(spec, split=split)), spec
+        return list(enumerate(load_dataset(spec, split=split), 1)), spec
     except Exception as e:  # noqa: BLE001  (not found, no network, gated)
         raise InputError(f"cannot load Hub dataset {spec!r} split {split!r}: "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
@@ -97,7 +92,7 @@ def read_traces(spec: str, split: str = "train") -> list[dict]:
     """Generation records for the rows of `spec` (a file or a Hub dataset id)."""
     rows, name = _rows(spec, split)
     gens = []
-    for n, row in enumerate(rows, 1):
+    for n, row in rows:
         where = {"file": spec, "line": n}
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not messages:

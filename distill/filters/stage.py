@@ -66,11 +66,11 @@ def _token_counter(cfg):
     """Counts the tokens of a trace with the tokenizer the student trains with."""
     from transformers import AutoTokenizer
 
-    from distill.toy import resolve_model
+    from distill.models import resolve_model
 
     name = cfg.filter.tokenizer or cfg.train.student
     try:
-        tok = AutoTokenizer.from_pretrained(resolve_model(name))
+        tok = AutoTokenizer.from_pretrained(resolve_model(name, key=None))
     except Exception as e:  # noqa: BLE001  (not found, no network)
         raise InputError(f"cannot load tokenizer {name!r} for the length bounds: "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
@@ -126,7 +126,8 @@ def _decontaminate(cfg, ledger: _Ledger) -> dict:
 # and a re-run (or a refresh that adds traces) grades only what has no stored verdict.
 VERIFY_BATCH = 256
 _VERIFIER_SOURCES = ("grading/verify.py", "grading/code.py", "grading/harness.py",
-                     "grading/extract.py", "grading/sandbox.py", "grading/sandbox_server.py")
+                     "grading/extract.py", "grading/sandbox.py", "grading/sandbox_server.py",
+                     "grading/pool.py")
 
 
 @functools.cache

@@ -272,6 +272,7 @@ def read_rows(data_file: str | None, hub: str, *, split: str | None = "test",
     dataset repo (a folder), or of the Hub dataset `hub` (at `revision` when given). A line
     that is not JSON is bad input naming file and line."""
     from distill.errors import InputError
+    from distill.jsonl import numbered_rows
 
     if data_file is None:
         with hub_access(hub):
@@ -281,25 +282,18 @@ def read_rows(data_file: str | None, hub: str, *, split: str | None = "test",
         return list(_load_dataset(str(path), config, split, None))
     if not path.is_file():
         raise InputError("benchmark data file not found", file=str(path))
-    opener = gzip.open if path.suffix == ".gz" else open
     name = path.name.removesuffix(".gz")
+    if not name.endswith((".csv", ".json")):
+        return [row for _, row in numbered_rows(path)]
+    opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", newline="") as f:
         if name.endswith(".csv"):
             import csv
             return list(csv.DictReader(f))
-        if name.endswith(".json"):
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=e.lineno) from None
-        rows = []
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from None
-        return rows
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=e.lineno) from None
 
 
 def field_of(row: dict, *names: str, file: str | None = None):

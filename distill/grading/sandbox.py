@@ -1,11 +1,12 @@
 """Runs untrusted Python in bubblewrap sandboxes; reads a program (plus optional data files and
 stdin), writes nothing on the host, and returns a `Result`.
 
-How: a pool of long-lived sandboxes, each a fork server (distill/grading/sandbox_server.py) inside its
-own `bwrap`. A job is forked from the warm server (about 2 ms instead of ~100 ms for a fresh
-bwrap and interpreter), runs with its own limits, and when it ends every process left in that
-sandbox is killed and its writable directories are emptied before the next job. One job runs
-at a time per sandbox; parallel callers get parallel sandboxes. `run_python` is thread-safe.
+How: a pool (distill/grading/pool.py) of long-lived sandboxes, each a fork server
+(distill/grading/sandbox_server.py) inside its own `bwrap`. A job is forked from the warm
+server (about 2 ms instead of ~100 ms for a fresh bwrap and interpreter), runs with its own
+limits, and when it ends every process left in that sandbox is killed and its writable
+directories are emptied before the next job. One job runs at a time per sandbox; parallel
+callers get parallel sandboxes. `run_python` is thread-safe.
 
 What is contained:
 - network: a fresh network namespace with only a loopback device, so nothing is reachable;
@@ -45,21 +46,20 @@ program.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import pickle
-import select
 import shutil
 import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from distill.grading.pool import Pool, Worker, WorkerDied
 
 STATUSES = ("ok", "fail", "timeout", "memory", "output", "error")
 NOBODY = 65534
@@ -142,17 +142,17 @@ def _args(bwrap: str, as_root: bool, tmp_mb: int) -> list[str]:
 _spawner = ThreadPoolExecutor(1, thread_name_prefix="distill-sandbox-spawn")
 
 
-class _Server:
+class _Server(Worker):
     """One bwrap sandbox running the fork server; used by one caller at a time."""
 
+    kill_group = True
+
     def __init__(self, tmp_mb: int):
-        self.tmp_mb = tmp_mb
-        self.jobs = 0
         as_root = os.geteuid() == 0
         args = _args(_bwrap(), as_root, tmp_mb)
-        self.proc = _spawner.submit(
+        super().__init__(_spawner.submit(
             subprocess.Popen, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True).result()
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True).result(), tmp_mb)
         hello = self._read(30.0)
         if hello != {"ready": True}:
             err = self._stderr()
@@ -167,94 +167,22 @@ class _Server:
 
     def _read(self, timeout: float) -> dict | None:
         """One reply, or None when the server died or said nothing within `timeout`."""
-        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        header = self._read_exact(fd, 4, deadline)
-        if header is None:
+        try:
+            header = self.read_exact(4, deadline)
+            return json.loads(self.read_exact(struct.unpack("<I", header)[0], deadline))
+        except (TimeoutError, WorkerDied):
             return None
-        body = self._read_exact(fd, struct.unpack("<I", header)[0], deadline)
-        return None if body is None else json.loads(body)
-
-    @staticmethod
-    def _read_exact(fd: int, n: int, deadline: float) -> bytearray | None:
-        # Into one preallocated buffer: replies of tens of megabytes arrive 64 KB at a time.
-        buf = bytearray(n)
-        view = memoryview(buf)
-        pos = 0
-        while pos < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            got = os.readv(fd, [view[pos:]])
-            if got == 0:
-                return None
-            pos += got
-        return buf
 
     def run(self, job: dict) -> dict | None:
         data = pickle.dumps(job, protocol=4)
-        try:
-            self.proc.stdin.write(struct.pack("<I", len(data)) + data)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+        if not self.send(struct.pack("<I", len(data)) + data):
             return None
-        self.jobs += 1
         return self._read(job["timeout_s"] + ANSWER_GRACE_S)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
-
-
-class _Pool:
-    """Idle servers by tmpfs size; a caller takes one (or starts one) and gives it back."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.idle: list[_Server] = []
-        self.pid = os.getpid()
-
-    def take(self, tmp_mb: int) -> _Server:
-        with self.lock:
-            if self.pid != os.getpid():     # a forked caller must not share its parent's servers
-                self.idle, self.pid = [], os.getpid()
-            for i, server in enumerate(self.idle):
-                if server.tmp_mb == tmp_mb:
-                    del self.idle[i]
-                    if server.alive():
-                        return server
-                    server.close()
-                    break
-        return _Server(tmp_mb)
-
-    def give(self, server: _Server) -> None:
-        if not server.alive() or server.jobs >= MAX_JOBS:
-            server.close()
-            return
-        with self.lock:
-            self.idle.append(server)
-
-    def close(self) -> None:
-        with self.lock:
-            servers, self.idle = self.idle, []
-        for server in servers:
-            server.close()
-
-
-_pool = _Pool()
-atexit.register(_pool.close)
+# Idle servers by tmpfs size; a caller takes one (or starts one) and gives it back.
+_pool = Pool(_Server, max_jobs=MAX_JOBS)
 
 
 def close_sandboxes() -> None:

@@ -32,12 +32,9 @@ Public functions (used by distill/filters, distill/eval and evals/):
 
 from __future__ import annotations
 
-import atexit
 import collections
 import functools
 import json
-import os
-import select
 import subprocess
 import sys
 import threading
@@ -49,6 +46,7 @@ from distill.grading.code import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Verdict,
                                   livecodebench_tests,
                                   record_outputs, reference_times, verify_code)
 from distill.grading.extract import extract_answer, extract_choice, extract_code, last_boxed  # noqa: F401
+from distill.grading.pool import Pool, Worker, WorkerDied
 
 MATH_TIMEOUT_S = 5           # math-verify's own SIGALRM limits, per parse and per comparison
 MATH_HARD_TIMEOUT_S = 30.0   # outer limit on a worker process, which is killed past it
@@ -155,91 +153,33 @@ def verify(problem: dict, content: str, *, timeout_s: float | None = None,
     raise ValueError(f"unknown verifier {kind!r} in problem {problem.get('id')!r}")
 
 
-class _WorkerDied(RuntimeError):
-    """A math worker process exited (crashed, or was killed) with questions unanswered."""
-
-
-class _MathWorker:
+class _MathWorker(Worker):
     """A `python -m distill.grading.verify` child answering one JSON line per problem; a
     separate interpreter (not multiprocessing) so no caller needs a `__main__` guard."""
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "distill.grading.verify"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-        self._buf = b""
+    def __init__(self, argv: list[str] | None = None) -> None:
+        argv = argv or [sys.executable, "-m", "distill.grading.verify"]
+        super().__init__(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL))
 
-    def send(self, problem: dict, content: str) -> None:
-        try:
-            line = json.dumps({"problem": problem, "content": content}) + "\n"
-            self.proc.stdin.write(line.encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass    # it died: receive() finds out and says so
+    def ask(self, problem: dict, content: str) -> None:
+        """Sends one question; a worker that died is found out by `answer`."""
+        self.send((json.dumps({"problem": problem, "content": content}) + "\n").encode())
 
-    def ask(self, problem: dict, content: str, timeout: float) -> Verdict:
-        self.send(problem, content)
-        return self.receive(timeout)
-
-    def receive(self, timeout: float) -> Verdict:
-        """The reply to the oldest question sent; TimeoutError when the worker takes longer
-        than `timeout` on it. Reads the pipe itself: a buffered reader could hold a second
-        reply that select() then never reports."""
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise _WorkerDied("math verification worker died")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        reply = json.loads(line)
+    def answer(self, timeout: float) -> Verdict:
+        """The reply to the oldest question asked; TimeoutError when the worker takes longer
+        than `timeout` on it, WorkerDied when it exits first."""
+        reply = json.loads(self.readline(time.monotonic() + timeout))
         return Verdict(reply["ok"], reply["reason"])
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 # Warm workers are kept between calls (each costs an interpreter and a math-verify import,
 # seconds on a busy machine); they are killed at exit.
-_idle_workers: list[_MathWorker] = []
-_workers_lock = threading.Lock()
-_workers_pid = os.getpid()
-
-
-def _take_worker() -> _MathWorker:
-    global _workers_pid
-    with _workers_lock:
-        if _workers_pid != os.getpid():     # a forked caller must not share its parent's workers
-            _idle_workers.clear()
-            _workers_pid = os.getpid()
-        while _idle_workers:
-            worker = _idle_workers.pop()
-            if worker.alive():
-                return worker
-    return _MathWorker()
-
-
-def _give_worker(worker: _MathWorker) -> None:
-    with _workers_lock:
-        _idle_workers.append(worker)
+_workers = Pool(lambda _key: _MathWorker())
 
 
 def close_math_workers() -> None:
-    with _workers_lock:
-        workers, _idle_workers[:] = list(_idle_workers), []
-    for worker in workers:
-        worker.close()
-
-
-atexit.register(close_math_workers)
+    _workers.close()
 
 
 def _serve() -> None:
@@ -270,7 +210,7 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
         # Up to WINDOW questions in flight per worker, so it never waits for the next one
         # (on a busy machine each round trip costs a scheduling delay); the worker answers in
         # order, so the hard limit applies to the question it is working on.
-        worker = _take_worker()
+        worker = _workers.take()
         healthy = True
         pending: collections.deque = collections.deque()
         try:
@@ -282,29 +222,29 @@ def _verify_math_many(jobs: list[tuple[int, dict, str]], workers: int) -> dict[i
                         # messages, reasoning and logprobs.
                         pending.append((i, {"id": problem.get("id"),
                                             "answer": problem.get("answer")}, content))
-                        worker.send(pending[-1][1], content)
+                        worker.ask(pending[-1][1], content)
                     if not pending:
                         return
                     if errors:      # unread replies: this worker must not serve anyone else
                         healthy = False
                         return
                 try:
-                    v = worker.receive(MATH_HARD_TIMEOUT_S)
+                    v = worker.answer(MATH_HARD_TIMEOUT_S)
                     done[pending.popleft()[0]] = v
-                except (TimeoutError, _WorkerDied) as e:
+                except (TimeoutError, WorkerDied) as e:
                     done[pending.popleft()[0]] = Verdict(False, "timeout") \
-                        if isinstance(e, TimeoutError) else Verdict(False, str(e), infra=True)
-                    worker.close()
-                    worker = _MathWorker()
+                        if isinstance(e, TimeoutError) \
+                        else Verdict(False, "math verification worker died", infra=True)
+                    worker = _workers.replace(worker)
                     for _, slim, content in pending:
-                        worker.send(slim, content)
+                        worker.ask(slim, content)
                 except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
                     errors.append(e)
                     healthy = False
                     return
         finally:
-            if healthy and worker.alive():
-                _give_worker(worker)
+            if healthy:
+                _workers.give(worker)
             else:
                 worker.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distill.models import is_toy
 from distill.plan import cost, serving
 from distill.plan.params import Arch, Params, describe
 from distill.plan.serving import DTYPES, GPUS
@@ -94,7 +95,7 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
                                                    kv_dtype, util)
             rows.append({"gpu": gpu, "dtype": dtype, "native": dtype == ta.checkpoint,
                          "smallest": _layout_dict(smallest), "enough": _layout_dict(enough)})
-            if dtype == _serve_dtype(ta, pc.weights_dtype) and not t_name.startswith("toy:"):
+            if dtype == _serve_dtype(ta, pc.weights_dtype) and not is_toy(t_name):
                 lay, notes = serving.recommend(ta, tp_, gpu, dtype, max_len, mean_len, want, kv_dtype, util)
                 if lay is None:
                     continue

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from distill.errors import InputError
+from distill.models import is_toy, toy_config
 
 HUB_COPIES = Path(__file__).parent / "hub"
 
@@ -112,12 +113,6 @@ def _read_json(path: Path) -> dict:
     return doc
 
 
-def _toy_config(name: str) -> dict:
-    from distill.toy.arch import build_student, build_teacher
-    model, _ = (build_teacher if name == "toy:teacher" else build_student)()
-    return model.config.to_dict()
-
-
 def load_config(name: str, revision: str | None = None) -> tuple[dict, str]:
     """The config.json of `name` and where it came from. A path is read as it is; a Hub id is
     looked up in the local Hugging Face cache, then in distill's copies of published configs,
@@ -129,8 +124,8 @@ def load_config(name: str, revision: str | None = None) -> tuple[dict, str]:
             raise InputError("no config.json in the model directory", file=str(path.parent))
     if path.is_file():
         return _read_json(path), str(path)
-    if name.startswith("toy:"):
-        return _toy_config(name), f"{name} (distill.toy.models)"
+    if is_toy(name):
+        return toy_config(name), f"{name} (distill.toy.models)"
     if path.is_absolute() or name.startswith("."):
         raise InputError("config file not found", file=name)
     if name in API_MODELS:

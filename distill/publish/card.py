@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distill.config import Recipe
 from distill.eval.metrics import Estimate
+from distill.models import is_toy
 
 METHODS = {
     "sft": "supervised fine-tuning on the teacher's verified reasoning traces",
@@ -129,7 +130,7 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
     data = ModelCardData(
         model_name=name,
         # A rehearsal's stand-in must never be listed on the Hub as a fine-tune of the base.
-        base_model=cfg.train.student if not (cfg.train.student.startswith("toy:") or rehearsal) else None,
+        base_model=cfg.train.student if not (is_toy(cfg.train.student) or rehearsal) else None,
         datasets=_hub_datasets(cfg) or None,
         license=license,
         library_name="transformers",
@@ -241,7 +242,7 @@ def build_adapter_card(cfg: Recipe, license: str | None, model_repo: str | None)
     the merged model and its evaluation are."""
     from huggingface_hub import ModelCard, ModelCardData
     t = cfg.train
-    data = ModelCardData(base_model=t.student if not t.student.startswith("toy:") else None,
+    data = ModelCardData(base_model=t.student if not is_toy(t.student) else None,
                          library_name="peft", license=license, pipeline_tag="text-generation",
                          tags=["distillation", t.adapter, f"recipe:{cfg.run.name}"],
                          datasets=_hub_datasets(cfg) or None)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from distill.config import Recipe
 from distill.errors import InputError
+from distill.models import is_toy, resolve_model
 from distill.plan import cost, make_plan
 from distill.plan.text import count, generation_text, size, table, usd
 from distill.records import RunDir, current_traces, write_json, write_text
@@ -38,8 +39,7 @@ MEASURE_NEW_TOKENS = 48
 
 def _local_model(name: str) -> str | None:
     """A directory holding the model's weights, or None for a model reached over an API."""
-    if name.startswith("toy:"):
-        from distill.toy import resolve_model
+    if is_toy(name):
         return resolve_model(name)
     return name if Path(name).is_dir() else None
 

@@ -15,6 +15,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from distill.models import resolve_model
 from distill.records import RunDir, current_traces
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,7 @@ def count_parameters(model: str | Path | None) -> int | None:
     headers; None for a Hub id or a folder without safetensors (no download for a count)."""
     if not model:
         return None
-    name = str(model)
-    if name.startswith("toy:"):
-        from distill.toy import resolve_model
-        name = resolve_model(name)
-    path = Path(name)
+    path = Path(resolve_model(str(model), check=False))
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     if not files:
         return None
@@ -126,10 +123,7 @@ def model_license(model: str | None, revision: str | None = None) -> str | None:
     if not model:
         return None
     from huggingface_hub import HfApi, ModelCard
-    name = model
-    if name.startswith("toy:"):
-        from distill.toy import resolve_model
-        name = resolve_model(name)
+    name = resolve_model(model, check=False)
     try:
         local = Path(name)
         if local.is_dir():

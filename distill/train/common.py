@@ -15,6 +15,7 @@ from typing import Any
 
 from distill import logs
 from distill.errors import InputError
+from distill.models import is_toy
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def vocabulary_problem(student_tok, teacher_tok, student: str, teacher: str) -> 
 def load_teacher_tokenizer(name: str, key: str):
     from transformers import AutoTokenizer
 
-    if name.startswith("toy:"):  # the toy models share one tokenizer; no need to train a teacher
+    if is_toy(name):  # the toy models share one tokenizer; no need to train a teacher
         from distill.toy.tokenizer import build_tokenizer
         return build_tokenizer()
     try:

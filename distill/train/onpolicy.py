@@ -44,11 +44,12 @@ def build_on_policy(cfg, prep, output_dir):
         from transformers import AutoModelForCausalLM
         from trl import DistillationConfig, DistillationTrainer
 
-        from distill.toy import resolve_model
+        from distill.models import resolve_model
         args = DistillationConfig(**_config_kwargs(cfg, output_dir))
         model = load_student(t, prep)
+        key = "train.on_policy.teacher_model" if op.teacher_model else "teacher.model"
         teacher = AutoModelForCausalLM.from_pretrained(
-            resolve_model(op.teacher_model or cfg.teacher.model), dtype=model.dtype)
+            resolve_model(op.teacher_model or cfg.teacher.model, key=key), dtype=model.dtype)
         if hasattr(teacher.config, "output_router_logits"):  # MoE: the router loss is not ours
             teacher.config.output_router_logits = False
         yield DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,

@@ -171,7 +171,7 @@ def _ranks(trainer) -> list[dict]:
 def run_train(cfg: Recipe, run_dir: Path) -> Path:
     rd = RunDir(run_dir)
     source = rd.require("dataset", complete=True)
-    from distill.toy import resolve_model
+    from distill.models import resolve_model
     from distill.train.common import Prepared, check_liger, log_steps, student_config
     from distill.chat import prepare_tokenizer
     from distill.train.data import dataset_hash, source_dataset
@@ -193,7 +193,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
         return model_dir
 
     # Everything a recipe can get wrong is checked here, before a launch or any weights.
-    student = resolve_model(t.student)
+    student = resolve_model(t.student, key="train.student")
     tok, stop_ids = prepare_tokenizer(t, student)
     config = student_config(t, student)
     pos = positions(t, getattr(config.get_text_config(), "max_position_embeddings", None), t.student)
