@@ -70,7 +70,7 @@ def _hf_rows(src: PromptSource, revision: str | None) -> Iterator[Row]:
     from distill.grading.benchmarks import DataNotOnHand, hub_access
     local = Path(src.path or "").exists()  # a local dataset folder has no Hub revision
     try:
-        with contextlib.nullcontext() if local else hub_access(src.path):
+        with contextlib.nullcontext() if local else hub_access(src.path or ""):
             ds = datasets.load_dataset(src.path, src.config_name, split=src.split,
                                        revision=None if local else (src.revision or revision))
     except DataNotOnHand as e:
@@ -96,9 +96,8 @@ def _map_row(src: PromptSource, row: dict, file: str, line: int) -> dict:
     # One column of tests, or several joined in order (MBPP's test_setup_code or test_imports
     # before its test_list); a list column is one test per line.
     names = [src.tests_field] if isinstance(src.tests_field, str) else list(src.tests_field or [])
-    parts = [field(n) for n in names]
-    parts = ["\n".join(map(str, p)) if isinstance(p, list) else str(p or "") for p in parts]
-    tests = "\n".join(p for p in parts if p.strip()) or None
+    texts = ["\n".join(map(str, p)) if isinstance(p, list) else str(p or "") for p in map(field, names)]
+    tests = "\n".join(t for t in texts if t.strip()) or None
     return {"prompt": prompt,
             "answer": None if answer is None else str(answer),
             "tests": tests, "entry_point": field(src.entry_point_field), "subcategory": None,
@@ -217,7 +216,7 @@ def source_revision(src: PromptSource, seed: int) -> str | None:
         return None  # _jsonl_rows names the missing file
     try:
         from huggingface_hub import HfApi
-        return HfApi().dataset_info(src.path, revision=src.revision, timeout=30).sha
+        return HfApi().dataset_info(src.path or "", revision=src.revision, timeout=30).sha
     except Exception as e:  # offline, or a gated dataset without a token: read it as before
         log.warning("prompts: cannot resolve the revision of %s (%s); reading it again",
                     src.path, str(e).splitlines()[0] if str(e) else type(e).__name__)

@@ -50,7 +50,7 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path, start: int = 0, first_line: int = 1) -> Iterator[dict]:
+def read_jsonl(path: Path, start: int = 0, first_line: int = 1) -> Iterator[dict[str, Any]]:
     """Reads a JSONL file, from byte offset `start` (line `first_line` there). A torn last line
     (a crash mid-write) is skipped; a bad line elsewhere is an error naming the file and line."""
     # Only the last line of a file can lack its newline, so a bad line without one is the torn
@@ -137,7 +137,7 @@ class Stage:
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("part-*.jsonl"))
 
-    def read(self) -> Iterator[dict]:
+    def read(self) -> Iterator[dict[str, Any]]:
         """All records, in write order; a record id seen twice is yielded once."""
         seen: set[str] = set()
         for shard in self.shards():
@@ -149,7 +149,7 @@ class Stage:
     def ids(self) -> set[str]:
         return {rec["id"] for rec in self.read_index(())}
 
-    def read_index(self, fields: tuple[str, ...]) -> Iterator[dict]:
+    def read_index(self, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
         """The id and `fields` of every record, as `read` would give them, without parsing the
         records a shard's index already describes: from the index up to the last entry whose
         record is on disk, then the records after it (a crash may leave one unindexed). A
@@ -162,7 +162,7 @@ class Stage:
                     yield rec
 
     @staticmethod
-    def _shard_keys(shard: Path, fields: tuple[str, ...]) -> Iterator[dict]:
+    def _shard_keys(shard: Path, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
         idx, start, lines = _index_path(shard), 0, 0
         if idx.exists():
             size = shard.stat().st_size
@@ -190,7 +190,7 @@ class Stage:
     def is_complete(self) -> bool:
         return (self.path / MARKER).exists()
 
-    def manifest(self) -> dict | None:
+    def manifest(self) -> dict[str, Any] | None:
         marker = self.path / MARKER
         return json.loads(marker.read_text()) if marker.exists() else None
 
@@ -327,7 +327,7 @@ class CurrentTraces:
             tuple(dict.fromkeys(("prompt_id", "gen_hash", *fields)))
         self.other = 0
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         self.other = 0
         records = self.stage.read() if self.fields is None else self.stage.read_index(self.fields)
         for rec in records:

@@ -23,7 +23,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 from distill.config import Recipe
 from distill.errors import InputError
@@ -71,11 +71,11 @@ def end_of_turn_stops(path: str, revision: str | None = None) -> list[int]:
     if eot is None:
         return []
     try:
-        eos = GenerationConfig.from_pretrained(resolve(path), revision=revision).eos_token_id
+        eos: Any = GenerationConfig.from_pretrained(resolve(path), revision=revision or "main").eos_token_id
     except Exception:  # noqa: BLE001  (no generation_config.json)
         eos = tok.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
-    eot_id = tok.convert_tokens_to_ids(eot)
+    stops: set[Any] = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+    eot_id: Any = tok.convert_tokens_to_ids(eot)
     return [] if eot_id in stops else [eot_id]
 
 
@@ -169,7 +169,7 @@ def _served(cfg: Recipe, model: str, revision: str | None, base_url: str | None,
                 yield url, name, None
             return
         from distill.serving.launcher import serve_local
-        kw = {"extra_args": cfg.eval.server_args} if cfg.eval.server_args else {}
+        kw: dict[str, Any] = {"extra_args": cfg.eval.server_args} if cfg.eval.server_args else {}
         with serve_local(model, revision=revision, **kw) as (url, name):
             yield url, name, None
     return endpoint

@@ -65,7 +65,7 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
     rows = read_samples(Path(samples))     # before the benchmark's data, which may download
     version = bench.resolved_version(data_file)
     problems = bench.problems(data_file, None, options, data_key="--data-file")
-    by_id = {}
+    by_id: dict[str, dict] = {}
     for p in problems:
         by_id[p["id"]] = p
         if p.get("task_id") is not None:
@@ -74,15 +74,15 @@ def score_samples(benchmark: str, samples: Path, *, data_file: str | None = None
     per_task: dict[str, int] = {}
     graded = []
     for r in rows:
-        p = by_id.get(r["task_id"])
-        if p is None:
+        problem = by_id.get(r["task_id"])
+        if problem is None:
             raise InputError(f"unknown task id {r['task_id']!r} for benchmark {benchmark}",
                              file=str(samples), line=r["line"])
-        sample = per_task.get(p["id"], 0)
-        per_task[p["id"]] = sample + 1
-        graded.append({"task_id": p["id"], "sample": sample, "line": r["line"],
-                       "key": _key(version, p["id"], sample, r["text"]), "text": r["text"],
-                       "problem": p})
+        sample = per_task.get(problem["id"], 0)
+        per_task[problem["id"]] = sample + 1
+        graded.append({"task_id": problem["id"], "sample": sample, "line": r["line"],
+                       "key": _key(version, problem["id"], sample, r["text"]), "text": r["text"],
+                       "problem": problem})
     missing = [p["id"] for p in problems if p["id"] not in per_task]
     if missing and not subset:
         raise InputError(f"{len(missing)} of {len(problems)} tasks have no sample (first: "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from distill.errors import InputError
 from distill.jsonl import numbered_rows
@@ -93,7 +94,7 @@ def read_traces(spec: str, split: str = "train") -> list[dict]:
     rows, name = _rows(spec, split)
     gens = []
     for n, row in rows:
-        where = {"file": spec, "line": n}
+        where: dict[str, Any] = {"file": spec, "line": n}
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not messages:
             raise InputError("row has no 'messages' list", key="messages", **where)

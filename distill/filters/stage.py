@@ -19,6 +19,7 @@ import functools
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from distill.errors import InputError
 from distill.filters import quality
@@ -81,13 +82,16 @@ def _token_counter(cfg):
 def _format_checks(cfg, ledger: _Ledger) -> None:
     fc = cfg.filter
     count = _token_counter(cfg) if fc.min_tokens is not None or fc.max_tokens is not None else None
+
+    def length(g: dict) -> str | None:
+        assert count is not None  # checked only with a bound set
+        return quality.length(count(_trace_text(g)), fc.min_tokens, fc.max_tokens)
     checks = [("truncated", quality.truncated, fc.drop_truncated),
               ("think", quality.think, fc.require_think),
               ("empty", quality.empty, True),
               ("answer", quality.final_answer, fc.require_answer),
               ("repetition", quality.repetition, fc.drop_repetition),
-              ("length", lambda g: quality.length(count(_trace_text(g)), fc.min_tokens,
-                                                  fc.max_tokens), count is not None)]
+              ("length", length, count is not None)]
     for gen in ledger.gens:
         for name, check, enabled in checks:
             if enabled:
@@ -107,7 +111,7 @@ def _decontaminate(cfg, ledger: _Ledger) -> dict:
     names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
     items, skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
     index = Index(items, ngram=fc.decontaminate_ngram, minhash_threshold=fc.decontaminate_minhash)
-    hits: dict[str, object] = {}
+    hits: dict[Any, Any] = {}  # by prompt id
     for gen in ledger.alive():
         pid = gen.get("prompt_id")
         if pid not in hits:
@@ -180,10 +184,10 @@ def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
                         "trace); they are left out of this run's set and graded again by the "
                         "next run", not_graded)
     for key, gen in keyed:
-        v = verdicts[key]
-        ledger.mark(gen, "verify", None if v["ok"] else v["reason"])
-        if v["ok"]:
-            ledger.reasons[gen["id"]]["verify"] = v["reason"]
+        rec = verdicts[key]
+        ledger.mark(gen, "verify", None if rec["ok"] else rec["reason"])
+        if rec["ok"]:
+            ledger.reasons[gen["id"]]["verify"] = rec["reason"]
     out = {"graded": len(todo), "stored": stored}
     return {**out, "not_graded": not_graded} if not_graded else out
 
@@ -201,13 +205,13 @@ def _dedup(cfg, ledger: _Ledger) -> None:
     # Near-duplicate prompts (the same problem from two sources, or reworded): the prompt
     # with the most surviving traces is kept (then the smallest id), with all its traces.
     alive = ledger.alive()
-    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    by_prompt: dict[Any, list[dict]] = defaultdict(list)  # by prompt id
     for gen in alive:
         by_prompt[gen.get("prompt_id")].append(gen)
     from distill.filters.decontaminate import prompt_text
     prompts = {pid: prompt_text(gs[0]["messages"]) for pid, gs in by_prompt.items()}
-    dropped = near_duplicates(prompts, threshold=fc.dedup_threshold,
-                              keep=lambda pid: -len(by_prompt[pid]))
+    dropped: dict[Any, Any] = near_duplicates(prompts, threshold=fc.dedup_threshold,
+                                              keep=lambda pid: -len(by_prompt[pid]))
     for gen in alive:
         kept = dropped.get(gen.get("prompt_id"))
         ledger.mark(gen, "dedup", f"near-duplicate prompt of {kept}" if kept else None)
@@ -222,7 +226,7 @@ def _dedup(cfg, ledger: _Ledger) -> None:
 
 def _select(cfg, ledger: _Ledger) -> None:
     fc = cfg.filter
-    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    by_prompt: dict[Any, list[dict]] = defaultdict(list)  # by prompt id
     for gen in ledger.alive():
         by_prompt[gen.get("prompt_id")].append(gen)
     for gens in by_prompt.values():

@@ -160,7 +160,8 @@ def _why_not_on_hand(e: BaseException) -> tuple[str, str] | None:
     from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError)
-    chain, seen = [], e
+    chain: list[BaseException] = []
+    seen: BaseException | None = e
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__

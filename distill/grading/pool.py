@@ -35,6 +35,8 @@ class Worker:
 
     def __init__(self, proc: subprocess.Popen, key: Hashable = None):
         self.proc = proc
+        assert proc.stdin is not None and proc.stdout is not None, "a worker's stdin and stdout are pipes"
+        self.stdin, self.stdout = proc.stdin, proc.stdout
         self.key = key
         self.jobs = 0
         self._buf = b""
@@ -42,8 +44,8 @@ class Worker:
     def send(self, data: bytes) -> bool:
         """Writes one question; False when the worker is gone (a read then says so)."""
         try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+            self.stdin.write(data)
+            self.stdin.flush()
         except (BrokenPipeError, OSError):
             return False
         self.jobs += 1
@@ -52,7 +54,7 @@ class Worker:
     def readline(self, deadline: float) -> bytes:
         """The next line of output, without its newline. Reads the pipe itself: a buffered
         reader could hold a second reply that select() then never reports."""
-        fd = self.proc.stdout.fileno()
+        fd = self.stdout.fileno()
         while b"\n" not in self._buf:
             _wait_readable(fd, deadline)
             chunk = os.read(fd, 1 << 16)
@@ -69,7 +71,7 @@ class Worker:
         view = memoryview(buf)
         pos = min(n, len(self._buf))
         view[:pos], self._buf = self._buf[:pos], self._buf[pos:]
-        fd = self.proc.stdout.fileno()
+        fd = self.stdout.fileno()
         while pos < n:
             _wait_readable(fd, deadline)
             got = os.readv(fd, [view[pos:]])

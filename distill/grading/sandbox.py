@@ -58,6 +58,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from distill.grading.pool import Pool, Worker, WorkerDied
 
@@ -163,7 +164,7 @@ class _Server(Worker):
     def _stderr(self) -> str:
         if self.proc.poll() is None:
             return ""
-        return self.proc.stderr.read().decode("utf-8", "replace")
+        return self.proc.stderr.read().decode("utf-8", "replace") if self.proc.stderr else ""
 
     def _read(self, timeout: float) -> dict | None:
         """One reply, or None when the server died or said nothing within `timeout`."""
@@ -213,7 +214,7 @@ def _count_processes(uid: int) -> int:
 
 def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
                cpu_s: float | None = None, max_procs: int = 16, output_bytes: int = 8192,
-               files: dict[str, str | bytes] | None = None, file_mb: int = 64,
+               files: Mapping[str, str | bytes] | None = None, file_mb: int = 64,
                stdin: str | bytes | None = None) -> Result:
     """Runs `code` as /work/main.py in a sandbox, with `stdin` as its standard input. `files`
     are placed read-only beside it. Status: ok (exit 0), fail (non-zero exit), timeout (wall

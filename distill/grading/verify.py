@@ -297,7 +297,7 @@ def check_golds(answers: list[str | None], workers: int = 2) -> list[str | None]
     jobs = []
     for i, text in enumerate(answers):
         try:    # the cheap cases here, without a round trip to a worker
-            if not (text or "").strip() or text.strip().lower() in ("proof", "notfound"):
+            if not (text or "").strip() or (text or "").strip().lower() in ("proof", "notfound"):
                 _checked_gold(text, None)
         except GoldError as e:
             out[i] = e.kind

@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from distill.config import Recipe, load_recipe
 from distill.errors import InputError
@@ -211,7 +212,7 @@ def to_html(models: list[dict], categories: list[dict], columns: list[str], titl
     return leaderboard.html_page(title, parts)
 
 
-def write_leaderboard(run_dirs: list[str | Path], out: Path, title: str = "Leaderboard") -> list[Path]:
+def write_leaderboard(run_dirs: Sequence[str | Path], out: Path, title: str = "Leaderboard") -> list[Path]:
     from distill.publish import plots
 
     if not run_dirs:
