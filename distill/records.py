@@ -302,11 +302,11 @@ class RunDir:
         writes it: when it holds no record, or with `complete`, when it has no marker."""
         stage, writer = self.stage(folder), FOLDER_STAGE[folder]
         if complete and not stage.is_complete():
-            raise InputError(f"the {folder} stage is not complete: run `distill {writer}` first",
-                             file=str(stage.path))
+            raise InputError(f"{folder}/ is not complete (no {MARKER} marker): run the {writer} "
+                             f"stage first (`distill {writer}`)", file=str(stage.path))
         if not complete and next(iter(stage.read_index(())), None) is None:
-            raise InputError(f"the {folder} stage holds no records: run `distill {writer}` first",
-                             file=str(stage.path))
+            raise InputError(f"{folder}/ holds no records: run the {writer} stage first "
+                             f"(`distill {writer}`)", file=str(stage.path))
         return stage
 
     def save_recipe(self, recipe: Any) -> Path:

@@ -197,7 +197,7 @@ def test_more_samples_reuse_the_ones_drawn_and_new_sampling_draws_anew(monkeypat
 
 def test_eval_refuses_to_start_without_a_trained_student(monkeypatch, tmp_path):
     world = World().install(monkeypatch)
-    with pytest.raises(InputError, match="train stage is not complete"):
+    with pytest.raises(InputError, match="train/ is not complete .*run the train stage first"):
         run_evaluate(recipe(), tmp_path)
     assert world.samples() == 0
     assert not Stage(tmp_path, "eval").is_complete()

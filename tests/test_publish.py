@@ -159,7 +159,7 @@ def test_publish_without_per_question_scores_still_writes_the_report(tmp_path):
 
 
 def test_publish_needs_a_complete_eval(tmp_path):
-    with pytest.raises(InputError, match="eval stage is not complete"):
+    with pytest.raises(InputError, match="eval/ is not complete .*run the evaluate stage first"):
         run_publish(recipe(), tmp_path)
     assert not Stage(tmp_path, "publish").is_complete()
 

@@ -212,13 +212,13 @@ def test_every_reader_of_the_traces_counts_the_same_ones(tmp_path):
 
 def test_require_names_the_folder_and_the_command_that_writes_it(tmp_path):
     rd = RunDir(tmp_path)
-    with pytest.raises(InputError, match=r"prompts: the prompts stage holds no records: "
-                                         r"run `distill prompts` first"):
+    with pytest.raises(InputError, match=r"prompts: prompts/ holds no records: "
+                                         r"run the prompts stage first \(`distill prompts`\)"):
         rd.require("prompts")
-    with pytest.raises(InputError, match=r"dataset: the dataset stage is not complete: "
-                                         r"run `distill filter` first"):
+    with pytest.raises(InputError, match=r"dataset: dataset/ is not complete \(no _SUCCESS marker\): "
+                                         r"run the filter stage first \(`distill filter`\)"):
         rd.require("dataset", complete=True)
-    with pytest.raises(InputError, match=r"eval: the eval stage is not complete: run `distill evaluate`"):
+    with pytest.raises(InputError, match=r"eval: eval/ is not complete .*: run the evaluate stage first"):
         rd.require("eval", complete=True)
     with rd.dataset.writer() as w:
         w.write({"id": "a"})
@@ -235,5 +235,5 @@ def test_a_stage_without_its_input_is_bad_input_from_the_cli(tmp_path, stage, fo
     r = subprocess.run([sys.executable, "-m", "distill.cli", stage, "smoke", "--run-dir", str(run)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert f"{run / folder}: " in r.stderr and f"run `{command}` first" in r.stderr, r.stderr
+    assert f"{run / folder}: " in r.stderr and f"first (`{command}`)" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
