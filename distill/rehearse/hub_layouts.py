@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import csv
-import gzip
+import itertools
 import json
 import pickle
 import re
@@ -29,6 +29,8 @@ import zlib
 from pathlib import Path
 
 import yaml
+
+from distill.jsonl import numbered_rows
 
 NUMINA = "AI-MO/NuminaMath-1.5"
 MBPP = "google-research-datasets/mbpp"
@@ -96,9 +98,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [row for _, row in numbered_rows(path)]
 
 
 # ------------------------------------------------------------------------ NuminaMath
@@ -132,8 +132,8 @@ def _from_gsm8k(row: dict) -> dict:
 
 def _numina(folder: Path, shared: Path, n: int) -> None:
     real = _read_jsonl(shared / "schemas" / "numinamath-1.5" / "train.sample.jsonl")
-    with open(shared / "gsm8k" / "train.jsonl", encoding="utf-8") as f:
-        gsm8k = [_from_gsm8k(json.loads(line)) for line, _ in zip(f, range(n))]
+    rows = numbered_rows(shared / "gsm8k" / "train.jsonl")
+    gsm8k = [_from_gsm8k(r) for _, r in itertools.islice(rows, n)]
     _parquet(folder / "data" / "train-00000-of-00001.parquet",
              real + NUMINA_EDGE_ROWS + gsm8k, NUMINA_FEATURES)
     _readme(folder, NUMINA, [{"config_name": "default", "data_files": [

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from distill import logs
+from distill.jsonl import numbered_rows
 
 log = logging.getLogger("distill.serving.dryrun")  # __main__ when run with -m
 
@@ -127,15 +128,7 @@ class AnswerKey:
     def load(cls, path: str | Path | None) -> "AnswerKey":
         if not path:
             return cls([])
-        entries = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        entries.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        return cls(entries)
+        return cls([entry for _, entry in numbered_rows(path)])
 
     def find(self, prompt: str) -> dict | None:
         for e in self.entries:
