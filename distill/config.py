@@ -20,15 +20,16 @@ from typing_extensions import Self
 
 from distill.errors import InputError
 
+REPO = Path(__file__).resolve().parents[1]
 # The shipped recipes (`smoke`, `r1-to-7b`, ...) and accelerate launch configs.
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = REPO / "configs"
 
 # ------------------------------------------------------------------------ names in a recipe
 # A recipe names entries of registries that live above this module; each is checked here, when
 # the recipe loads, not at the stage that first uses it. Benchmarks are the files in evals/
 # (read as names, not imported: distill.grading.benchmarks imports them); the other lists copy
 # their registry, and tests/test_config.py holds each copy to its source.
-EVALS_DIR = Path(__file__).resolve().parents[1] / "evals"
+EVALS_DIR = REPO / "evals"
 TOY_FAMILIES = ("arith", "code")                  # distill.toy.tasks.CATEGORIES
 TOY_MODELS = ("toy:teacher", "toy:student")       # distill.toy.models.resolve_model
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",

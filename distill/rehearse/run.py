@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from distill.config import Recipe
+from distill.config import CONFIG_DIR, Recipe
 from distill.errors import InputError
 from distill.records import RunDir, current_traces
 
 log = logging.getLogger(__name__)
 
-CPU_LAUNCH = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "cpu-ddp.yaml"
+CPU_LAUNCH = CONFIG_DIR / "accelerate" / "cpu-ddp.yaml"
 # Models of one family share a tokenizer and template: a folder of --tokenizers may stand for
 # its siblings (Qwen3-235B-A22B ships the Qwen3-8B files).
 SIBLINGS = {"Qwen3-235B-A22B": "Qwen3-8B", "Qwen3-30B-A3B": "Qwen3-8B",
