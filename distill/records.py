@@ -137,17 +137,26 @@ class Stage:
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("part-*.jsonl"))
 
-    def read(self) -> Iterator[dict[str, Any]]:
-        """All records, in write order; a record id seen twice is yielded once."""
+    def read(self, unique: bool = True) -> Iterator[dict[str, Any]]:
+        """All records, in write order; a record id seen twice is yielded once (`unique`; a
+        reader of millions that settles repeats itself passes False, and holds no id set)."""
         seen: set[str] = set()
         for shard in self.shards():
             for rec in read_jsonl(shard):
-                if rec["id"] not in seen:
+                if not unique:
+                    yield rec
+                elif rec["id"] not in seen:
                     seen.add(rec["id"])
                     yield rec
 
     def ids(self) -> set[str]:
         return {rec["id"] for rec in self.read_index(())}
+
+    def clear(self) -> None:
+        """Removes every record (a stage that rewrites its folder whole)."""
+        for shard in self.shards():
+            shard.unlink()
+            _index_path(shard).unlink(missing_ok=True)
 
     def read_index(self, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
         """The id and `fields` of every record, as `read` would give them, without parsing the
@@ -212,6 +221,120 @@ class Stage:
         return json.loads((self.path / name).read_text())
 
 
+class ParquetStage(Stage):
+    """A folder of records as Parquet shards in the Hub's dataset layout: `<run_dir>/<name>/
+    data/train-00000-of-00003.parquet, ...` plus `_SUCCESS`; `datasets.load_dataset(folder)`
+    and the Hub read it as it is. Written whole by one writer (the filter rewrites the kept
+    set every run); each shard is written under a temporary name and renamed when the writer
+    closes, so a crash leaves no shard that looks whole. Columns: id, prompt_id, source,
+    category, messages (list of {role, content}), teacher_logprobs (JSON text, or null)."""
+
+    ROWS_PER_GROUP = 1000
+    SHARD_BYTES = 500 * 2**20   # push_to_hub's default max_shard_size, counted in text bytes
+
+    def shards(self) -> list[Path]:
+        return sorted((self.path / "data").glob("train-*.parquet"))
+
+    def read(self, unique: bool = True) -> Iterator[dict[str, Any]]:
+        """Every row as a record (teacher_logprobs parsed, absent when null); ids are unique
+        by construction."""
+        import pyarrow.parquet as pq
+        for shard in self.shards():
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
+                for row in batch.to_pylist():
+                    lp = row.pop("teacher_logprobs", None)
+                    if lp:
+                        row["teacher_logprobs"] = json.loads(lp)
+                    yield row
+
+    def read_index(self, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        import pyarrow.parquet as pq
+        for shard in self.shards():
+            f = pq.ParquetFile(shard)
+            names = ["id", *[c for c in fields if c in f.schema_arrow.names]]
+            for batch in f.iter_batches(batch_size=4096, columns=names):
+                for row in batch.to_pylist():
+                    yield {"id": row["id"], **{k: row.get(k) for k in fields}}
+
+    def writer(self, index: tuple[str, ...] = ()) -> "ParquetWriter":
+        return ParquetWriter(self)
+
+    def clear(self) -> None:
+        import shutil
+        shutil.rmtree(self.path / "data", ignore_errors=True)
+
+
+def kept_schema():
+    import pyarrow as pa
+    s = pa.string()
+    return pa.schema([("id", s), ("prompt_id", s), ("source", s), ("category", s),
+                      ("messages", pa.list_(pa.struct([("role", s), ("content", pa.large_string())]))),
+                      ("teacher_logprobs", pa.large_string())])
+
+
+class ParquetWriter:
+    """Writes a ParquetStage's rows in row groups of `ROWS_PER_GROUP`, a new shard every
+    `SHARD_BYTES` of text; on close the shards get their final names `train-i-of-n`."""
+
+    def __init__(self, stage: ParquetStage):
+        self.stage, self.count = stage, 0
+        self._rows: list[dict[str, Any]] = []
+        self._writer: Any = None
+        self._bytes = 0
+        self._written: list[Path] = []
+        (stage.path / "data").mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if "id" not in record:
+            raise ValueError("a record needs an 'id'")
+        lp = record.get("teacher_logprobs")
+        messages = [{"role": m["role"], "content": m.get("content") or ""} for m in record["messages"]]
+        self._rows.append({"id": record["id"], "prompt_id": record.get("prompt_id"),
+                           "source": record.get("source"), "category": record.get("category"),
+                           "messages": messages, "teacher_logprobs": json.dumps(lp) if lp else None})
+        self._bytes += sum(len(m["content"]) for m in messages) + (len(self._rows[-1]["teacher_logprobs"] or ""))
+        self.count += 1
+        if len(self._rows) >= self.stage.ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        if not self._rows:
+            return
+        if self._writer is None:
+            path = self.stage.path / "data" / f".part-{len(self._written):05d}.parquet.tmp"
+            self._written.append(path)
+            self._writer = pq.ParquetWriter(path, kept_schema())
+        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=kept_schema()))
+        self._rows = []
+        if self._bytes >= self.stage.SHARD_BYTES:
+            self._writer.close()
+            self._writer, self._bytes = None, 0
+
+    def close(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        # Final names for every shard of the folder (an earlier writer's too): i of n.
+        shards = self.stage.shards() + self._written
+        self._written = []
+        staged = []
+        for i, path in enumerate(shards):
+            tmp = path.with_name(f".renaming-{i:05d}.parquet.tmp")
+            os.replace(path, tmp)
+            staged.append(tmp)
+        for i, tmp in enumerate(staged):
+            os.replace(tmp, tmp.with_name(f"train-{i:05d}-of-{len(staged):05d}.parquet"))
+
+    def __enter__(self) -> "ParquetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 # The pipeline's stages, in order (distill/pipeline.py runs them), and the folders of the run
 # directory each one writes. The first folder holds the marker that completes the stage: the
 # stage writes it last.
@@ -223,6 +346,8 @@ STAGE_FOLDERS: dict[str, tuple[str, ...]] = {
     "evaluate": ("eval",),
     "publish": ("publish", "report"),
 }
+# folders written as Parquet (ParquetStage); the others are JSONL shards
+PARQUET_FOLDERS = ("dataset",)
 # folder -> the stage that writes it
 FOLDER_STAGE: dict[str, str] = {f: name for name, folders in STAGE_FOLDERS.items() for f in folders}
 
@@ -234,7 +359,7 @@ class RunDir:
         self.path = Path(path)
 
     def stage(self, name: str) -> Stage:
-        return Stage(self.path, name)
+        return ParquetStage(self.path, name) if name in PARQUET_FOLDERS else Stage(self.path, name)
 
     # -- the folders, by the stage that writes them
     @property
@@ -259,7 +384,8 @@ class RunDir:
 
     @property
     def dataset(self) -> Stage:
-        """dataset/: a KeptExample per kept trace, the training set (stage filter)."""
+        """dataset/: a KeptExample per kept trace, the training set, as Parquet shards in the
+        Hub's layout (stage filter)."""
         return self.stage("dataset")
 
     @property
@@ -321,15 +447,16 @@ class CurrentTraces:
     stored records were passed over."""
 
     def __init__(self, stage: Stage, gen_hash: str | None, prompt_ids: Collection[str] | None,
-                 fields: tuple[str, ...] | None):
-        self.stage, self.gen_hash, self.prompt_ids = stage, gen_hash, prompt_ids
+                 fields: tuple[str, ...] | None, unique: bool = True):
+        self.stage, self.gen_hash, self.prompt_ids, self.unique = stage, gen_hash, prompt_ids, unique
         self.fields = None if fields is None else \
             tuple(dict.fromkeys(("prompt_id", "gen_hash", *fields)))
         self.other = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.other = 0
-        records = self.stage.read() if self.fields is None else self.stage.read_index(self.fields)
+        records = self.stage.read(self.unique) if self.fields is None else \
+            self.stage.read_index(self.fields)
         for rec in records:
             stamped = rec.get("gen_hash")
             if (self.gen_hash is None or stamped is None or stamped == self.gen_hash) and \
@@ -341,7 +468,7 @@ class CurrentTraces:
 
 def current_traces(run_dir: str | Path, gen_hash: str | None, *,
                    prompt_ids: Collection[str] | None = None,
-                   fields: tuple[str, ...] | None = None) -> CurrentTraces:
+                   fields: tuple[str, ...] | None = None, unique: bool = True) -> CurrentTraces:
     """The generate records that count now: those of generation settings `gen_hash` (None: of
     any), for prompts of the current prompt set. The one rule for which traces the filter
     grades, generate resumes from, and economics, the plan and lineage price and count.
@@ -355,10 +482,12 @@ def current_traces(run_dir: str | Path, gen_hash: str | None, *,
       record): samples of prompts dropped from the recipe stay on disk but do not count, so
       the traces economics prices are those the filter grades; generate passes the prompts it
       generates for (one shard's, with `generate.shards`).
+    - `unique=False`: a record id written twice is yielded twice (no set of every id in
+      memory); the filter settles repeats on its own columns.
     - `fields`: only the id and these fields of each record (and prompt_id, gen_hash), from
       the shards' indexes: a resume reads the small index, not every trace.
     """
     rd = RunDir(run_dir)
     if prompt_ids is None and rd.prompts.shards():
         prompt_ids = rd.prompts.ids()
-    return CurrentTraces(rd.generate, gen_hash, prompt_ids, fields)
+    return CurrentTraces(rd.generate, gen_hash, prompt_ids, fields, unique)

@@ -14,7 +14,7 @@ from distill.filters import quality, run_filter
 from distill.grading.verify import verify, verify_many
 verify_mod = importlib.import_module("distill.grading.verify")
 from distill.filters.dedup import duplicates
-from distill.records import Stage
+from distill.records import RunDir, Stage
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
@@ -157,7 +157,7 @@ def test_filter_stage_counts(tmp_path):
     verdicts = {r["id"]: r for r in Stage(tmp_path, "filter").read()}
     assert verdicts["g02"]["failed"] == "dedup" and verdicts["g02"]["reasons"]["verify"] == "ok"
     assert verdicts["g01"]["kept"] and verdicts["g01"]["failed"] is None
-    data = list(Stage(tmp_path, "dataset").read())
+    data = list(RunDir(tmp_path).dataset.read())
     assert sorted(r["id"] for r in data) == ["g01", "g07"]
     g01 = next(r for r in data if r["id"] == "g01")
     assert g01["messages"][-1] == {"role": "assistant", "content": "<think>think</think>So \\boxed{13}."}
@@ -182,13 +182,13 @@ def test_filter_stage_rerun_with_other_settings_replaces_outputs(tmp_path):
                                 require_answer=False, dedup="none"), tmp_path)
     assert second["kept"] == 7 and second["rejected"] == {"empty": 1}
     assert len(list(Stage(tmp_path, "filter").read())) == 8
-    assert len(list(Stage(tmp_path, "dataset").read())) == 7
+    assert len(list(RunDir(tmp_path).dataset.read())) == 7
 
 
 @needs_bwrap
 def test_verify_keeps_its_verdicts_across_a_crash_and_grades_only_the_rest(tmp_path, monkeypatch):
     import importlib
-    filter_stage = importlib.import_module("distill.filters.stage")
+    filter_stage = importlib.import_module("distill.filters.verdicts")
     verify = importlib.import_module("distill.grading.verify")
 
     gens = [_gen(f"m{i:02d}", MATH_P, f"So \\boxed{{{13 if i % 3 else 12}}}.", reasoning=f"r{i}")
@@ -240,7 +240,7 @@ def test_only_the_recipes_prompts_and_sampling_settings_are_graded(tmp_path):
         w.write({**_gen("b", MATH_P, "So \\boxed{13}!", reasoning="t2"), "gen_hash": "older"})
         w.write({**_gen("c", {**MATH_P, "prompt_id": "gone"}, "So \\boxed{13}."), "gen_hash": now})
     counts = run_filter(cfg, tmp_path)
-    assert counts["total"] == 1 and [r["id"] for r in Stage(tmp_path, "dataset").read()] == ["a"]
+    assert counts["total"] == 1 and [r["id"] for r in RunDir(tmp_path).dataset.read()] == ["a"]
     assert Stage(tmp_path, "filter").manifest()["not_graded_other_settings"] == 2
 
 
@@ -466,10 +466,10 @@ def test_select_shortest_and_at_most_k(tmp_path):
             for i in (3, 1, 2)]
     _write(tmp_path, gens)
     c = run_filter(_recipe(verify=False, select="shortest"), tmp_path)
-    kept = [r["id"] for r in Stage(tmp_path, "dataset").read()]
+    kept = [r["id"] for r in RunDir(tmp_path).dataset.read()]
     assert kept == ["s1"] and c["rejected"] == {"select": 2}
     c = run_filter(_recipe(verify=False, max_per_prompt=2), tmp_path)
-    assert [r["id"] for r in Stage(tmp_path, "dataset").read()] == ["s1", "s2"]
+    assert [r["id"] for r in RunDir(tmp_path).dataset.read()] == ["s1", "s2"]
 
 
 def test_length_bounds_count_with_the_students_tokenizer(tmp_path):
@@ -547,7 +547,7 @@ def test_filter_traces_from_a_jsonl_file(tmp_path):
     assert set(c["by_source"]) == {"mine", "traces"}
     assert c["by_category"]["coding"] == {"total": 1, "kept": 1, "kept_fraction": 1.0,
                                           "rejected": {}}
-    data = sorted(Stage(tmp_path / "run", "dataset").read(), key=lambda r: r["source"])
+    data = sorted(RunDir(tmp_path / "run").dataset.read(), key=lambda r: r["source"])
     assert data[0]["messages"][-1]["content"] == "<think>6+7=13</think>So \\boxed{13}."
 
     bad = tmp_path / "bad.jsonl"

@@ -13,7 +13,7 @@ import pytest
 
 from distill.config import Recipe, dump_recipe
 from distill.eval import metrics
-from distill.records import Stage, write_text
+from distill.records import RunDir, Stage, write_text
 
 BENCHES = {"toy_arith": "reasoning", "toy_code": "coding"}
 
@@ -63,7 +63,7 @@ def _write_run(root, name, *, student, method, params, right, cost, seconds, tea
             w.write({"id": f"g{i}", "gen_hash": "h1" if i < 4 else "h0", "cost": cost / 4,
                      "usage": {"completion_tokens": 500 * right, "choices": 2}})
     gen.complete(samples=4, gen_hash="h1", cost=cost)
-    Stage(run, "dataset").complete(records=100)
+    RunDir(run).dataset.complete(records=100)
     return run
 
 

@@ -10,7 +10,7 @@ from distill.config import Recipe
 from distill.errors import InputError
 from distill.eval import metrics
 from distill.publish import run_publish
-from distill.records import Stage
+from distill.records import RunDir, Stage
 
 # Ten questions; the student answers a subset of what the teacher answers.
 CORRECT = {"teacher": set(range(8)), "base": {0, 9}, "student": set(range(6))}
@@ -191,7 +191,7 @@ TOKEN = "hf_standin_secret_0123456789"
 
 def _write_traces(run_dir, n=12):
     """Generate records and the kept set (every other one) as the filter stage writes them."""
-    gen, data = Stage(run_dir, "generate"), Stage(run_dir, "dataset")
+    gen, data = Stage(run_dir, "generate"), RunDir(run_dir).dataset
     with gen.writer() as g, data.writer() as d:
         for i in range(n):
             prompt = [{"role": "user", "content": f"What is {i} + {i}?"}]

@@ -198,14 +198,14 @@ def test_current_traces_are_those_of_the_generation_hash_and_the_prompt_set(tmp_
 def test_every_reader_of_the_traces_counts_the_same_ones(tmp_path):
     from types import SimpleNamespace
 
-    from distill.filters.stage import _current_generations
+    from distill.filters.stage import _source
     from distill.plan.cost import recorded_usage
     from distill.publish.lineage import generation_cost
 
     _two_generations(tmp_path)
-    cfg = SimpleNamespace(generation_hash=lambda: "h1")
-    gens, other = _current_generations(cfg, tmp_path)
-    assert [g["id"] for g in gens] == ["t1", "t2", "t6"] and other == 3
+    cfg = SimpleNamespace(generation_hash=lambda: "h1", filter=SimpleNamespace(input=None))
+    read, other, _ = _source(cfg, tmp_path)
+    assert [g["id"] for g in read()] == ["t1", "t2", "t6"] and other() == 3
     assert recorded_usage(tmp_path, "h1").samples == 3
     assert generation_cost(tmp_path)["samples"] == 3            # the manifest's gen_hash
 
@@ -221,7 +221,7 @@ def test_require_names_the_folder_and_the_command_that_writes_it(tmp_path):
     with pytest.raises(InputError, match=r"eval: eval/ is not complete .*: run the evaluate stage first"):
         rd.require("eval", complete=True)
     with rd.dataset.writer() as w:
-        w.write({"id": "a"})
+        w.write({"id": "a", "messages": [{"role": "user", "content": "hi"}]})
     assert rd.require("dataset").path == tmp_path / "dataset"   # records, no marker
     rd.dataset.complete()
     assert rd.require("dataset", complete=True).is_complete()

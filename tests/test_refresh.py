@@ -100,7 +100,7 @@ def _finish_training(run_dir, cfg):
     stage's lineage), so the refresh sees a trained, evaluated student; the slow Prefect test
     trains for real."""
     from distill.train.stage import records_hash
-    records = list(Stage(run_dir, "dataset").read())
+    records = list(RunDir(run_dir).dataset.read())
     write_json(run_dir / "train" / "lineage.json", {"dataset_hash": records_hash(records)})
     Stage(run_dir, "train").complete(records=len(records), config_hash="c1")
     Stage(run_dir, "eval").complete(benchmarks=cfg.eval.benchmarks)

@@ -144,3 +144,137 @@ def near_duplicates(texts: dict[str, str], *, threshold: float = 0.8,
             winner = min(members, key=lambda m: (keep(m), m))
             dropped.update({m: winner for m in members if m != winner})
     return dropped
+
+
+# -- near duplicates at scale: signatures and band hashes on disk, clusters from sorted bands
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The bands and rows datasketch's MinHashLSH picks for `threshold` (the least weighted
+    sum of false positives and negatives), so both paths find the same candidates."""
+    from datasketch.lsh import _optimal_param
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+class SignatureFile:
+    """MinHash signatures (uint64 x num_perm, the values datasketch's affine64 MinHash
+    computes) appended to `<path>.sig`, and one hash per LSH band appended to `<path>.band<k>`.
+    Rows are numbered in append order. Nothing of a row stays in memory: a million traces
+    cost a million rows on disk (896 bytes each with 112 permutations) and a few megabytes in
+    memory while the bands are sorted one at a time (`pairs`)."""
+
+    def __init__(self, path, threshold: float, signer: Signer | None = None):
+        import numpy as np
+        from datasketch.minhash import _fmix
+
+        self.path, self.threshold = str(path), threshold
+        self.signer = signer or Signer()
+        self.bands, self.rows = lsh_params(threshold, self.signer.num_perm)
+        a, b = self.signer._template.permutations
+        self._a, self._b, self._fmix = a, b, _fmix
+        self._init = self.signer._template.hashvalues.copy()
+        self._sig = open(self.path + ".sig", "wb")
+        self._band = [open(f"{self.path}.band{k}", "wb") for k in range(self.bands)]
+        self.count = 0
+        self._np = np
+
+    def signature(self, text: str):
+        """The signature datasketch's `Signer.sign(text).hashvalues` gives, without building
+        MinHash objects."""
+        np = self._np
+        h = shingle_hashes(text, self.signer.ngram)
+        if len(h) == 0:
+            return self._init.copy()
+        with np.errstate(over="ignore"):
+            hv = self._fmix(h.reshape(-1, 1), 64)
+            return np.minimum(self._init, (hv * self._a + self._b).min(axis=0))
+
+    def add(self, sigs) -> None:
+        """Appends signatures (an array of rows)."""
+        np = self._np
+        sigs = np.ascontiguousarray(sigs, dtype=np.uint64).reshape(-1, self.signer.num_perm)
+        self._sig.write(sigs.tobytes())
+        used = sigs[:, : self.bands * self.rows].reshape(len(sigs), self.bands, self.rows)
+        with np.errstate(over="ignore"):
+            acc = used[:, :, 0].copy()
+            for r in range(1, self.rows):
+                acc = acc * np.uint64(0x100000001B3) + used[:, :, r]
+            acc ^= acc >> np.uint64(31)
+            acc *= np.uint64(0x94D049BB133111EB)
+            acc ^= acc >> np.uint64(29)
+        for k in range(self.bands):
+            self._band[k].write(np.ascontiguousarray(acc[:, k]).tobytes())
+        self.count += len(sigs)
+
+    def close(self) -> None:
+        for f in [self._sig, *self._band]:
+            f.close()
+
+    def clusters(self, members) -> dict[int, list[int]]:
+        """Near-duplicate clusters among the rows in `members` (an array of row numbers): rows
+        that share a band and whose estimated Jaccard similarity is >= threshold are linked,
+        linked rows form a cluster (union-find). Returns root -> its rows, for clusters of two
+        or more."""
+        np = self._np
+        self.close()
+        members = np.asarray(members, dtype=np.int64)
+        if len(members) < 2:
+            return {}
+        pairs = self._candidates(members)
+        if len(pairs) == 0:
+            return {}
+        pairs = self._confirmed(pairs)
+        parent: dict[int, int] = {}
+
+        def root(x: int) -> int:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for i, j in pairs.tolist():
+            a, b = root(i), root(j)
+            if a != b:
+                parent[a] = b
+        out: dict[int, list[int]] = {}
+        for x in parent:
+            out.setdefault(root(x), []).append(x)
+        return {k: sorted(v) for k, v in out.items() if len(v) > 1}
+
+    def _candidates(self, members):
+        """Pairs of member rows that share at least one band, each pair once (i < j)."""
+        np = self._np
+        found = []
+        for k in range(self.bands):
+            h = np.fromfile(f"{self.path}.band{k}", dtype=np.uint64)[members]
+            order = np.argsort(h, kind="stable")
+            hs = h[order]
+            starts = np.r_[0, np.flatnonzero(hs[1:] != hs[:-1]) + 1]
+            sizes = np.diff(np.r_[starts, len(hs)])
+            for s, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+                rows = members[order[s: s + size]]
+                i, j = np.triu_indices(size, 1)
+                found.append(np.stack([np.minimum(rows[i], rows[j]),
+                                       np.maximum(rows[i], rows[j])], axis=1))
+        if not found:
+            return np.zeros((0, 2), dtype=np.int64)
+        return np.unique(np.concatenate(found), axis=0)
+
+    def _confirmed(self, pairs):
+        """The candidate pairs whose estimated Jaccard similarity reaches the threshold; the
+        signatures of the rows involved are read from disk by offset."""
+        import os
+        np = self._np
+        width = self.signer.num_perm * 8
+        rows = np.unique(pairs)
+        sigs = np.empty((len(rows), self.signer.num_perm), dtype=np.uint64)
+        fd = os.open(self.path + ".sig", os.O_RDONLY)
+        try:
+            for n, r in enumerate(rows.tolist()):
+                sigs[n] = np.frombuffer(os.pread(fd, width, r * width), dtype=np.uint64)
+        finally:
+            os.close(fd)
+        a = sigs[np.searchsorted(rows, pairs[:, 0])]
+        b = sigs[np.searchsorted(rows, pairs[:, 1])]
+        jaccard = (a == b).sum(axis=1) / self.signer.num_perm
+        return pairs[jaccard >= self.threshold]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from distill.errors import InputError
 from distill.jsonl import numbered_rows
@@ -28,10 +28,11 @@ GOLD_FIELDS = ("answer", "choices", "tests", "functional_tests", "stdio_tests", 
 _THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>(.*)$", re.DOTALL)
 
 
-def _rows(spec: str, split: str) -> tuple[list[tuple[int, dict]], str]:
-    """(line or row number, row) and the name of the input."""
+def _rows(spec: str, split: str) -> tuple[Iterator[tuple[int, dict]], str]:
+    """(line or row number, row), streamed, and the name of the input. A file's existence and
+    a saved dataset's split are checked before the first row."""
     path = Path(spec)
-    if path.is_dir():                       # a dataset saved with `save_to_disk`
+    if path.is_dir():                       # a dataset saved with `save_to_disk`: memory-mapped
         from datasets import DatasetDict, load_from_disk
         ds = load_from_disk(str(path))
         if isinstance(ds, DatasetDict):
@@ -39,30 +40,37 @@ def _rows(spec: str, split: str) -> tuple[list[tuple[int, dict]], str]:
                 raise InputError(f"no split {split!r} (has: {', '.join(ds)})", file=spec,
                                  key="filter.input_split")
             ds = ds[split]
-        return list(enumerate(ds, 1)), path.name
+        return enumerate(ds, 1), path.name
     if path.exists():
         if path.suffix == ".parquet":
-            from datasets import load_dataset
-            rows = load_dataset("parquet", data_files=str(path), split="train")
-            return list(enumerate(rows, 1)), path.stem
-        if path.suffix == ".json":
+            return _parquet_rows(path), path.stem
+        if path.suffix == ".json":          # one JSON list: read whole (JSONL streams)
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise InputError(f"not valid JSON ({e.msg})", file=spec, line=e.lineno) from None
             if not isinstance(rows, list):
                 raise InputError("a JSON input must be a list of rows", file=spec)
-            return list(enumerate(rows, 1)), path.stem
-        return list(numbered_rows(spec)), path.stem.removesuffix(".jsonl")
+            return enumerate(rows, 1), path.stem
+        return numbered_rows(spec), path.stem.removesuffix(".jsonl")
     if path.suffix in (".jsonl", ".json", ".parquet", ".gz") or spec.startswith((".", "/")):
         raise InputError("input file not found", file=spec, key="filter.input")
     from datasets import load_dataset
-    try:
-        return list(enumerate(load_dataset(spec, split=split), 1)), spec
+    try:   # downloaded once into the Hub cache as Arrow, then read memory-mapped
+        return enumerate(load_dataset(spec, split=split), 1), spec
     except Exception as e:  # noqa: BLE001  (not found, no network, gated)
         raise InputError(f"cannot load Hub dataset {spec!r} split {split!r}: "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
                          key="filter.input") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=512):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
 
 
 def _split_reasoning(message: dict) -> tuple[str | None, str]:
@@ -90,9 +98,14 @@ def _verifier(row: dict) -> str:
 
 
 def read_traces(spec: str, split: str = "train") -> list[dict]:
-    """Generation records for the rows of `spec` (a file or a Hub dataset id)."""
+    """Generation records for the rows of `spec` (a file or a Hub dataset id), as a list."""
+    return list(iter_traces(spec, split))
+
+
+def iter_traces(spec: str, split: str = "train") -> Iterator[dict]:
+    """Generation records for the rows of `spec` (a file or a Hub dataset id), streamed: the
+    same records in the same order every time."""
     rows, name = _rows(spec, split)
-    gens = []
     for n, row in rows:
         where: dict[str, Any] = {"file": spec, "line": n}
         messages = row.get("messages") if isinstance(row, dict) else None
@@ -115,5 +128,4 @@ def read_traces(spec: str, split: str = "train") -> list[dict]:
                 verifier, "reasoning"),
             "reasoning": reasoning, "content": content,
             "finish_reason": row.get("finish_reason") or "stop", "input_line": n})
-        gens.append(gen)
-    return gens
+        yield gen

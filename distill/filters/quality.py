@@ -70,7 +70,14 @@ COMPRESSION_MIN_CHARS = 2000
 
 def _tail_loop(text: str) -> str | None:
     tail = text.rstrip()[-(LOOP_MAX_PERIOD * LOOP_MIN_REPEATS + LOOP_MAX_PERIOD):]
-    for period in range(1, min(LOOP_MAX_PERIOD, len(tail) // LOOP_MIN_REPEATS) + 1):
+    longest = min(LOOP_MAX_PERIOD, len(tail) // LOOP_MIN_REPEATS)
+    if longest < 1:
+        return None
+    # A period p can loop only where the last character recurs p back: test those p alone,
+    # shortest first (numpy finds them; testing every p costs milliseconds a trace).
+    import numpy as np
+    chars = np.frombuffer(tail[-(longest + 1):].encode("utf-32-le"), dtype=np.uint32)
+    for period in (np.flatnonzero(chars[::-1][1:] == chars[-1]) + 1).tolist():
         unit = tail[-period:]
         repeats = 1
         while tail.endswith(unit * (repeats + 1)):

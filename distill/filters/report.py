@@ -1,5 +1,5 @@
-"""The filter report: reads the verdicts of one filter run, writes nothing itself; returns the
-counts (per filter, per source and category, per rejection reason, with examples and the
+"""The filter report: takes the verdicts of one filter run as they are made, writes nothing
+itself; returns the counts (per filter, per source and category, per rejection reason, with examples and the
 decontamination hits) as a dict for report.json, and the same as Markdown for report.md (which
 the Prefect flow also publishes as an artifact)."""
 
@@ -32,47 +32,61 @@ def _share(kept: int, total: int) -> float:
     return round(kept / total, 4) if total else 0.0
 
 
-def counts(gens: list[dict], failed: dict, reasons: dict, decontamination: dict | None,
-           source: str) -> dict:
-    rejected: Counter = Counter()
-    kinds: dict[str, Counter] = defaultdict(Counter)
-    examples: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    by: dict[str, dict] = {"source": {}, "category": {}}
-    for gen in gens:
-        f = failed[gen["id"]]
+class Counts:
+    """The report's counts, fed one verdict at a time (`add`), so the filter never holds the
+    traces: per filter, per source and category, per rejection reason with a few examples."""
+
+    def __init__(self) -> None:
+        self.total = self.kept = 0
+        self.rejected: Counter = Counter()
+        self.kinds: dict[str, Counter] = defaultdict(Counter)
+        self.examples: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        self.by: dict[str, dict] = {"source": {}, "category": {}}
+
+    def add(self, gen: dict, failed: str | None, reasons: dict) -> None:
+        self.total += 1
+        self.kept += failed is None
         for key in ("source", "category"):
-            slot = by[key].setdefault(str(gen.get(key)), {"total": 0, "kept": 0, "rejected": {}})
+            slot = self.by[key].setdefault(str(gen.get(key)), {"total": 0, "kept": 0, "rejected": {}})
             slot["total"] += 1
-            slot["kept"] += f is None
-            if f is not None:
-                slot["rejected"][f] = slot["rejected"].get(f, 0) + 1
-        if f is None:
-            continue
-        rejected[f] += 1
-        reason = reasons[gen["id"]][f]
+            slot["kept"] += failed is None
+            if failed is not None:
+                slot["rejected"][failed] = slot["rejected"].get(failed, 0) + 1
+        if failed is None:
+            return
+        self.rejected[failed] += 1
+        reason = reasons[failed]
         kind = _kind(reason)
-        kinds[f][kind] += 1
-        if len(examples[f][kind]) < EXAMPLES_PER_KIND:
+        self.kinds[failed][kind] += 1
+        # The examples are the smallest ids of each kind: the same whatever order traces are read in.
+        exs = self.examples[failed][kind]
+        if len(exs) < EXAMPLES_PER_KIND or str(gen["id"]) < str(exs[-1]["id"]):
             prompt = " ".join(m.get("content") or "" for m in gen.get("messages") or []
                               if m.get("role") == "user")
-            examples[f][kind].append({
+            exs.append({
                 "id": gen["id"], "prompt_id": gen.get("prompt_id"), "reason": reason,
                 "prompt": _excerpt(prompt, 120),
                 "answer_tail": _excerpt(gen.get("content"), 160, tail=True)})
-    for key in by:
-        for slot in by[key].values():
-            slot["kept_fraction"] = _share(slot["kept"], slot["total"])
-    kept = sum(1 for g in gens if failed[g["id"]] is None)
-    order = [f for f in ORDER if f in rejected] + sorted(set(rejected) - set(ORDER))
-    return {
-        "input": source, "total": len(gens), "kept": kept, "kept_fraction": _share(kept, len(gens)),
-        "rejected": {f: rejected[f] for f in order},
-        "reasons": {f: dict(kinds[f].most_common(KINDS_PER_FILTER)) for f in order},
-        "by_source": by["source"], "by_category": by["category"],
-        "examples": {f: {k: examples[f][k] for k in list(dict(kinds[f].most_common(KINDS_PER_FILTER)))}
-                     for f in order},
-        "decontamination": decontamination,
-    }
+            exs.sort(key=lambda e: str(e["id"]))
+            del exs[EXAMPLES_PER_KIND:]
+
+    def result(self, decontamination: dict | None, source: str) -> dict:
+        for key in self.by:
+            for slot in self.by[key].values():
+                slot["kept_fraction"] = _share(slot["kept"], slot["total"])
+        rejected, kinds = self.rejected, self.kinds
+        order = [f for f in ORDER if f in rejected] + sorted(set(rejected) - set(ORDER))
+        return {
+            "input": source, "total": self.total, "kept": self.kept,
+            "kept_fraction": _share(self.kept, self.total),
+            "rejected": {f: rejected[f] for f in order},
+            "reasons": {f: dict(kinds[f].most_common(KINDS_PER_FILTER)) for f in order},
+            "by_source": self.by["source"], "by_category": self.by["category"],
+            "examples": {f: {k: self.examples[f][k]
+                             for k in list(dict(kinds[f].most_common(KINDS_PER_FILTER)))}
+                         for f in order},
+            "decontamination": decontamination,
+        }
 
 
 def _pct(x: float) -> str:

@@ -1,33 +1,51 @@
 """The filter stage: reads the current generate records (`current_traces`; or the traces of
-`filter.input`), writes a FilterVerdict per record to filter/, the kept traces as KeptExample chat
-records to dataset/, and counts.json, report.json and report.md beside the verdicts.
-Verification, the slow filter, keeps its verdicts in filter/verdicts/ as it goes (keyed by the
-record, the limits and the verifier's code): a crashed or repeated run grades only the rest. A
-verdict the grader failed to give (Verdict.infra) is never kept: the next run grades it again.
+`filter.input`), writes a FilterVerdict per record to filter/, the kept traces as KeptExample
+chat records to dataset/ (Parquet shards in the Hub's layout), and counts.json, report.json and
+report.md beside the verdicts.
 
-Filters run cheapest first and a record stops at its first rejection:
-  truncated, think, empty, answer, repetition, length   (format, per trace)
-  decontaminate                                          (per prompt, against evals/)
-  verify                                                 (math-verify / sandboxed tests)
-  dedup: exact per prompt, then (minhash) near-duplicate prompts and traces
-  select: shortest correct, or at most k correct per prompt
+In bounded memory, in two streaming passes over the traces:
+  1. per trace, cheapest first, a trace stopping at its first rejection:
+       truncated, think, empty, answer, repetition, length   (format)
+       decontaminate                                          (its prompt, against evals/)
+       verify                                                 (math-verify / sandboxed tests)
+     and a small summary of it: id, prompt id, first failing filter, length, exact key (numpy
+     columns, decide.py), its MinHash signature and band hashes (on disk, dedup.py), the
+     reasons so far (a spill file in filter/.work/);
+  2. the whole-set decisions on the summaries (decide.py): exact duplicates per prompt, then
+     (minhash) near-duplicate prompts and traces; select: the shortest correct or at most k
+     per prompt;
+  3. the traces again, in the same order: each verdict written, each kept trace written.
+Memory holds the columns (about 60 bytes a trace), a batch of traces and the benchmark index,
+never the traces; a million traces filter in the memory of ten thousand.
+
+Verification keeps its grades in filter/verdicts/ as it goes (verdicts.py): a crashed or
+repeated run grades only the rest. A grade the grader failed to give is never kept: the next
+run grades it again.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
-from collections import defaultdict
+import shutil
+from collections import OrderedDict
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
 
 from distill.errors import InputError
-from distill.filters import quality
-from distill.filters.report import counts, markdown
+from distill.filters import decide, quality
+from distill.filters.report import Counts, markdown
 from distill.record_types import FilterVerdict, KeptExample
-from distill.records import RunDir, current_traces, record_id, write_text
+from distill.records import RunDir, current_traces, write_text
 
 log = logging.getLogger("distill.filter")
+
+BATCH = 1024            # traces per step of the first pass
+PROMPT_CACHE = 1 << 16  # decontamination results kept per prompt id (samples of a prompt are
+                        # read together; a prompt checked twice costs time, not correctness)
 
 
 def _training_record(gen: dict) -> KeptExample:
@@ -46,21 +64,10 @@ def _trace_text(gen: dict) -> str:
     return (gen.get("reasoning") or "") + "\n" + (gen.get("content") or "")
 
 
-class _Ledger:
-    """Per record: the reason each filter gave, and the first filter that rejected it."""
-
-    def __init__(self, gens: list[dict]):
-        self.gens = gens
-        self.reasons: dict[str, dict[str, str]] = {g["id"]: {} for g in gens}
-        self.failed: dict[str, str | None] = {g["id"]: None for g in gens}
-
-    def alive(self) -> list[dict]:
-        return [g for g in self.gens if self.failed[g["id"]] is None]
-
-    def mark(self, gen: dict, name: str, why: str | None) -> None:
-        self.reasons[gen["id"]][name] = why or "ok"
-        if why:
-            self.failed[gen["id"]] = name
+def _exact_key(gen: dict) -> int:
+    """64 bits of the exact-duplicate key: the prompt and the whitespace-normalised trace."""
+    from distill.filters.dedup import trace_key
+    return int(trace_key(gen)[:16], 16)
 
 
 def _token_counter(cfg):
@@ -79,9 +86,10 @@ def _token_counter(cfg):
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def _format_checks(cfg, ledger: _Ledger) -> None:
+def _format_checks(cfg) -> list[tuple[str, Callable[[dict], str | None]]]:
     fc = cfg.filter
-    count = _token_counter(cfg) if fc.min_tokens is not None or fc.max_tokens is not None else None
+    bounded = fc.min_tokens is not None or fc.max_tokens is not None
+    count = _token_counter(cfg) if bounded else None
 
     def length(g: dict) -> str | None:
         assert count is not None  # checked only with a bound set
@@ -91,220 +99,232 @@ def _format_checks(cfg, ledger: _Ledger) -> None:
               ("empty", quality.empty, True),
               ("answer", quality.final_answer, fc.require_answer),
               ("repetition", quality.repetition, fc.drop_repetition),
-              ("length", length, count is not None)]
-    for gen in ledger.gens:
-        for name, check, enabled in checks:
-            if enabled:
-                ledger.mark(gen, name, check(gen))
-                if ledger.failed[gen["id"]]:
-                    break
+              ("length", length, bounded)]
+    return [(name, check) for name, check, enabled in checks if enabled]
 
 
-def _decontaminate(cfg, ledger: _Ledger) -> dict:
-    from distill.grading.benchmarks import list_benchmarks
-    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
+class _Decontaminator:
+    """The benchmark index, asked once per prompt id (a bounded cache); keeps the hits."""
 
-    fc = cfg.filter
-    # The fixed text each source asks with (its template, the system prompt) is not compared.
-    system = [cfg.prompts.system_prompt.strip()] if cfg.prompts.system_prompt else []
-    fixed = {s.name: template_literals(s.prompt_template) + system for s in cfg.prompts.sources}
-    names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
-    items, skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
-    index = Index(items, ngram=fc.decontaminate_ngram, minhash_threshold=fc.decontaminate_minhash)
-    hits: dict[Any, Any] = {}  # by prompt id
-    for gen in ledger.alive():
+    def __init__(self, cfg):
+        from distill.filters.decontaminate import Index, load_benchmarks, template_literals
+        from distill.grading.benchmarks import list_benchmarks
+
+        fc = cfg.filter
+        # The fixed text each source asks with (its template, the system prompt) is not compared.
+        system = [cfg.prompts.system_prompt.strip()] if cfg.prompts.system_prompt else []
+        self.fixed = {s.name: template_literals(s.prompt_template) + system
+                      for s in cfg.prompts.sources}
+        names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
+        self.items, self.skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
+        self.index = Index(self.items, ngram=fc.decontaminate_ngram,
+                           minhash_threshold=fc.decontaminate_minhash)
+        self.ngram, self.minhash = fc.decontaminate_ngram, fc.decontaminate_minhash
+        self.cache: OrderedDict = OrderedDict()
+        self.hits: dict[Any, Any] = {}
+
+    def check(self, gen: dict):
+        from distill.filters.decontaminate import prompt_text
+
         pid = gen.get("prompt_id")
-        if pid not in hits:
-            hits[pid] = index.check(prompt_text(gen["messages"], fixed.get(gen.get("source"), [])))
-        hit = hits[pid]
-        ledger.mark(gen, "decontaminate", hit.reason() if hit else None)
-    contaminated = {pid: h for pid, h in hits.items() if h}
-    return {"checked": {b: len(v) for b, v in items.items()}, "skipped": skipped,
-            "ngram": fc.decontaminate_ngram, "minhash_threshold": fc.decontaminate_minhash,
-            "hits": [{"prompt_id": pid, "benchmark": h.benchmark, "item": h.item,
-                      "method": h.method, "evidence": h.evidence}
-                     for pid, h in sorted(contaminated.items())]}
+        if pid in self.cache:
+            self.cache.move_to_end(pid)
+            return self.cache[pid]
+        hit = self.index.check(prompt_text(gen["messages"], self.fixed.get(gen.get("source"), [])))
+        self.cache[pid] = hit
+        if len(self.cache) > PROMPT_CACHE:
+            self.cache.popitem(last=False)
+        if hit:
+            self.hits[pid] = hit
+        return hit
+
+    def summary(self) -> dict:
+        return {"checked": {b: len(v) for b, v in self.items.items()}, "skipped": self.skipped,
+                "ngram": self.ngram, "minhash_threshold": self.minhash,
+                "hits": [{"prompt_id": pid, "benchmark": h.benchmark, "item": h.item,
+                          "method": h.method, "evidence": h.evidence}
+                         for pid, h in sorted(self.hits.items(), key=lambda kv: str(kv[0]))]}
 
 
-# Verdicts are written as they are made, this many at a time: a crash loses at most one batch,
-# and a re-run (or a refresh that adds traces) grades only what has no stored verdict.
-VERIFY_BATCH = 256
-_VERIFIER_SOURCES = ("grading/verify.py", "grading/code.py", "grading/harness.py",
-                     "grading/extract.py", "grading/sandbox.py", "grading/sandbox_server.py",
-                     "grading/pool.py")
+def _pid(gen: dict) -> bytes:
+    pid = gen.get("prompt_id")
+    return b"" if pid is None else str(pid).encode()
 
 
-@functools.cache
-def _verifier_version() -> str:
-    root = Path(__file__).resolve().parents[1]
-    return record_id(*[(root / name).read_text() for name in _VERIFIER_SOURCES])
+class _FirstPass:
+    """Pass 1 (see the module's docstring): the per-trace filters and the summaries."""
+
+    def __init__(self, cfg, run_dir: Path, work: Path):
+        fc = cfg.filter
+        self.checks = _format_checks(cfg)
+        self.decon = _Decontaminator(cfg) if fc.decontaminate != "none" else None
+        from distill.filters.verdicts import Grader
+        self.grader = Grader(cfg, run_dir, work) if fc.verify else None
+        self.cols = decide.Columns()
+        self.traces = self.prompts = None
+        self.prompt_pids: list = []
+        self._signed: OrderedDict = OrderedDict()
+        if fc.dedup == "minhash":
+            from distill.filters.dedup import SignatureFile
+            self.traces = SignatureFile(work / "traces", fc.dedup_threshold)
+            self.prompts = SignatureFile(work / "prompts", fc.dedup_threshold)
+        self.spill = open(work / "reasons.jsonl", "w", encoding="utf-8")
+
+    def run(self, gens: Iterable[dict]) -> None:
+        it = iter(gens)
+        while batch := list(islice(it, BATCH)):
+            self._batch(batch)
+        self.spill.close()
+
+    def _batch(self, batch: list[dict]) -> None:
+        reasons: list[dict[str, str]] = [{} for _ in batch]
+        failed: list[str | None] = [None] * len(batch)
+
+        def mark(i: int, name: str, why: str | None) -> None:
+            reasons[i][name] = why or "ok"
+            if why:
+                failed[i] = name
+        for i, gen in enumerate(batch):
+            for name, check in self.checks:
+                mark(i, name, check(gen))
+                if failed[i]:
+                    break
+        if self.decon is not None:
+            for i, gen in enumerate(batch):
+                if failed[i] is None:
+                    hit = self.decon.check(gen)
+                    mark(i, "decontaminate", hit.reason() if hit else None)
+        if self.grader is not None:
+            alive = [i for i in range(len(batch)) if failed[i] is None]
+            for i, (ok, why) in zip(alive, self.grader.grade([batch[i] for i in alive])):
+                mark(i, "verify", None if ok else why)
+                if ok:
+                    reasons[i]["verify"] = why
+        sig_rows = [-1] * len(batch)
+        if self.traces is not None:
+            alive = [i for i in range(len(batch)) if failed[i] is None]
+            if alive:
+                first = self.traces.count
+                self.traces.add(np.stack([self.traces.signature(_trace_text(batch[i])) for i in alive]))
+                for n, i in enumerate(alive):
+                    sig_rows[i] = first + n
+                self._sign_prompts([batch[i] for i in alive])
+        for r in reasons:
+            self.spill.write(json.dumps(r, ensure_ascii=False) + "\n")
+        self.cols.add(ids=[str(g["id"]).encode() for g in batch], pids=[_pid(g) for g in batch],
+                      failed=[decide.CODE[f] if f else 0 for f in failed],
+                      length=[len(_trace_text(g)) for g in batch],
+                      key=[_exact_key(g) for g in batch], sig_row=sig_rows)
+
+    def _sign_prompts(self, gens: list[dict]) -> None:
+        from distill.filters.decontaminate import prompt_text
+        assert self.prompts is not None
+        new = []
+        for g in gens:
+            pid = _pid(g)
+            if pid in self._signed:
+                continue
+            self._signed[pid] = True
+            if len(self._signed) > PROMPT_CACHE:
+                self._signed.popitem(last=False)
+            new.append((pid, prompt_text(g["messages"])))
+        if new:
+            self.prompts.add(np.stack([self.prompts.signature(text) for _, text in new]))
+            self.prompt_pids.append(np.array([pid for pid, _ in new], dtype=bytes))
 
 
-def _verdict_key(gen: dict, settings: dict) -> str:
-    """What a verdict depends on: the record (answer and gold; not the reasoning, the
-    teacher's logprobs or its usage), the limits, and the verifier's code."""
-    graded = {k: v for k, v in gen.items()
-              if k not in ("reasoning", "teacher_logprobs", "usage", "latency_s", "cost")}
-    return record_id(graded, settings, _verifier_version())
-
-
-def _verify(cfg, ledger: _Ledger, run_dir: Path) -> dict:
-    """Grades the surviving traces; verdicts are kept in filter/verdicts/ across runs.
-    Returns how many were graded now and how many came from the store, and how many the grader
-    failed to grade (a sandbox that died, a math worker that crashed): those are rejected in
-    this run as "not graded" but not stored, so the next run grades them again."""
-    from distill.grading.verify import verify_many
-
+def _decide(cfg, first: _FirstPass) -> decide.Frozen:
     fc = cfg.filter
-    settings = {"timeout_s": fc.code_timeout_s, "memory_mb": fc.code_memory_mb}
-    keyed = [(_verdict_key(g, settings), g) for g in ledger.alive()]
-    store = RunDir(run_dir).verify_store
-    wanted = {k for k, _ in keyed}
-    verdicts = {r["id"]: r for r in store.read() if r["id"] in wanted}
-    todo = [(k, g) for k, g in keyed if k not in verdicts]
-    stored = len(keyed) - len(todo)
-    not_graded = 0
-    if todo:
-        log.info("filter: verifying %d traces (%d verdicts stored)", len(todo), stored)
-        with store.writer() as w:
-            for start in range(0, len(todo), VERIFY_BATCH):
-                batch = todo[start:start + VERIFY_BATCH]
-                graded = verify_many([(g, g.get("content") or "") for _, g in batch],
-                                     workers=fc.workers, timeout_s=fc.code_timeout_s,
-                                     memory_mb=fc.code_memory_mb)
-                for (key, _), v in zip(batch, graded):
-                    verdicts[key] = {"id": key, "ok": v.ok, "reason": v.reason}
-                    if v.infra:
-                        verdicts[key]["reason"] = f"not graded: {v.reason}"
-                        not_graded += 1
-                    else:
-                        w.write(verdicts[key])
-        if not_graded:
-            log.warning("filter: %d traces could not be graded (the grader failed, not the "
-                        "trace); they are left out of this run's set and graded again by the "
-                        "next run", not_graded)
-    for key, gen in keyed:
-        rec = verdicts[key]
-        ledger.mark(gen, "verify", None if rec["ok"] else rec["reason"])
-        if rec["ok"]:
-            ledger.reasons[gen["id"]]["verify"] = rec["reason"]
-    out = {"graded": len(todo), "stored": stored}
-    return {**out, "not_graded": not_graded} if not_graded else out
+    t = first.cols.freeze()
+    decide.mark_repeats(t)
+    if fc.dedup != "none":
+        decide.exact(t)
+    if first.traces is not None and first.prompts is not None:
+        pids = np.concatenate(first.prompt_pids) if first.prompt_pids else np.zeros(0, dtype="S1")
+        decide.near_prompts(t, first.prompts, pids)
+        decide.near_traces(t, first.traces)
+    if fc.select != "all" or fc.max_per_prompt is not None:
+        decide.select(t, fc.select == "shortest", fc.max_per_prompt)
+    return t
 
 
-def _dedup(cfg, ledger: _Ledger) -> None:
-    from distill.filters.dedup import duplicates, near_duplicates
-
+def _verdicts(cfg, gens: Iterable[dict], t: decide.Frozen, spill: Path) -> Iterator[tuple[dict, FilterVerdict]]:
+    """Pass 3: each trace again, with its verdict (repeated ids left out)."""
     fc = cfg.filter
-    alive = ledger.alive()
-    dups = duplicates(alive)
-    for gen in alive:
-        ledger.mark(gen, "dedup", f"duplicate of {dups[gen['id']]}" if gen["id"] in dups else None)
-    if fc.dedup != "minhash":
-        return
-    # Near-duplicate prompts (the same problem from two sources, or reworded): the prompt
-    # with the most surviving traces is kept (then the smallest id), with all its traces.
-    alive = ledger.alive()
-    by_prompt: dict[Any, list[dict]] = defaultdict(list)  # by prompt id
-    for gen in alive:
-        by_prompt[gen.get("prompt_id")].append(gen)
-    from distill.filters.decontaminate import prompt_text
-    prompts = {pid: prompt_text(gs[0]["messages"]) for pid, gs in by_prompt.items()}
-    dropped: dict[Any, Any] = near_duplicates(prompts, threshold=fc.dedup_threshold,
-                                              keep=lambda pid: -len(by_prompt[pid]))
-    for gen in alive:
-        kept = dropped.get(gen.get("prompt_id"))
-        ledger.mark(gen, "dedup", f"near-duplicate prompt of {kept}" if kept else None)
-    # Near-duplicate traces (anywhere in the set): the shortest is kept, then the smallest id.
-    alive = ledger.alive()
-    texts = {g["id"]: _trace_text(g) for g in alive}
-    dropped = near_duplicates(texts, threshold=fc.dedup_threshold, keep=lambda i: len(texts[i]))
-    for gen in alive:
-        kept = dropped.get(gen["id"])
-        ledger.mark(gen, "dedup", f"near-duplicate trace of {kept}" if kept else None)
+    with open(spill, encoding="utf-8") as reasons_in:
+        for row, (gen, line) in enumerate(zip(gens, reasons_in)):
+            if row >= len(t.ids) or t.ids[row] != str(gen["id"]).encode():
+                raise RuntimeError("the traces changed while the filter read them (a generate "
+                                   "run beside it?); run the filter again")
+            code = int(t.failed[row])
+            if code == decide.REPEAT:
+                continue
+            reasons = json.loads(line)
+            if t.dedup_seen[row]:
+                reasons["dedup"] = decide.reason(t, row, fc.max_per_prompt) \
+                    if code == decide.CODE["dedup"] else "ok"
+            if code == decide.CODE["select"]:
+                reasons["select"] = decide.reason(t, row, fc.max_per_prompt)
+            elif t.select_seen[row]:
+                reasons["select"] = "ok"
+            name = decide.ORDER[code - 1] if code else None
+            yield gen, FilterVerdict(id=gen["id"], prompt_id=gen.get("prompt_id"),
+                                     kept=code == 0, failed=name, reasons=reasons)
 
 
-def _select(cfg, ledger: _Ledger) -> None:
+def _source(cfg, run_dir: Path) -> tuple[Callable[[], Iterator[dict]], Callable[[], int], str]:
+    """(a fresh iterator over the traces, how many stored traces were passed over, the input's
+    name). Both passes read the same traces in the same order."""
     fc = cfg.filter
-    by_prompt: dict[Any, list[dict]] = defaultdict(list)  # by prompt id
-    for gen in ledger.alive():
-        by_prompt[gen.get("prompt_id")].append(gen)
-    for gens in by_prompt.values():
-        if fc.select == "shortest":
-            gens.sort(key=lambda g: (len(_trace_text(g)), g["id"]))
-            for g in gens[1:]:
-                ledger.mark(g, "select", f"not the shortest correct (kept {gens[0]['id']})")
-            gens = gens[:1]
-        if fc.max_per_prompt is not None:
-            # In id order (ids are hashes): the same samples survive on every run.
-            for i, g in enumerate(gens):
-                ledger.mark(g, "select", f"over {fc.max_per_prompt} per prompt"
-                            if i >= fc.max_per_prompt else None)
-
-
-def _current_generations(cfg, run_dir: Path) -> tuple[list[dict], int]:
-    """The generate stage's current records (`current_traces`: the recipe's prompts under its
-    generation settings), and how many others are stored: samples of other sampling settings
-    or of prompts no longer in the recipe stay on disk (a change back reuses them) but are not
-    graded."""
+    if fc.input:
+        from distill.filters.inputs import iter_traces
+        return (lambda: iter_traces(fc.input, fc.input_split)), (lambda: 0), fc.input
     RunDir(run_dir).require("generate")
-    traces = current_traces(run_dir, cfg.generation_hash())
-    gens = list(traces)
-    return gens, traces.other
-
-
-def _read(cfg, run_dir: Path) -> tuple[list[dict], int]:
-    if cfg.filter.input:
-        from distill.filters.inputs import read_traces
-        gens, other = read_traces(cfg.filter.input, cfg.filter.input_split), 0
-    else:
-        gens, other = _current_generations(cfg, run_dir)
-    if other:
-        log.info("filter: %d stored traces of other sampling settings or prompts are not graded",
-                 other)
-    return sorted(gens, key=lambda g: g["id"]), other
+    traces = current_traces(run_dir, cfg.generation_hash(), unique=False)
+    return traces.__iter__, (lambda: traces.other), "generate"
 
 
 def run_filter(cfg, run_dir: Path) -> dict:
     """Grades every generation and keeps the good ones. Returns the counts."""
     fc = cfg.filter
-    gens, other = _read(cfg, run_dir)
+    read, other, name = _source(cfg, run_dir)
+    next(read(), None)      # bad input (no file, no split, a bad first row) before anything is removed
     rd = RunDir(run_dir)
     out, dataset = rd.filter, rd.dataset
     out.start()
     dataset.start()
     # Dedup and selection look at the whole set, so the stage is rewritten whole.
     for stage in (out, dataset):
-        for shard in stage.shards():
-            shard.unlink()
+        stage.clear()
+    work = out.path / ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
 
-    ledger = _Ledger(gens)
-    _format_checks(cfg, ledger)
-    decontamination = _decontaminate(cfg, ledger) if fc.decontaminate != "none" else None
-    verified = _verify(cfg, ledger, run_dir) if fc.verify else None
-    if fc.dedup != "none":
-        _dedup(cfg, ledger)
-    if fc.select != "all" or fc.max_per_prompt is not None:
-        _select(cfg, ledger)
+    first = _FirstPass(cfg, run_dir, work)
+    first.run(read())
+    if other():
+        log.info("filter: %d stored traces of other sampling settings or prompts are not graded",
+                 other())
+    verified = first.grader.close() if first.grader is not None else None
+    t = _decide(cfg, first)
+    decontamination = first.decon.summary() if first.decon is not None else None
 
+    c = Counts()
     with out.writer() as w_verdict, dataset.writer() as w_data:
-        for gen in gens:
-            kept = ledger.failed[gen["id"]] is None
-            w_verdict.write(FilterVerdict(id=gen["id"], prompt_id=gen.get("prompt_id"), kept=kept,
-                                          failed=ledger.failed[gen["id"]],
-                                          reasons=ledger.reasons[gen["id"]]))
-            if kept:
+        for gen, verdict in _verdicts(cfg, read(), t, work / "reasons.jsonl"):
+            w_verdict.write(verdict)
+            if verdict["kept"]:
                 w_data.write(_training_record(gen))
-
-    c = counts(gens, ledger.failed, ledger.reasons, decontamination,
-               source=fc.input or "generate")
+            c.add(gen, verdict["failed"], verdict["reasons"])
+    shutil.rmtree(work, ignore_errors=True)
+    report = c.result(decontamination, source=name)
     # counts.json (read by publish into the model card) leaves out the example texts.
-    out.write_json("counts.json", {k: v for k, v in c.items() if k != "examples"})
-    out.write_json("report.json", c)
-    write_text(out.path / "report.md", markdown(c))
-    log.info("filter: kept %d of %d", c["kept"], c["total"])
-    dataset.complete(records=c["kept"], filter_hash=cfg.section_hash("filter"))
-    out.complete(records=len(gens), kept=c["kept"], filter_hash=cfg.section_hash("filter"),
-                 verified=verified, not_graded_other_settings=other)
-    return c
+    out.write_json("counts.json", {k: v for k, v in report.items() if k != "examples"})
+    out.write_json("report.json", report)
+    write_text(out.path / "report.md", markdown(report))
+    log.info("filter: kept %d of %d", report["kept"], report["total"])
+    dataset.complete(records=report["kept"], filter_hash=cfg.section_hash("filter"))
+    out.complete(records=report["total"], kept=report["kept"], filter_hash=cfg.section_hash("filter"),
+                 verified=verified, not_graded_other_settings=other())
+    return report
 

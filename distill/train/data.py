@@ -1,4 +1,5 @@
-"""Training data as Arrow: reads the dataset stage's JSONL shards; writes, under
+"""Training data as Arrow: reads the dataset stage's Parquet shards (streamed, a row group at a
+time); writes, under
 train/cache/source-<content hash>/, a memory-mapped Arrow copy of the kept records and their
 tokenized examples, so every rank and every re-run with the same data reads them instead of
 holding Python lists.
