@@ -101,29 +101,17 @@ def _format_checks(cfg, ledger: _Ledger) -> None:
 
 
 def _decontaminate(cfg, ledger: _Ledger) -> dict:
-    from distill.grading.benchmarks import list_benchmarks
-    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
+    from distill.grading.decontaminate import PromptChecker
 
-    fc = cfg.filter
-    # The fixed text each source asks with (its template, the system prompt) is not compared.
-    system = [cfg.prompts.system_prompt.strip()] if cfg.prompts.system_prompt else []
-    fixed = {s.name: template_literals(s.prompt_template) + system for s in cfg.prompts.sources}
-    names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
-    items, skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
-    index = Index(items, ngram=fc.decontaminate_ngram, minhash_threshold=fc.decontaminate_minhash)
+    checker = PromptChecker.from_recipe(cfg)
     hits: dict[Any, Any] = {}  # by prompt id
     for gen in ledger.alive():
         pid = gen.get("prompt_id")
         if pid not in hits:
-            hits[pid] = index.check(prompt_text(gen["messages"], fixed.get(gen.get("source"), [])))
+            hits[pid] = checker.check(gen["messages"], gen.get("source"))
         hit = hits[pid]
         ledger.mark(gen, "decontaminate", hit.reason() if hit else None)
-    contaminated = {pid: h for pid, h in hits.items() if h}
-    return {"checked": {b: len(v) for b, v in items.items()}, "skipped": skipped,
-            "ngram": fc.decontaminate_ngram, "minhash_threshold": fc.decontaminate_minhash,
-            "hits": [{"prompt_id": pid, "benchmark": h.benchmark, "item": h.item,
-                      "method": h.method, "evidence": h.evidence}
-                     for pid, h in sorted(contaminated.items())]}
+    return checker.summary({pid: h for pid, h in hits.items() if h})
 
 
 # Verdicts are written as they are made, this many at a time: a crash loses at most one batch,
