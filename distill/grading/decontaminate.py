@@ -28,7 +28,7 @@ import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from distill.minhash import Signer, lsh_index, shingle_hashes
 
@@ -48,7 +48,7 @@ class Hit:
         return f"{self.method} overlap with {self.benchmark} (item {self.item}): {self.evidence}"
 
 
-def prompt_text(messages: list[dict], template_text: list[str] | tuple[str, ...] = ()) -> str:
+def prompt_text(messages: Sequence[Mapping[str, Any]], template_text: list[str] | tuple[str, ...] = ()) -> str:
     """What is compared: the user's (and system's) turns, not the answer, without the fixed
     text of the template that asked them (`template_text`, from `template_literals`): a
     recipe that asks as a benchmark asks ("Please reason step by step, and put your final
@@ -251,7 +251,7 @@ class PromptChecker:
         return cls(index, fixed, {b: len(v) for b, v in items.items()}, skipped, s["ngram"],
                    s["minhash_threshold"])
 
-    def check(self, messages: list[dict], source: str | None) -> Hit | None:
+    def check(self, messages: Sequence[Mapping[str, Any]], source: str | None) -> Hit | None:
         """The first benchmark item the prompt (as `source` asked it) overlaps, or None."""
         return self.index.check(prompt_text(messages, self.fixed.get(source or "", [])))
 
