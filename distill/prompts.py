@@ -12,6 +12,14 @@ a new template makes new records (and so new generations). Records of a source w
 system prompt or field mapping changed, or of a source no longer in the recipe, are dropped
 from the stage: downstream stages only ever see the recipe's current prompts.
 
+Prompts that overlap a benchmark (the filter's check: `filter.decontaminate` and its settings,
+distill/grading/decontaminate.py) are dropped here, before the teacher is paid for them:
+`prompts/decontamination.json` names each hit (prompt id, source, benchmark, item, method,
+evidence), the benchmarks checked and those not on hand; the manifest counts them per source.
+The index of benchmark items is built once per run, and only when a prompt needs checking.
+When the check's settings change, the prompts on record are checked again and every source is
+read again (a benchmark taken off the list gives its prompts back).
+
 The manifest records each source's revision (the Hub commit of a dataset, a content hash of a
 local file or folder, the settings of toy tasks): a refresh re-reads only the sources whose
 revision or settings changed, and a Hub dataset is read at the commit that was recorded, so the
@@ -25,12 +33,14 @@ import hashlib
 import logging
 import re
 import string
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 from distill.config import PromptSource, Recipe
 from distill.errors import InputError
+from distill.grading.decontaminate import Hit, PromptChecker
 from distill.jsonl import numbered_rows
 from distill.record_types import Message, Prompt
 from distill.records import RunDir, record_id
@@ -234,13 +244,77 @@ def _settings(src: PromptSource, cfg: Recipe, exclude: set[str] | None = None) -
                      cfg.run.seed)
 
 
-def _drop_stale(stage, shapes: dict[str, str]) -> tuple[int, set[str]]:
-    """Rewrites the stage without the records whose shape is not their source's current one;
-    returns how many went and the ids of those kept. The kept records go to a fresh shard
-    before the old shards are removed, so a crash in between leaves duplicates (read once) and
-    never loses a current record."""
+class _Decontamination:
+    """The prompts stage's side of the benchmark check: which prompts hit which item, and the
+    report. The index is built on the first prompt to check, so a re-run that reads nothing new
+    builds none; a prompt the last run found contaminated under the same settings is not
+    checked again."""
+
+    REPORT = "decontamination.json"
+
+    def __init__(self, cfg: Recipe, stage, before: dict):
+        self.cfg, self.on = cfg, cfg.filter.decontaminate != "none"
+        self.key = record_id(PromptChecker.settings(cfg)) if self.on else None
+        self.changed = self.key != before.get("decontamination_key")
+        # The last run's report: its hits stand while the settings do.
+        self.previous = None if self.changed or not self.on \
+            or not (stage.path / self.REPORT).exists() else stage.read_json(self.REPORT)
+        self.known = {h["prompt_id"]: h for h in (self.previous or {}).get("hits", [])}
+        self.hits: dict[str, Hit] = {}
+        self.sources: dict[str, str] = {}
+        self._checker: PromptChecker | None = None
+
+    def checker(self) -> PromptChecker:
+        if self._checker is None:
+            start = time.monotonic()
+            c = self._checker = PromptChecker.from_recipe(self.cfg)
+            log.info("prompts: checked against %d benchmarks (%d items, indexed in %.1f s)%s",
+                     len(c.checked), sum(c.checked.values()), time.monotonic() - start,
+                     f"; not on hand: {', '.join(c.skipped)}" if c.skipped else "")
+        return self._checker
+
+    def contaminated(self, rid: str, messages: list, source: str) -> bool:
+        if rid in self.known:
+            h = self.known[rid]
+            hit: Hit | None = Hit(h["benchmark"], h["item"], h["method"], h["evidence"])
+        else:
+            hit = self.checker().check(messages, source) if self.on else None
+        if hit:
+            self.hits[rid], self.sources[rid] = hit, source
+        return hit is not None
+
+    def carry(self, source: str) -> None:
+        """The last run's hits of a source this run does not read (same rows, same check)."""
+        for rid, h in self.known.items():
+            if h["source"] == source:
+                self.contaminated(rid, [], source)
+
+    def by_source(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.sources.values()).items()))
+
+    def of(self, source: str) -> Counter:
+        return Counter(h.benchmark for pid, h in self.hits.items() if self.sources[pid] == source)
+
+    def write(self, stage) -> None:
+        if not self.on:
+            (stage.path / self.REPORT).unlink(missing_ok=True)
+            return
+        if self._checker is None and self.previous is not None:   # nothing checked this run
+            report = {**self.previous, "hits": [h for h in self.known.values()
+                                                if h["prompt_id"] in self.hits]}
+        else:
+            report = self.checker().summary(self.hits, self.sources)
+        stage.write_json(self.REPORT, {**report, "by_source": self.by_source()})
+
+
+def _drop_stale(stage, current) -> tuple[int, set[str]]:
+    """Rewrites the stage without the records that are not `current` (a record whose shape is
+    not its source's current one, or one that overlaps a benchmark); returns how many went and
+    the ids of those kept. The kept records go to a fresh shard before the old shards are
+    removed, so a crash in between leaves duplicates (read once) and never loses a current
+    record."""
     records = list(stage.read())            # prompt records are small
-    keep = [r for r in records if r.get("shape") == shapes.get(r.get("source"))]
+    keep = [r for r in records if current(r)]
     if len(keep) < len(records):
         old = stage.shards()
         with stage.writer() as w:
@@ -257,9 +331,19 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
     stage.start()
     shapes = {src.name: _settings(src, cfg, exclude={"count", "revision"})
               for src in cfg.prompts.sources}
-    dropped, done = _drop_stale(stage, shapes)
-    if dropped:
-        log.info("prompts: dropped %d records of changed or removed sources", dropped)
+    decon = _Decontamination(cfg, stage, before)
+    # New check settings: the prompts on record are checked again (a benchmark added to the
+    # list drops the prompts that overlap it; their traces are then no longer current).
+    recheck = decon.on and decon.changed
+    dropped, done = _drop_stale(stage, lambda r: r.get("shape") == shapes.get(r.get("source"))
+                                and not (recheck and decon.contaminated(r["id"], r["messages"],
+                                                                        r["source"])))
+    if dropped - len(decon.hits):
+        log.info("prompts: dropped %d records of changed or removed sources",
+                 dropped - len(decon.hits))
+    if decon.hits:
+        log.info("prompts: dropped %d records that overlap a benchmark (filter.decontaminate "
+                 "changed)", len(decon.hits))
     counts: dict[str, int] = {}
     revisions: dict[str, str | None] = {}
     settings: dict[str, str] = {}
@@ -271,11 +355,12 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
             rev = revisions[src.name] = source_revision(src, cfg.run.seed)
             key = settings[src.name] = _settings(src, cfg)
             if rev is not None and (before.get("revisions") or {}).get(src.name) == rev \
-                    and (before.get("settings") or {}).get(src.name) == key:
+                    and (before.get("settings") or {}).get(src.name) == key and not decon.changed:
                 # Same rows, same settings: nothing can be new, so the source is not read.
                 counts[src.name], new[src.name] = before["sources"][src.name], 0
                 excluded[src.name] = (before.get("excluded") or {}).get(src.name, 0)
                 skipped[src.name] = Counter((before.get("skipped") or {}).get(src.name) or {})
+                decon.carry(src.name)
                 continue
             n = added = 0
             skipped[src.name] = Counter()
@@ -287,6 +372,10 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
             for rid, messages, row in _prompts(src, cfg, rev, done, excluded, skipped[src.name]):
                 if src.count is not None and n >= src.count:
                     break
+                # A prompt on record passed the check when it was written (or was checked
+                # again above); one that overlaps a benchmark is not counted against `count`.
+                if rid not in done and decon.contaminated(rid, messages, src.name):
+                    continue
                 n += 1
                 if rid in done:
                     continue
@@ -299,19 +388,28 @@ def run_prompts(cfg: Recipe, run_dir: Path) -> dict:
                                source_revision=rev))
                 added += 1
             counts[src.name], new[src.name] = n, added
-            _log_left_out(src.name, excluded[src.name], skipped[src.name])
+            _log_left_out(src.name, excluded[src.name], skipped[src.name], decon.of(src.name))
+    decon.write(stage)
+    contaminated = decon.by_source()
     stage.complete(sources=counts, revisions=revisions, settings=settings, new=new,
                    new_prompts=sum(new.values()), dropped=dropped,
                    excluded={k: v for k, v in excluded.items() if v},
-                   skipped={k: dict(sorted(v.items())) for k, v in skipped.items() if v})
-    log.info("prompts: %d prompts (%s), %d new", sum(counts.values()),
-             ", ".join(f"{name} {n}" for name, n in counts.items()), sum(new.values()))
+                   skipped={k: dict(sorted(v.items())) for k, v in skipped.items() if v},
+                   contaminated=contaminated, decontamination_key=decon.key)
+    log.info("prompts: %d prompts (%s), %d new%s", sum(counts.values()),
+             ", ".join(f"{name} {n}" for name, n in counts.items()), sum(new.values()),
+             f"; {sum(contaminated.values())} overlapping a benchmark dropped (prompts/"
+             f"{decon.REPORT})" if contaminated else "")
     return counts
 
 
-def _log_left_out(name: str, excluded: int, skipped: Counter) -> None:
+def _log_left_out(name: str, excluded: int, skipped: Counter, contaminated: Counter) -> None:
     if excluded:
         log.info("prompts: %s: %d rows left out by `where`", name, excluded)
     if skipped:
         log.info("prompts: %s: skipped %d rows whose gold answer cannot be checked (%s)", name,
                  sum(skipped.values()), ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    if contaminated:
+        log.info("prompts: %s: dropped %d prompts that overlap a benchmark (%s)", name,
+                 sum(contaminated.values()),
+                 ", ".join(f"{k} {v}" for k, v in sorted(contaminated.items())))

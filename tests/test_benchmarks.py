@@ -596,7 +596,7 @@ def test_livecodebench_reads_the_release_files_of_a_folder(tmp_path):
 
 
 def test_decontamination_reads_the_hub_layout_and_names_a_broken_one(tmp_path, hf_cache):
-    from distill.filters.decontaminate import Index, load_benchmarks
+    from distill.grading.decontaminate import Index, load_benchmarks
     folder = _hub_repo(tmp_path / "mbppplus", MBPP_HUB_ROWS)
     for data in (folder / "test.jsonl", folder):
         items, skipped = load_benchmarks(["mbpp_plus"], {"mbpp_plus": str(data)})

@@ -13,7 +13,7 @@ import pytest
 from distill.config import load_recipe, recipe_path
 from distill.filters import run_filter
 from distill.filters.dedup import duplicates, near_duplicates
-from distill.filters.decontaminate import prompt_text
+from distill.grading.decontaminate import prompt_text
 from distill.records import RunDir, Stage
 
 WORDS = [f"w{i}" for i in range(4000)]

@@ -516,7 +516,7 @@ def test_decontamination_names_the_benchmark_item(tmp_path):
 
 
 def test_decontamination_minhash_catches_a_reworded_copy():
-    from distill.filters.decontaminate import Index
+    from distill.grading.decontaminate import Index
     item = " ".join(f"The train {i} leaves at {i} pm" for i in range(12))
     index = Index({"bench": [("bench/1", item)]}, ngram=50, minhash_threshold=0.5)
     parts = item.split(" pm")       # every fourth sentence reworded: no 50-word run in common
@@ -659,7 +659,7 @@ def test_decontamination_ignores_the_instruction_a_recipe_shares_with_the_benchm
     seven is an 8-gram of every benchmark item ending in that word. Fixed template text is
     left out on both sides; the problems themselves are still compared."""
     from distill.config import load_recipe
-    from distill.filters.decontaminate import Index, load_benchmarks, prompt_text, template_literals
+    from distill.grading.decontaminate import Index, load_benchmarks, prompt_text, template_literals
     from distill.config import recipe_path
 
     src = next(s for s in load_recipe(recipe_path("r1-to-7b")).prompts.sources if s.name == "numina_math")
@@ -686,7 +686,7 @@ def test_a_short_benchmark_item_is_a_copy_only_when_it_is_most_of_the_prompt():
     """Items shorter than n words (a toy sum, "25+29=") are matched whole: in a prompt of
     about their length that is a copy; inside a long prompt (MBPP's tests hold "25, 29") it is
     a coincidence that threw real prompts away."""
-    from distill.filters.decontaminate import Index
+    from distill.grading.decontaminate import Index
     index = Index({"toy_arith": [("toy_arith/1", "25+29=")]}, ngram=8, minhash_threshold=None)
     assert index.check("What is 25+29?").item == "toy_arith/1"
     long = ("Write a function to find the maximum of similar indices in two lists of tuples. "

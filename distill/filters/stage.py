@@ -104,33 +104,20 @@ def _format_checks(cfg) -> list[tuple[str, Callable[[dict], str | None]]]:
 
 
 class _Decontaminator:
-    """The benchmark index, asked once per prompt id (a bounded cache); keeps the hits."""
+    """The recipe's PromptChecker, asked once per prompt id (a bounded cache); keeps the hits."""
 
     def __init__(self, cfg):
-        from distill.filters.decontaminate import Index, load_benchmarks, template_literals
-        from distill.grading.benchmarks import list_benchmarks
-
-        fc = cfg.filter
-        # The fixed text each source asks with (its template, the system prompt) is not compared.
-        system = [cfg.prompts.system_prompt.strip()] if cfg.prompts.system_prompt else []
-        self.fixed = {s.name: template_literals(s.prompt_template) + system
-                      for s in cfg.prompts.sources}
-        names = list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
-        self.items, self.skipped = load_benchmarks(names, dict(getattr(cfg.eval, "data_files", {}) or {}))
-        self.index = Index(self.items, ngram=fc.decontaminate_ngram,
-                           minhash_threshold=fc.decontaminate_minhash)
-        self.ngram, self.minhash = fc.decontaminate_ngram, fc.decontaminate_minhash
+        from distill.grading.decontaminate import PromptChecker
+        self.checker = PromptChecker.from_recipe(cfg)
         self.cache: OrderedDict = OrderedDict()
         self.hits: dict[Any, Any] = {}
 
     def check(self, gen: dict):
-        from distill.filters.decontaminate import prompt_text
-
         pid = gen.get("prompt_id")
         if pid in self.cache:
             self.cache.move_to_end(pid)
             return self.cache[pid]
-        hit = self.index.check(prompt_text(gen["messages"], self.fixed.get(gen.get("source"), [])))
+        hit = self.checker.check(gen["messages"], gen.get("source"))
         self.cache[pid] = hit
         if len(self.cache) > PROMPT_CACHE:
             self.cache.popitem(last=False)
@@ -139,11 +126,7 @@ class _Decontaminator:
         return hit
 
     def summary(self) -> dict:
-        return {"checked": {b: len(v) for b, v in self.items.items()}, "skipped": self.skipped,
-                "ngram": self.ngram, "minhash_threshold": self.minhash,
-                "hits": [{"prompt_id": pid, "benchmark": h.benchmark, "item": h.item,
-                          "method": h.method, "evidence": h.evidence}
-                         for pid, h in sorted(self.hits.items(), key=lambda kv: str(kv[0]))]}
+        return self.checker.summary(self.hits)
 
 
 def _pid(gen: dict) -> bytes:
@@ -217,7 +200,7 @@ class _FirstPass:
                       key=[_exact_key(g) for g in batch], sig_row=sig_rows)
 
     def _sign_prompts(self, gens: list[dict]) -> None:
-        from distill.filters.decontaminate import prompt_text
+        from distill.grading.decontaminate import prompt_text
         assert self.prompts is not None
         new = []
         for g in gens:
@@ -286,7 +269,6 @@ def _source(cfg, run_dir: Path) -> tuple[Callable[[], Iterator[dict]], Callable[
 
 def run_filter(cfg, run_dir: Path) -> dict:
     """Grades every generation and keeps the good ones. Returns the counts."""
-    fc = cfg.filter
     read, other, name = _source(cfg, run_dir)
     next(read(), None)      # bad input (no file, no split, a bad first row) before anything is removed
     rd = RunDir(run_dir)

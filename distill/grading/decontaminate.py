@@ -1,6 +1,8 @@
 """Decontamination: reads the prompts of the benchmarks in evals/ (through the benchmark
 registry) and finds training prompts that overlap them; returns, per contaminated prompt,
-which benchmark item it hit and how.
+which benchmark item it hit and how. `PromptChecker.from_recipe` is the one check a recipe
+asks for (`filter.decontaminate` and its settings): the prompts stage runs it on the prompts
+it collects, before the teacher is paid for them, and the filter on the traces' prompts.
 
 Two checks, as open-r1 and the dedup literature do them:
 - n-gram: a prompt is contaminated when it shares a word n-gram (8 by default, open-r1's
@@ -26,9 +28,9 @@ import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-from distill.filters.dedup import Signer, lsh_index
+from distill.minhash import Signer, lsh_index, shingle_hashes
 
 BOILERPLATE_ITEMS = 5
 MIN_SHINGLES = 3     # MinHash needs a few content shingles; shorter texts: the n-gram check
@@ -46,7 +48,7 @@ class Hit:
         return f"{self.method} overlap with {self.benchmark} (item {self.item}): {self.evidence}"
 
 
-def prompt_text(messages: list[dict], template_text: list[str] | tuple[str, ...] = ()) -> str:
+def prompt_text(messages: Sequence[Mapping[str, Any]], template_text: list[str] | tuple[str, ...] = ()) -> str:
     """What is compared: the user's (and system's) turns, not the answer, without the fixed
     text of the template that asked them (`template_text`, from `template_literals`): a
     recipe that asks as a benchmark asks ("Please reason step by step, and put your final
@@ -148,8 +150,6 @@ class Index:
     def _index_minhash(self, items: dict[str, list[tuple[str, str]]]) -> None:
         import numpy as np
 
-        from distill.filters.dedup import shingle_hashes
-
         self.signer = Signer()
         self.lsh = lsh_index(self.threshold, self.signer.num_perm)
         self.sigs: dict[tuple[str, str], Any] = {}
@@ -200,8 +200,6 @@ class Index:
         if self.lsh is not None and words:
             import numpy as np
 
-            from distill.filters.dedup import shingle_hashes
-
             hashes = self._content(np.unique(shingle_hashes(text)))
             if len(hashes) < MIN_SHINGLES:
                 return None
@@ -214,3 +212,56 @@ class Index:
             if best:
                 return Hit(best[1][0], best[1][1], "minhash", f"jaccard {best[0]:.2f}")
         return None
+
+
+@dataclass
+class PromptChecker:
+    """A recipe's decontamination check: the benchmarks of `filter.decontaminate` in one
+    `Index` (built once: a few seconds for every benchmark in evals/), and the fixed text each
+    prompt source asks with (its template's literals, the system prompt), left out of what is
+    compared."""
+    index: Index
+    fixed: dict[str, list[str]]     # prompt source -> its fixed text
+    checked: dict[str, int]         # benchmark -> items
+    skipped: dict[str, str]         # benchmark -> why it was not checked
+    ngram: int
+    minhash_threshold: float | None
+
+    @staticmethod
+    def settings(cfg: Any) -> dict:
+        """What decides the check: the benchmarks (`all`: every one in evals/), the local files
+        the recipe gives them, the n-gram size and the MinHash threshold."""
+        from distill.grading.benchmarks import list_benchmarks
+
+        fc = cfg.filter
+        names = [] if fc.decontaminate == "none" else \
+            list_benchmarks() if fc.decontaminate == "all" else list(fc.decontaminate)
+        files = dict(getattr(cfg.eval, "data_files", {}) or {})
+        return {"benchmarks": names, "data_files": {n: files[n] for n in names if n in files},
+                "ngram": fc.decontaminate_ngram, "minhash_threshold": fc.decontaminate_minhash}
+
+    @classmethod
+    def from_recipe(cls, cfg: Any) -> PromptChecker:
+        s = cls.settings(cfg)
+        system = [cfg.prompts.system_prompt.strip()] if cfg.prompts.system_prompt else []
+        fixed = {src.name: template_literals(src.prompt_template) + system
+                 for src in cfg.prompts.sources}
+        items, skipped = load_benchmarks(s["benchmarks"], s["data_files"])
+        index = Index(items, ngram=s["ngram"], minhash_threshold=s["minhash_threshold"])
+        return cls(index, fixed, {b: len(v) for b, v in items.items()}, skipped, s["ngram"],
+                   s["minhash_threshold"])
+
+    def check(self, messages: Sequence[Mapping[str, Any]], source: str | None) -> Hit | None:
+        """The first benchmark item the prompt (as `source` asked it) overlaps, or None."""
+        return self.index.check(prompt_text(messages, self.fixed.get(source or "", [])))
+
+    def summary(self, hits: Mapping[Any, Hit], sources: Mapping[Any, str] | None = None) -> dict:
+        """The report: benchmarks checked (items each) and skipped (why), the settings, and
+        each hit by prompt id (with its source, when `sources` gives them)."""
+        def row(pid: Any, h: Hit) -> dict:
+            return {"prompt_id": pid, **({"source": sources.get(pid)} if sources is not None else {}),
+                    "benchmark": h.benchmark, "item": h.item, "method": h.method,
+                    "evidence": h.evidence}
+        return {"checked": dict(self.checked), "skipped": dict(self.skipped),
+                "ngram": self.ngram, "minhash_threshold": self.minhash_threshold,
+                "hits": [row(pid, h) for pid, h in sorted(hits.items(), key=lambda kv: str(kv[0]))]}
