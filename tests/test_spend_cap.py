@@ -2,7 +2,7 @@
 before each request (worst cases of the requests in flight, waiting, stopping), the CLI's exit 2
 and its message, whole records and an exact resume, the stand-in's request log replayed against
 the cap, the GPU-hours of a managed `vllm serve` (a stand-in `vllm` command), shares of shards,
-the progress line and the recipe's checks."""
+the progress line, the plan's warning and the recipe's checks."""
 
 import asyncio
 import json
@@ -313,6 +313,17 @@ def test_shards_each_get_an_equal_share_of_what_is_left(tmp_path, monkeypatch):
             by_shard[shard.shard_of(r["prompt_id"], 2)] += r["cost"]
     assert all(0 < v <= 0.25 for v in by_shard.values()) and len(by_shard) == 2
     assert all(v + worst_usd("19+19=") > 0.25 for v in by_shard.values())
+
+
+def test_the_plan_warns_when_the_projection_passes_the_cap():
+    from distill.config import load_recipe, recipe_path
+    from distill.plan import make_plan
+    plan = make_plan(load_recipe(recipe_path("r1-to-7b"), ["generate.max_usd=14000"]))
+    usd = plan["generation"]["projected"]["api_usd"]
+    assert 28_000 < usd < 29_000
+    assert [w for w in plan["warnings"] if "max_usd" in w] == [
+        f"the projected API cost, ${usd:,.2f}, exceeds generate.max_usd = $14,000.00: the generate "
+        "stage will stop at the cap, about 49% of the way through the samples"]
 
 
 @pytest.mark.parametrize("teacher, generate, key, message", [
