@@ -180,10 +180,29 @@ class GenerateConfig(Section):
     price_per_m_output: float = 0.0         # completion tokens (reasoning included, unless below)
     price_per_m_reasoning: float | None = None  # reasoning tokens, when priced apart from output
     price_per_m_cached_input: float | None = None  # prompt tokens served from the provider's cache
+    # spend caps on the run directory's total, checked before each request (distill/teacher/budget.py)
+    max_usd: float | None = Field(None, gt=0)        # an API teacher: $ at the prices above
+    max_gpu_hours: float | None = Field(None, gt=0)  # a managed vllm serve: wall time x its GPUs
     # sharding across machines (Ray)
     shards: int = Field(1, ge=1)            # >1: the prompt set split by id across Ray tasks
     ray_address: str | None = None          # None: a local Ray; "auto": the cluster this node is in
     gpus_per_shard: float = Field(0.0, ge=0)  # GPUs a shard task reserves (its own vllm_serve)
+
+    @model_validator(mode="after")
+    def _caps(self) -> Self:
+        if self.max_usd is not None and self.max_gpu_hours is not None:
+            raise _bad("set max_usd (an API teacher's dollars) or max_gpu_hours (the GPU time of "
+                       "a vllm serve distill starts), not both", "max_gpu_hours")
+        if self.max_usd is not None:
+            if not (self.price_per_m_input or self.price_per_m_output or self.price_per_m_reasoning):
+                raise _bad("max_usd counts dollars at price_per_m_input / price_per_m_output, and "
+                           "no price is set: set the teacher's prices (a self-hosted teacher: "
+                           "max_gpu_hours)", "max_usd")
+            body = {"max_tokens": self.max_tokens, **self.extra_body}
+            if not (body.get("max_completion_tokens") or body.get("max_tokens")):
+                raise _bad("max_usd needs a bound on every answer, and extra_body drops max_tokens "
+                           "without a max_completion_tokens", "max_usd")
+        return self
 
 
 class FilterConfig(Section):
@@ -435,6 +454,19 @@ class Recipe(Section):
     publish: PublishConfig = PublishConfig()
     plan: PlanConfig = PlanConfig()
     refresh: RefreshConfig = RefreshConfig()
+
+    @model_validator(mode="after")
+    def _caps_fit_the_teacher(self) -> Self:
+        g, backend = self.generate, self.teacher.backend
+        if backend == "vllm_offline" and (g.max_usd is not None or g.max_gpu_hours is not None):
+            key = "max_usd" if g.max_usd is not None else "max_gpu_hours"
+            raise _bad("the spend cap is checked before each request over HTTP; the offline engine "
+                       "runs its requests in batches: use teacher.backend vllm_serve", "generate", key)
+        if g.max_gpu_hours is not None and backend != "vllm_serve":
+            raise _bad("max_gpu_hours counts the GPU time of a vllm serve distill starts "
+                       "(teacher.backend: vllm_serve); a teacher at an endpoint is paid for there: "
+                       "cap it with max_usd at its prices", "generate", "max_gpu_hours")
+        return self
 
     def generation_hash(self) -> str:
         """What makes two teacher samples comparable: the teacher and the sampling settings.

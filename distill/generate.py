@@ -11,6 +11,14 @@ sampling settings starts a fresh set of samples beside the old ones.
 The teacher is reached through `distill.teacher` (HTTP client with limits and retries, a managed
 `vllm serve`, or the vLLM offline engine); with `generate.shards > 1` the prompt set is split
 by id across Ray tasks (`distill.shard`), each running `generate_prompts` into its own shards.
+
+A spend cap (`generate.max_usd`, `generate.max_gpu_hours`) is checked before each request is
+sent (`distill.teacher.budget`) against the run directory's total (`distill.spend`). A run that
+reaches it keeps what it stored, writes `failed.json`, leaves the stage incomplete and raises
+`InputError`; a re-run with a higher cap resumes. With shards, each shard may spend an equal
+share of what the cap left when the stage started: shards run on other machines and do not see
+each other's spend, so one stops at its share even while another leaves part of its own unspent
+(a re-run hands that out again).
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from collections import Counter
 from pathlib import Path
 from typing import cast
 
+from distill.errors import InputError
 from distill.record_types import Prompt, TeacherLogprobs, Trace, Usage
 from distill.records import RunDir, current_traces, record_id
+from distill.spend import cap_reached, serving_session, spent, stage_cap
+from distill.teacher.budget import Cap
 from distill.teacher.client import Failure, Job, Response
 from distill.teacher.progress import Progress
 
@@ -73,7 +84,7 @@ def cost_of(g, usage: Usage) -> float:
 
 
 @contextlib.contextmanager
-def _teacher(cfg, log_dir: Path):
+def _teacher(cfg, log_dir: Path, cap: Cap | None = None):
     """Yields (model name, complete(jobs, on_done, progress) -> failures)."""
     t, g = cfg.teacher, cfg.generate
     if t.backend == "vllm_offline":
@@ -88,7 +99,7 @@ def _teacher(cfg, log_dir: Path):
             complete_all, base_url, model, api_key=api_key, max_concurrency=g.max_concurrency,
             requests_per_minute=g.requests_per_minute, tokens_per_minute=g.tokens_per_minute,
             max_retries=g.max_retries, timeout_s=g.timeout_s, backoff_s=g.backoff_s,
-            max_backoff_s=g.max_backoff_s)
+            max_backoff_s=g.max_backoff_s, cap=cap)
 
 
 def _seed(g, prompt_id: str, index: int) -> dict:
@@ -97,9 +108,11 @@ def _seed(g, prompt_id: str, index: int) -> dict:
     return {} if g.seed is None else {"seed": int(record_id(g.seed, prompt_id, index), 16) % (1 << 31)}
 
 
-def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -> dict:
+def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "",
+                     cap_share: float | None = None) -> dict:
     """Generates every missing sample of `prompts` into the generate stage and returns what
-    happened (JSON-able, so a Ray task can hand it back): counts, cost, failures per prompt."""
+    happened (JSON-able, so a Ray task can hand it back): counts, cost, failures per prompt.
+    `cap_share`: what a shard may spend of the recipe's spend cap (None: all that is left)."""
     g = cfg.generate
     stage = RunDir(run_dir).generate
     gen_hash = cfg.generation_hash()
@@ -124,11 +137,22 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
     def missing(p: dict) -> list[int]:
         return [i for i in range(g.samples_per_prompt) if record_id(p["id"], i, gen_hash) not in done]
 
-    if any(missing(p) for p in prompts):  # nothing to ask: do not start or call a teacher
+    cap: Cap | None = None
+    errors: dict = {}
+    asking = any(missing(p) for p in prompts)  # nothing to ask: do not start or call a teacher
+    if asking:
+        cap = stage_cap(cfg, stage, cap_share, lambda raw: cost_of(g, usage_of(raw, 1)))
+    if cap is not None and cap.exhausted():  # not even one request fits: start nothing
+        cap.reached = True
+        for p in prompts:
+            if missing(p):
+                given_up[p["id"]] = Failure(None, cap.refusal(), "spend_cap", 0, True)
+    elif asking:
         log_dir = stage.path / "logs"
-        with _teacher(cfg, log_dir) as (model, complete), stage.writer(index=RESUME_FIELDS) as out:
+        with serving_session(stage, cap), _teacher(cfg, log_dir, cap) as (model, complete), \
+                stage.writer(index=RESUME_FIELDS) as out:
             progress = Progress(wanted, f"generate ({model}){label}", initial=len(done),
-                                cost_before=cost_before)
+                                cost_before=cost_before, cap=cap)
             try:
                 for _ in range(MAX_ROUNDS):
                     todo: dict[str, tuple[dict, list[int]]] = {}
@@ -187,14 +211,12 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
                         if strikes > g.max_retries and pid not in given_up:
                             given_up[pid] = Failure(None, f"empty response {strikes} times", "empty",
                                                     strikes, True)
-                    if t["new_samples"] == before:
+                    if t["new_samples"] == before or (cap is not None and cap.reached):
                         break
             finally:
                 t["requests"] = progress.sent
                 errors = dict(progress.errors)
                 progress.close()
-    else:
-        errors = {}
 
     failed = []
     for p in prompts:
@@ -208,6 +230,7 @@ def generate_prompts(cfg, run_dir: Path, prompts: list[dict], label: str = "") -
                            "kind": f.kind if f else "short", "attempts": f.attempts if f else None,
                            "retryable": f.retryable if f else True})
     return {**t, "samples": len(done), "prompts": len(prompts), "cost_this_run": cost_now,
+            "cap_reached": int(cap is not None and cap.reached),
             "records": records_before + t["new_samples"],
             "cost": cost_before + cost_now, "truncated_total": truncated_before + t["truncated"],
             "errors": errors, "failed": failed}
@@ -233,7 +256,11 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
     reported as failed, found by what has no record now."""
     from distill.shard import run_sharded
     g = cfg.generate
-    outcomes, errors = run_sharded(cfg, run_dir, generate_prompts)
+    share: dict[str, float] = {}
+    limit = g.max_usd if g.max_usd is not None else g.max_gpu_hours
+    if limit is not None:  # an equal share each of what is left: see the module docstring
+        share["cap_share"] = max(0.0, limit - spent(cfg, RunDir(run_dir).generate)) / g.shards
+    outcomes, errors = run_sharded(cfg, run_dir, generate_prompts, **share)
     total = merge_outcomes(outcomes)
     if errors:
         gen_hash = cfg.generation_hash()
@@ -248,7 +275,7 @@ def _generate_sharded(cfg, run_dir: Path, prompts: list[dict]) -> dict:
                                         "attempts": None, "retryable": True})
     for k in ("requests", "answered", "new_samples", "prompt_tokens", "completion_tokens",
               "reasoning_tokens", "empty_responses", "truncated", "truncated_total", "cost",
-              "cost_this_run", "samples"):
+              "cost_this_run", "samples", "cap_reached"):
         total.setdefault(k, 0)
     total["prompts"] = len(prompts)
     return total
@@ -272,6 +299,9 @@ def run_generate(cfg, run_dir: Path) -> Path:
                f"${o['cost_this_run']:.4f} this run, ${o['cost']:.4f} in all")
     if failed:
         path = stage.write_json("failed.json", failed)
+        if o["cap_reached"]:
+            log.info("generate: %s", summary)
+            raise InputError(cap_reached(cfg, stage, o, failed))
         kinds = Counter(f["kind"] for f in failed)
         raise RuntimeError(f"{len(failed)} of {len(prompts)} prompts still miss samples "
                            f"({', '.join(f'{k}: {v}' for k, v in kinds.most_common())}; see {path}); "

@@ -26,7 +26,8 @@ def shard_of(prompt_id: str, shards: int) -> int:
     return int(record_id("shard", prompt_id), 16) % shards
 
 
-def _run_shard(part: Callable, recipe: dict, run_dir: str, index: int, shards: int) -> dict:
+def _run_shard(part: Callable, recipe: dict, run_dir: str, index: int, shards: int,
+               kwargs: dict) -> dict:
     """One Ray task: the prompts of shard `index`, generated as a single-machine run would."""
     from distill.config import Recipe
     from distill.records import RunDir
@@ -34,12 +35,12 @@ def _run_shard(part: Callable, recipe: dict, run_dir: str, index: int, shards: i
     prompts = [p for p in RunDir(run_dir).prompts.read() if shard_of(p["id"], shards) == index]
     if not prompts:
         return {"prompts": 0, "samples": 0, "failed": [], "errors": {}}
-    return part(cfg, Path(run_dir), prompts, label=f" [shard {index + 1}/{shards}]")
+    return part(cfg, Path(run_dir), prompts, label=f" [shard {index + 1}/{shards}]", **kwargs)
 
 
-def run_sharded(cfg, run_dir: Path, part: Callable) -> tuple[list[dict], list[str]]:
-    """Runs `part(cfg, run_dir, prompts, label=...)` (generate's own single-machine loop) once
-    per shard as Ray tasks. Returns the outcomes of the shards that finished and one line per
+def run_sharded(cfg, run_dir: Path, part: Callable, **kwargs) -> tuple[list[dict], list[str]]:
+    """Runs `part(cfg, run_dir, prompts, label=..., **kwargs)` (generate's own single-machine
+    loop) once per shard as Ray tasks. Returns the outcomes of the shards that finished and one line per
     shard that crashed: its prompts stay missing, for the caller to report."""
     try:
         import ray
@@ -55,7 +56,7 @@ def run_sharded(cfg, run_dir: Path, part: Callable) -> tuple[list[dict], list[st
     try:
         task = ray.remote(num_cpus=1, num_gpus=g.gpus_per_shard, max_retries=0)(_run_shard)
         recipe = cfg.model_dump(mode="json")
-        refs = [task.remote(part, recipe, str(Path(run_dir).resolve()), i, g.shards)
+        refs = [task.remote(part, recipe, str(Path(run_dir).resolve()), i, g.shards, kwargs)
                 for i in range(g.shards)]
         outcomes, errors = [], []
         for i, ref in enumerate(refs):

@@ -46,6 +46,7 @@ class Stats:
     n_per_key: Counter = field(default_factory=Counter)     # samples answered per prompt
     log: list = field(default_factory=list)                 # (key, n, outcome)
     arrived: list = field(default_factory=list)             # time.monotonic() of each, as log
+    answered: list = field(default_factory=list)            # when its answer was sent (None: none)
     auth: Counter = field(default_factory=Counter)          # Authorization headers seen
     first_s: float | None = None
     last_s: float | None = None
@@ -204,6 +205,8 @@ class StandIn:
         st.outcomes[outcome] += 1
         st.log.append((key, n, outcome))
         st.arrived.append(time.monotonic())
+        st.answered.append(None)
+        index = len(st.log) - 1
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
             return False
@@ -226,7 +229,7 @@ class StandIn:
                 st.ok_per_key[key] += 1
                 st.n_per_key[key] += n
         await writer.drain()
-        st.last_s = time.monotonic()
+        st.last_s = st.answered[index] = time.monotonic()
         return True
 
 

@@ -23,13 +23,13 @@ LAYERS: list[tuple[str, list[str]]] = [
                   "distill.positions", "distill.chat"]),
     ("services", ["distill.serving", "distill.grading", "distill.teacher"]),
     ("planning", ["distill.plan"]),
-    ("stages", ["distill.prompts", "distill.generate", "distill.shard", "distill.filters",
-                "distill.train", "distill.eval"]),
+    ("stages", ["distill.prompts", "distill.generate", "distill.shard", "distill.spend",
+                "distill.filters", "distill.train", "distill.eval"]),
     ("report", ["distill.publish"]),
     ("doors", ["distill.recipes", "distill.pipeline", "distill.refresh", "distill.rehearse", "distill.cli"]),
 ]
-# Units of the stages layer that belong together (a stage split over two modules).
-SAME_STAGE = {"distill.shard": "distill.generate"}
+# Units of the stages layer that belong together (a stage split over several modules).
+SAME_STAGE = {"distill.shard": "distill.generate", "distill.spend": "distill.generate"}
 ORDERED_LAYERS = {"foundation", "toy world", "contract", "services", "doors"}
 
 

@@ -176,6 +176,7 @@ def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: li
         proj["device_hours"] = hours
         proj["self_hosted_usd"] = hours * pc.hourly_usd if hours is not None and pc.hourly_usd is not None else None
         out["projected"] = proj
+        _over_the_cap(g, proj, warnings)
     if usage:
         hours = cost.gpu_hours(usage.completion_tokens, measured_tps, devices)
         out["actual"] = {
@@ -193,6 +194,20 @@ def _generation(cfg, run_dir, plan: dict, usage: cost.Usage | None, warnings: li
                         "teacher, or plan.hourly_usd and plan.teacher_tokens_per_s (or run a pilot "
                         "generate: the plan then measures the throughput) for a self-hosted one")
     return out
+
+
+def _over_the_cap(g, proj: dict, warnings: list[str]) -> None:
+    """Warns when the projection passes the recipe's spend cap: the generate stage would stop
+    there, with part of the samples."""
+    stop = "the generate stage will stop at the cap, about {:.0%} of the way through the samples"
+    usd, hours = proj["api_usd"], proj["device_hours"]
+    if g.max_usd is not None and usd is not None and usd > g.max_usd:
+        warnings.append(f"the projected API cost, ${usd:,.2f}, exceeds generate.max_usd = "
+                        f"${g.max_usd:,.2f}: " + stop.format(g.max_usd / usd))
+    if g.max_gpu_hours is not None and hours is not None and hours > g.max_gpu_hours:
+        warnings.append(f"the projected {hours:,.1f} GPU-hours (generating alone; loading the model "
+                        f"counts too) exceed generate.max_gpu_hours = {g.max_gpu_hours:,.2f}: "
+                        + stop.format(g.max_gpu_hours / hours))
 
 
 def _serving_cost(cfg, plan: dict, tps: float | None, tps_src: str | None, devices: int,

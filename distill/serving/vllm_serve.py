@@ -17,6 +17,10 @@ from typing import Iterator
 from distill.errors import InputError
 from distill.serving.launcher import free_port, launched
 
+# SIGTERM, then SIGKILL after this long: the longest a stop keeps the GPUs (generate.max_gpu_hours
+# counts it).
+STOP_TIMEOUT_S = 60.0
+
 
 def serve_command(teacher_cfg, port: int) -> list[str]:
     v = teacher_cfg.vllm
@@ -49,5 +53,5 @@ def vllm_serve(teacher_cfg, log_path: Path) -> Iterator[str]:
     port = v.port or free_port()
     cmd = serve_command(teacher_cfg, port)
     with launched(cmd, f"http://127.0.0.1:{port}/health", log_path, v.startup_timeout_s,
-                  what="vllm server", stop_timeout_s=60.0):
+                  what="vllm server", stop_timeout_s=STOP_TIMEOUT_S):
         yield f"http://127.0.0.1:{port}/v1"

@@ -13,7 +13,9 @@ httpx, whose shared pool is besides quadratic in the number of connections).
 `max_concurrency` workers pull jobs from one queue, so a million jobs cost a million small
 objects, not a million tasks. A failed attempt goes back on a queue of retries with its
 backoff and frees its worker meanwhile; requests-per-minute and tokens-per-minute paces
-(`distill.teacher.limits`) gate every attempt.
+(`distill.teacher.limits`) gate every attempt. With a spend cap (`distill.teacher.budget`) each
+attempt is admitted by the cap first; once the cap refuses one, nothing more is sent, the
+requests in flight finish, and the jobs not sent come back as failures of kind `spend_cap`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import aiohttp
 
+from distill.teacher.budget import Cap
 from distill.teacher.limits import Limits, RequestError, backoff, http_error
 from distill.teacher.progress import Progress
 from distill.serving.protocol import split_reasoning
@@ -70,7 +73,8 @@ class Response:
 class Failure(NamedTuple):
     job: Job | None        # None: no one request failed (a prompt given up after empty answers)
     reason: str
-    kind: str              # e.g. http_429, timeout, connection, malformed, empty, http_400, not_sent
+    kind: str              # e.g. http_429, timeout, connection, malformed, empty, http_400, not_sent,
+                           # spend_cap (not sent: the spend cap was reached)
     attempts: int
     retryable: bool
 
@@ -130,7 +134,8 @@ async def _request(session: aiohttp.ClientSession, url: str, body: dict) -> Resp
     except (AttributeError, TypeError) as e:
         raise RequestError(f"malformed response: {e}", "malformed", True) from None
     if not choices or all(c.empty for c in choices):
-        raise RequestError("empty response: no content and no reasoning", "empty", True)
+        raise RequestError("empty response: no content and no reasoning", "empty", True,
+                           usage=data.get("usage") or None)
     return Response(choices=choices, usage=data.get("usage") or {}, latency_s=time.monotonic() - start)
 
 
@@ -174,7 +179,7 @@ class _Queue:
 
 
 async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency, paces, max_retries,
-                        timeout_s, desc, backoff_s, max_backoff_s, progress) -> list[Failure]:
+                        timeout_s, desc, backoff_s, max_backoff_s, progress, cap) -> list[Failure]:
     jobs = list(jobs)
     url = base_url.rstrip("/") + "/chat/completions"
     limits = Limits(*paces)
@@ -185,9 +190,17 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
     failures: list[Failure] = []
     queue = _Queue(jobs)
     abort: list[RequestError] = []
+    refusal = cap.refusal() if cap is not None else ""
 
     async def attempt(session: aiohttp.ClientSession, job: Job, n_attempt: int) -> None:
         body = request_body(model, job)
+        held = 0.0
+        if cap is not None:
+            reservation = await cap.admit(body)
+            if reservation is None:
+                failures.append(Failure(job, refusal, "spend_cap", n_attempt, True))
+                return
+            held = reservation
         estimate = limits.estimate(len(json.dumps(job.messages)), job.n, job.max_tokens) if limits.tokens else 0.0
         await limits.admit(estimate)
         progress.attempt()
@@ -199,6 +212,8 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
             err = e
         else:
             usage = resp.usage
+            if cap is not None:
+                cap.settle(held, usage)
             limits.settle(estimate, float(usage.get("total_tokens") or 0) or None, job.n,
                           float(usage.get("completion_tokens") or 0))
             resp.attempts = n_attempt + 1
@@ -206,6 +221,8 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
             if own_progress:
                 progress.advance(1, int(usage.get("completion_tokens") or 0))
             return
+        if cap is not None:
+            cap.settle(held, err.usage)
         limits.settle(estimate, None)
         progress.error(err.kind)
         if err.abort:
@@ -221,7 +238,7 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
             queue.retry(job, n_attempt + 1, delay)
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        while not abort and (item := await queue.take()) is not None:
+        while not abort and not (cap and cap.reached) and (item := await queue.take()) is not None:
             try:
                 await attempt(session, *item)
             finally:
@@ -249,6 +266,8 @@ async def _complete_all(base_url, model, jobs, on_done, api_key, max_concurrency
     if abort:
         why = f"not sent: the run stopped after {abort[0]}"
         failures += [Failure(j, why, "not_sent", 0, False) for j in queue.drain()]
+    elif cap is not None and cap.reached:
+        failures += [Failure(j, refusal, "spend_cap", 0, True) for j in queue.drain()]
     return failures
 
 
@@ -256,8 +275,8 @@ def complete_all(base_url: str, model: str, jobs: Iterable[Job], on_done: Callab
                  *, api_key: str | None = None, max_concurrency: int = 64, max_retries: int = 5,
                  timeout_s: float = 600, desc: str = "generate", backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, requests_per_minute: float | None = None,
-                 tokens_per_minute: float | None = None, progress: Progress | None = None
-                 ) -> list[Failure]:
+                 tokens_per_minute: float | None = None, progress: Progress | None = None,
+                 cap: Cap | None = None) -> list[Failure]:
     """Runs every job with at most `max_concurrency` requests in flight (and at most
     `requests_per_minute` / `tokens_per_minute`), and returns a `Failure` for each job that
     still failed after `max_retries` retries. Timeouts (`timeout_s` per request, in total),
@@ -267,10 +286,14 @@ def complete_all(base_url: str, model: str, jobs: Iterable[Job], on_done: Callab
 
     `on_done(job, response)` runs on the event loop as each job finishes; if it raises, the run
     stops and the exception propagates. With a `progress`, the caller advances it in on_done;
-    without, the client shows its own bar of requests."""
+    without, the client shows its own bar of requests.
+
+    With a `cap` (`distill.teacher.budget`), every attempt is admitted by it before it is sent
+    and settled when it ends; after the cap refuses one, the jobs not sent come back as
+    `spend_cap` failures."""
     args = (base_url, model, jobs, on_done, api_key, max_concurrency,
             (requests_per_minute, tokens_per_minute), max_retries, timeout_s, desc,
-            backoff_s, max_backoff_s, progress)
+            backoff_s, max_backoff_s, progress, cap)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -33,6 +33,7 @@ class RequestError(Exception):
     status: int | None = None
     retry_after: float | None = None
     abort: bool = False
+    usage: dict | None = None    # an answer that came back unusable (empty) is still billed
 
     def __str__(self) -> str:
         return self.reason

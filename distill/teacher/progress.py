@@ -5,6 +5,8 @@ tokens/s, errors, cost so far and the projected cost of the whole set, e.g.
         req/s=5.7 tok/s=41.2k err=37 (http_429 30, timeout 7) $=18.42 ~$44.93
 
 The projection is (cost so far, this run and earlier ones) / samples done x samples wanted.
+With a spend cap (`distill.teacher.budget`), what counts against it is shown against the cap:
+`$=3.20/5.00` (generate.max_usd) or `gpu-h=1.20/4.00` (generate.max_gpu_hours).
 Where stderr is not a terminal (a log file, a Prefect worker, CI), the same line is logged
 (INFO, on this module's logger) every `log_every_s` seconds (DISTILL_PROGRESS_EVERY_S, default
 30) and at the end instead of a bar redrawn in place; `distill --quiet` shows neither.
@@ -18,6 +20,7 @@ from collections import Counter
 from typing import Callable
 
 from distill import logs
+from distill.teacher.budget import Cap
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def _si(x: float) -> str:
 class Progress:
     def __init__(self, total: int, desc: str, *, initial: int = 0, cost_before: float = 0.0,
                  unit: str = "sample", log_every_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, cap: Cap | None = None):
         from tqdm.auto import tqdm
         self.total, self.initial, self.desc, self.unit = total, initial, desc, unit
         self.done = initial
@@ -39,6 +42,7 @@ class Progress:
         self.cost = 0.0            # this run
         self.cost_before = cost_before
         self.errors: Counter = Counter()
+        self.cap = cap
         self.clock = clock
         self.started = clock()
         self.tty = logs.terminal() and not logs.quiet()
@@ -97,8 +101,13 @@ class Progress:
         top = ", ".join(f"{k} {v}" for k, v in self.errors.most_common(3))
         parts.append(f"err={n_err}" + (f" ({top})" if n_err else ""))
         spent, projected = self.cost_before + self.cost, self.projected_cost()
-        if spent or projected:
-            parts.append(f"$={spent:.2f}" + (f" ~${projected:.2f}" if projected is not None else ""))
+        guess = f" ~${projected:.2f}" if projected is not None else ""
+        if self.cap is not None and self.cap.unit == "$":
+            parts.append(self.cap.text() + guess)
+        elif spent or projected:
+            parts.append(f"$={spent:.2f}{guess}")
+        if self.cap is not None and self.cap.unit != "$":
+            parts.append(self.cap.text())
         return " ".join(parts)
 
     def summary(self) -> dict:
