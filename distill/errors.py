@@ -16,9 +16,17 @@ class InputError(Exception):
         self.key = key
         self.line = line
 
+    def __reduce__(self):
+        # Pickled whole (from a worker process to its parent): the keywords survive.
+        return (_rebuild, (self.message, self.file, self.key, self.line))
+
     def __str__(self) -> str:
         where = ""
         if self.file:
             where = str(self.file) + (f":{self.line}" if self.line else "") + ": "
         key = f"{self.key}: " if self.key else ""
         return f"{where}{key}{self.message}"
+
+
+def _rebuild(message: str, file: str | None, key: str | None, line: int | None) -> InputError:
+    return InputError(message, file=file, key=key, line=line)

@@ -72,6 +72,21 @@ class Signer:
         m.update_batch(hashes.tolist())
         return LeanMinHash(m)
 
+    def values(self, text: str):
+        """`sign(text).hashvalues` (uint64 x num_perm) without building MinHash objects: the
+        same affine64 arithmetic on the same permutations, a few times faster per text."""
+        import numpy as np
+        from datasketch.minhash import _fmix
+
+        template = self._template
+        h = shingle_hashes(text, self.ngram)
+        if len(h) == 0:
+            return template.hashvalues.copy()
+        a, b = template.permutations
+        with np.errstate(over="ignore"):
+            hv = _fmix(h.reshape(-1, 1), 64)
+            return np.minimum(template.hashvalues, (hv * a + b).min(axis=0))
+
 
 def lsh_index(threshold: float, num_perm: int, params: tuple[int, int] | None = None):
     """An LSH index; without `params`, datasketch picks the bands and rows that minimise

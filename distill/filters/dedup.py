@@ -94,29 +94,17 @@ class SignatureFile:
 
     def __init__(self, path, threshold: float, signer: Signer | None = None):
         import numpy as np
-        from datasketch.minhash import _fmix
 
         self.path, self.threshold = str(path), threshold
         self.signer = signer or Signer()
         self.bands, self.rows = lsh_params(threshold, self.signer.num_perm)
-        a, b = self.signer._template.permutations
-        self._a, self._b, self._fmix = a, b, _fmix
-        self._init = self.signer._template.hashvalues.copy()
         self._sig = open(self.path + ".sig", "wb")
         self._band = [open(f"{self.path}.band{k}", "wb") for k in range(self.bands)]
         self.count = 0
         self._np = np
 
     def signature(self, text: str):
-        """The signature datasketch's `Signer.sign(text).hashvalues` gives, without building
-        MinHash objects."""
-        np = self._np
-        h = shingle_hashes(text, self.signer.ngram)
-        if len(h) == 0:
-            return self._init.copy()
-        with np.errstate(over="ignore"):
-            hv = self._fmix(h.reshape(-1, 1), 64)
-            return np.minimum(self._init, (hv * self._a + self._b).min(axis=0))
+        return self.signer.values(text)
 
     def add(self, sigs) -> None:
         """Appends signatures (an array of rows)."""

@@ -134,12 +134,59 @@ def _pid(gen: dict) -> bytes:
     return b"" if pid is None else str(pid).encode()
 
 
+# Per trace, in worker processes: the format checks, the length, the exact key and the MinHash
+# signature (of every trace that passes the format checks; a trace decontamination or
+# verification rejects later is not signed in the file). Set up by `_init_worker`.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg) -> None:
+    """Sets up the per-trace work in this process; forked workers inherit it. An error (no
+    tokenizer for the length bounds) is kept, not raised, so the caller decides."""
+    from distill.minhash import Signer
+    try:
+        _WORKER["checks"] = _format_checks(cfg)
+        _WORKER["signer"] = Signer() if cfg.filter.dedup == "minhash" else None
+    except Exception as e:  # noqa: BLE001  (raised again by _per_trace)
+        _WORKER["error"] = e
+
+
+def _per_trace(batch: list[dict]) -> list[tuple[dict, str | None, int, int, Any]]:
+    """(reasons, first failing format check, length, exact key, signature or None) per trace."""
+    out = []
+    signer = _WORKER["signer"]
+    for gen in batch:
+        reasons: dict[str, str] = {}
+        failed = None
+        for name, check in _WORKER["checks"]:
+            why = check(gen)
+            reasons[name] = why or "ok"
+            if why:
+                failed = name
+                break
+        text = _trace_text(gen)
+        sig = signer.values(text) if signer is not None and failed is None else None
+        out.append((reasons, failed, len(text), _exact_key(gen), sig))
+    return out
+
+
 class _FirstPass:
-    """Pass 1 (see the module's docstring): the per-trace filters and the summaries."""
+    """Pass 1 (see the module's docstring): the per-trace filters and the summaries. The pure
+    per-trace work runs in `filter.workers` processes (forked before anything else starts),
+    a bounded window of batches ahead of this process, which decontaminates, verifies and
+    writes the summaries in read order."""
 
     def __init__(self, cfg, run_dir: Path, work: Path):
         fc = cfg.filter
-        self.checks = _format_checks(cfg)
+        self.pool = None
+        _init_worker(cfg)          # here first: a bad setting (no tokenizer) fails before any fork
+        if "error" in _WORKER:
+            raise _WORKER.pop("error")
+        if fc.workers > 1:
+            import multiprocessing as mp
+            # forked: the workers inherit the checks and the signer set up just above
+            self.pool = mp.get_context("fork").Pool(fc.workers)
+        self.window = 2 * fc.workers
         self.decon = _Decontaminator(cfg) if fc.decontaminate != "none" else None
         from distill.filters.verdicts import Grader
         self.grader = Grader(cfg, run_dir, work) if fc.verify else None
@@ -154,24 +201,31 @@ class _FirstPass:
         self.spill = open(work / "reasons.jsonl", "w", encoding="utf-8")
 
     def run(self, gens: Iterable[dict]) -> None:
+        from collections import deque
         it = iter(gens)
-        while batch := list(islice(it, BATCH)):
-            self._batch(batch)
-        self.spill.close()
+        pending: deque = deque()
+        try:
+            while True:
+                while len(pending) < self.window and (batch := list(islice(it, BATCH))):
+                    pending.append((batch, self.pool.apply_async(_per_trace, (batch,))
+                                    if self.pool is not None else None))
+                if not pending:
+                    break
+                batch, result = pending.popleft()
+                self._batch(batch, result.get() if result is not None else _per_trace(batch))
+        finally:
+            if self.pool is not None:
+                self.pool.terminate()
+            self.spill.close()
 
-    def _batch(self, batch: list[dict]) -> None:
-        reasons: list[dict[str, str]] = [{} for _ in batch]
-        failed: list[str | None] = [None] * len(batch)
+    def _batch(self, batch: list[dict], per_trace: list) -> None:
+        reasons = [r for r, *_ in per_trace]
+        failed: list[str | None] = [f for _, f, *_ in per_trace]
 
         def mark(i: int, name: str, why: str | None) -> None:
             reasons[i][name] = why or "ok"
             if why:
                 failed[i] = name
-        for i, gen in enumerate(batch):
-            for name, check in self.checks:
-                mark(i, name, check(gen))
-                if failed[i]:
-                    break
         if self.decon is not None:
             for i, gen in enumerate(batch):
                 if failed[i] is None:
@@ -188,7 +242,7 @@ class _FirstPass:
             alive = [i for i in range(len(batch)) if failed[i] is None]
             if alive:
                 first = self.traces.count
-                self.traces.add(np.stack([self.traces.signature(_trace_text(batch[i])) for i in alive]))
+                self.traces.add(np.stack([per_trace[i][4] for i in alive]))
                 for n, i in enumerate(alive):
                     sig_rows[i] = first + n
                 self._sign_prompts([batch[i] for i in alive])
@@ -196,8 +250,8 @@ class _FirstPass:
             self.spill.write(json.dumps(r, ensure_ascii=False) + "\n")
         self.cols.add(ids=[str(g["id"]).encode() for g in batch], pids=[_pid(g) for g in batch],
                       failed=[decide.CODE[f] if f else 0 for f in failed],
-                      length=[len(_trace_text(g)) for g in batch],
-                      key=[_exact_key(g) for g in batch], sig_row=sig_rows)
+                      length=[x[2] for x in per_trace], key=[x[3] for x in per_trace],
+                      sig_row=sig_rows)
 
     def _sign_prompts(self, gens: list[dict]) -> None:
         from distill.grading.decontaminate import prompt_text
