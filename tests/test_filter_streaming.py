@@ -150,3 +150,25 @@ def test_the_kept_set_loads_as_a_hub_dataset(tmp_path):
     assert len(ds) == counts["kept"] > 0
     assert ds[0]["messages"][-1]["role"] == "assistant" and \
         ds[0]["messages"][-1]["content"].startswith("<think>")
+
+
+def test_word_hashes_split_words_as_re_does():
+    """The numpy word splitter finds exactly `re`'s lower-cased \\w+ words (Unicode letters,
+    digits, underscores, characters outside the BMP, lower-casing that changes a length), and
+    a word's hash does not depend on where it stands."""
+    import re
+
+    import numpy as np
+
+    from distill.minhash import word_hashes
+
+    rng = random.Random(0)
+    alphabet = "abcXYZ019_ \n\t.,;:!?-—“”’×÷≤αβγΩéüßİ中文字😀𝔸\u2028"
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+        words = re.findall(r"\w+", text.lower())
+        alone = [int(word_hashes(w)[0]) for w in words]
+        assert word_hashes(text).tolist() == alone, text
+    many = {f"w{i}" for i in range(50_000)}
+    assert len({int(word_hashes(w)[0]) for w in many}) == len(many)      # no collision
+    assert word_hashes("").dtype == np.uint64 and len(word_hashes(" .. ")) == 0
