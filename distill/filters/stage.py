@@ -134,9 +134,10 @@ def _pid(gen: dict) -> bytes:
     return b"" if pid is None else str(pid).encode()
 
 
-# Per trace, in worker processes: the format checks, the length, the exact key and the MinHash
-# signature (of every trace that passes the format checks; a trace decontamination or
-# verification rejects later is not signed in the file). Set up by `_init_worker`.
+# Per trace, in worker processes: the format checks, decontamination (its benchmark index is
+# built before the fork and shared), the length, the exact key and the MinHash signature (of
+# every trace that passes them; one verification rejects later is not signed in the file).
+# Set up by `_init_worker`.
 _WORKER: dict[str, Any] = {}
 
 
@@ -147,26 +148,32 @@ def _init_worker(cfg) -> None:
     try:
         _WORKER["checks"] = _format_checks(cfg)
         _WORKER["signer"] = Signer() if cfg.filter.dedup == "minhash" else None
+        _WORKER["decon"] = _Decontaminator(cfg) if cfg.filter.decontaminate != "none" else None
     except Exception as e:  # noqa: BLE001  (raised again by _per_trace)
         _WORKER["error"] = e
 
 
-def _per_trace(batch: list[dict]) -> list[tuple[dict, str | None, int, int, Any]]:
-    """(reasons, first failing format check, length, exact key, signature or None) per trace."""
+def _per_trace(batch: list[dict]) -> list[tuple[dict, str | None, int, int, Any, Any]]:
+    """(reasons, first failing filter, length, exact key, signature or None, decontamination
+    hit or None) per trace: the format checks, then decontamination."""
     out = []
-    signer = _WORKER["signer"]
+    signer, decon = _WORKER["signer"], _WORKER["decon"]
     for gen in batch:
         reasons: dict[str, str] = {}
-        failed = None
+        failed = hit = None
         for name, check in _WORKER["checks"]:
             why = check(gen)
             reasons[name] = why or "ok"
             if why:
                 failed = name
                 break
+        if decon is not None and failed is None:
+            hit = decon.check(gen)
+            reasons["decontaminate"] = hit.reason() if hit else "ok"
+            failed = "decontaminate" if hit else None
         text = _trace_text(gen)
         sig = signer.values(text) if signer is not None and failed is None else None
-        out.append((reasons, failed, len(text), _exact_key(gen), sig))
+        out.append((reasons, failed, len(text), _exact_key(gen), sig, hit))
     return out
 
 
@@ -187,7 +194,7 @@ class _FirstPass:
             # forked: the workers inherit the checks and the signer set up just above
             self.pool = mp.get_context("fork").Pool(fc.workers)
         self.window = 2 * fc.workers
-        self.decon = _Decontaminator(cfg) if fc.decontaminate != "none" else None
+        self.decon = _WORKER["decon"]       # its hits are collected here, from every worker
         from distill.filters.verdicts import Grader
         self.grader = Grader(cfg, run_dir, work) if fc.verify else None
         self.cols = decide.Columns()
@@ -227,10 +234,9 @@ class _FirstPass:
             if why:
                 failed[i] = name
         if self.decon is not None:
-            for i, gen in enumerate(batch):
-                if failed[i] is None:
-                    hit = self.decon.check(gen)
-                    mark(i, "decontaminate", hit.reason() if hit else None)
+            for gen, (*_, hit) in zip(batch, per_trace):
+                if hit is not None:
+                    self.decon.hits[gen.get("prompt_id")] = hit
         if self.grader is not None:
             alive = [i for i in range(len(batch)) if failed[i] is None]
             for i, (ok, why) in zip(alive, self.grader.grade([batch[i] for i in alive])):
