@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1] / "distill"
 # Lowest layer first. Within a layer, a unit may import the units listed before it in that
 # layer; the stages (one layer) import none of each other.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["distill.errors", "distill.logs", "distill.jsonl", "distill.experts"]),
+    ("foundation", ["distill.errors", "distill.logs", "distill.jsonl", "distill.experts",
+                    "distill.locks"]),
     ("toy world", ["distill.toy"]),
     ("contract", ["distill.config", "distill.record_types", "distill.records", "distill.models",
                   "distill.positions", "distill.chat"]),
