@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 RecipeArg = typer.Argument(..., help="Recipe YAML, or a name in configs/ (smoke, r1-to-7b, ...)")
 RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<recipe name>)")
 OverrideOpt = typer.Option(None, "-o", "--override", help="Dotted override, e.g. train.learning_rate=1e-4")
+WaitOpt = typer.Option(False, "--wait", help="When another run of a stage holds this run directory, "
+                       "wait for it to end, then resume (default: refuse, exit 2)")
 
 
 def _fail(e: BaseException, code: int) -> None:
@@ -48,12 +50,12 @@ def _load(recipe: str, overrides: Optional[List[str]], run_dir: Optional[Path]):
     return cfg, Path(run_dir) if run_dir else default_run_dir(cfg)
 
 
-def _run(recipe: str, overrides, run_dir, stages: list[str] | None) -> Path:
+def _run(recipe: str, overrides, run_dir, stages: list[str] | None, wait: bool = False) -> Path:
     from distill.pipeline import run_all
     try:
         cfg, rd = _load(recipe, overrides, run_dir)
         t0 = time.time()
-        run_all(cfg, rd, stages)
+        run_all(cfg, rd, stages, wait=wait)
     except InputError as e:
         _fail(e, 2)
     except KeyboardInterrupt:
@@ -68,9 +70,9 @@ def _run(recipe: str, overrides, run_dir, stages: list[str] | None) -> Path:
 
 @app.command()
 def run(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
-        override: Optional[List[str]] = OverrideOpt):
+        override: Optional[List[str]] = OverrideOpt, wait: bool = WaitOpt):
     """Run every stage: prompts, generate, filter, train, evaluate, publish."""
-    _run(recipe, override, run_dir, None)
+    _run(recipe, override, run_dir, None, wait)
 
 
 @app.command()
@@ -96,8 +98,8 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
 
 def _stage_command(name: str, doc: str) -> None:
     def command(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
-                override: Optional[List[str]] = OverrideOpt):
-        _run(recipe, override, run_dir, [name])
+                override: Optional[List[str]] = OverrideOpt, wait: bool = WaitOpt):
+        _run(recipe, override, run_dir, [name], wait)
     command.__doc__ = doc
     app.command(name=name)(command)
 
@@ -108,7 +110,7 @@ _stage_command("generate", "Ask the teacher for traces (resumable).")
 
 @app.command(name="filter")
 def filter_(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
-            override: Optional[List[str]] = OverrideOpt,
+            override: Optional[List[str]] = OverrideOpt, wait: bool = WaitOpt,
             input: Optional[str] = typer.Option(
                 None, "--input", help="Filter these traces instead of the generate stage's: a "
                 "JSONL / JSON / Parquet file or a Hub dataset of chat `messages` with gold "
@@ -116,7 +118,7 @@ def filter_(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
     """Verify, check, decontaminate and deduplicate the traces; write the training set."""
     import json
     extra = [f"filter.input={json.dumps(input)}"] if input else []
-    _run(recipe, list(override or []) + extra, run_dir, ["filter"])
+    _run(recipe, list(override or []) + extra, run_dir, ["filter"], wait)
 
 
 _stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
@@ -126,12 +128,12 @@ _stage_command("publish", "Write the leaderboard, plots, model and dataset cards
 
 @app.command()
 def refresh(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
-            override: Optional[List[str]] = OverrideOpt):
+            override: Optional[List[str]] = OverrideOpt, wait: bool = WaitOpt):
     """Add new prompts, generate only for them, re-filter; retrain past the recipe's threshold."""
     from distill.refresh import run_refresh
     try:
         cfg, rd = _load(recipe, override, run_dir)
-        summary = run_refresh(cfg, rd)
+        summary = run_refresh(cfg, rd, wait=wait)
     except InputError as e:
         _fail(e, 2)
     except Exception as e:

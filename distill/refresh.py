@@ -96,9 +96,11 @@ def _eval_is_current(cfg: Recipe, run_dir: Path) -> bool:
 
 
 def run_refresh(cfg: Recipe, run_dir: Path,
-                run: Callable[[str], object] | None = None) -> dict:
+                run: Callable[[str], object] | None = None, *, wait: bool = False) -> dict:
+    """`run` runs one stage (default `run_stage`; with `wait`, a stage another run holds is
+    waited for rather than refused)."""
     run_dir = Path(run_dir)
-    run = run or (lambda name: run_stage(name, cfg, run_dir))
+    run = run or (lambda name: run_stage(name, cfg, run_dir, wait=wait))
     rd = RunDir(run_dir)
     started = time.time()
     prompts_before = rd.prompts.ids()

@@ -159,7 +159,9 @@ def stage(name: str, recipe: str, overrides: list[str], run_dir: str,
         run_on_deployment(deployment, name, recipe, overrides, run_dir)
         return
     cfg = read_recipe(recipe, overrides)
-    run_stage(name, cfg, Path(run_dir))
+    # A retry waits for an attempt that still holds the stage (a lost worker that keeps
+    # running), logging who holds it, then resumes from its records; never writes beside it.
+    run_stage(name, cfg, Path(run_dir), wait=True)
 
 
 def run_stage_task(name: str, recipe: str, overrides: list[str], run_dir: str,

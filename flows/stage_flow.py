@@ -38,7 +38,9 @@ def stage_flow(stage: str, recipe: str, run_dir: str, overrides: list[str] | Non
         raise InputError(f"{run_dir} is not a directory on this worker's machine: the run "
                          "directory must be on storage shared by the work pools' workers",
                          key="run_dir")
-    run_stage(stage, cfg, path)
+    # Waits for a run of the stage that still holds the run directory (the lost run a retry
+    # replaces), logging who holds it, then resumes from its records.
+    run_stage(stage, cfg, path, wait=True)
     print(f"{stage}: done in {path}")
     return run_dir
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "distill"
 # layer; the stages (one layer) import none of each other.
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["distill.errors", "distill.logs", "distill.jsonl", "distill.experts",
-                    "distill.minhash"]),
+                    "distill.minhash", "distill.locks"]),
     ("toy world", ["distill.toy"]),
     ("contract", ["distill.config", "distill.record_types", "distill.records", "distill.models",
                   "distill.positions", "distill.chat"]),

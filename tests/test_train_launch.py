@@ -1,6 +1,7 @@
 """train.launch: run_train starts the real `accelerate launch` (two CPU ranks over gloo with
-configs/accelerate/cpu-ddp.yaml), streams and logs it, and stops it with its parent; the model
-loads after the trainer arguments, so DeepSpeed ZeRO-3 builds it sharded."""
+configs/accelerate/cpu-ddp.yaml), streams and logs it, and stops it with its parent; the ranks
+run under the stage lock their launcher holds; the model loads after the trainer arguments, so
+DeepSpeed ZeRO-3 builds it sharded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.locks import lock_path, read_holder
+from distill.pipeline import run_stage
 from distill.records import RunDir
 from distill.train import run_train
 
@@ -33,7 +36,10 @@ def test_launch_trains_on_two_cpu_ranks_and_saves_once(tmp_path, capsys, caplog)
     run = _run_dir(tmp_path / "run", 8, 8)
     cfg = _recipe(max_steps=2, batch_size=4, launch={"accelerate_config": CPU_DDP})
     caplog.set_level("INFO", logger="distill.train")
-    model_dir = run_train(cfg, run)
+    # As `distill train` runs it: under the stage's lock, which the ranks (`distill train`
+    # again, under accelerate) must not wait for or be refused by.
+    model_dir = run_stage("train", cfg, run)
+    assert read_holder(lock_path(run, "train")) is None          # released
     out = capsys.readouterr().err                   # the ranks' output, streamed
     logged = [r.getMessage() for r in caplog.records]
     command = next(line for line in logged if line.startswith("train: ") and " launch " in line)
