@@ -20,7 +20,7 @@ math500 (../shared/data), `dedup: minhash`, `select: all`. datatrove reads the s
 and Filter on the local executor in one process, word 5-grams, with the bands x rows datasketch
 picks for distill's threshold 0.8 and 112 permutations (9 x 12; datatrove has no Jaccard check).
 
-Synthetic traces (`make_run`, deterministic from --seed, ~20k records/s): 4 samples per prompt;
+Synthetic traces (`make_run`, deterministic from --seed, >10k records/s): 4 samples per prompt;
 lengths log-normal (median 4 KB, sigma 0.75, clipped to 0.3-120 KB); text from a bank of 2^19
 phrases of 4-10 words drawn Zipf-Mandelbrot from 50k words (common English and math words
 first, then made-up ones), so unrelated traces share almost no word 5-gram. Planted: exactly 3%
