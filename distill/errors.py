@@ -16,7 +16,7 @@ class InputError(Exception):
         self.key = key
         self.line = line
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Pickled whole (from a worker process to its parent): the keywords survive.
         return (_rebuild, (self.message, self.file, self.key, self.line))
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping
+from typing import Any, Collection, Iterator, Mapping, Protocol
 
 from distill.errors import InputError
 from distill.jsonl import numbered_rows
@@ -61,6 +61,19 @@ def read_jsonl(path: Path, start: int = 0, first_line: int = 1) -> Iterator[dict
 
 def _index_path(shard: Path) -> Path:
     return shard.with_name(shard.name + ".idx")
+
+
+class RecordWriter(Protocol):
+    """What a stage's writer does: `write(record)` each record, `close()` (or `with`)."""
+    count: int
+
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "RecordWriter": ...
+
+    def __exit__(self, *exc: Any) -> None: ...
 
 
 class ShardWriter:
@@ -183,7 +196,7 @@ class Stage:
         for rec in read_jsonl(shard, start, first_line=lines + 1):
             yield {"id": rec["id"], **{f: rec.get(f) for f in fields}}
 
-    def writer(self, index: tuple[str, ...] = ()) -> ShardWriter:
+    def writer(self, index: tuple[str, ...] = ()) -> RecordWriter:
         """A writer of a fresh shard; `index` names the fields `read_index` will be asked
         for (a resuming stage's keys), kept beside the shard."""
         self.mkdir()
@@ -256,7 +269,7 @@ class ParquetStage(Stage):
                 for row in batch.to_pylist():
                     yield {"id": row["id"], **{k: row.get(k) for k in fields}}
 
-    def writer(self, index: tuple[str, ...] = ()) -> "ParquetWriter":
+    def writer(self, index: tuple[str, ...] = ()) -> RecordWriter:
         return ParquetWriter(self)
 
     def clear(self) -> None:
@@ -264,7 +277,7 @@ class ParquetStage(Stage):
         shutil.rmtree(self.path / "data", ignore_errors=True)
 
 
-def kept_schema():
+def kept_schema() -> Any:
     import pyarrow as pa
     s = pa.string()
     return pa.schema([("id", s), ("prompt_id", s), ("source", s), ("category", s),

@@ -117,11 +117,12 @@ def near_prompts(t: Frozen, prompt_sigs, prompt_pids: np.ndarray) -> None:
     clusters = prompt_sigs.clusters(members)
     if not clusters:
         return
-    count_of = dict(zip(pids.tolist(), counts.tolist()))
+    def count_of(pid: bytes) -> int:     # surviving traces of a prompt (pids is sorted)
+        return int(counts[np.searchsorted(pids, pid)])
     loser_to_winner: dict[bytes, bytes] = {}
     for cluster in clusters.values():
         names = [prompt_pids[r] for r in cluster]
-        winner = min(names, key=lambda p: (-count_of[p], p))
+        winner = min(names, key=lambda p: (-count_of(p), p))
         loser_to_winner.update({p: winner for p in names if p != winner})
     losers = np.array(sorted(loser_to_winner), dtype=t.pids.dtype if len(t.pids) else bytes)
     hit = rows[np.isin(t.pids[rows], losers)]
@@ -139,9 +140,10 @@ def near_traces(t: Frozen, trace_sigs) -> None:
     """Near-duplicate traces anywhere in the set: the shortest is kept, then the smallest id."""
     rows = t.alive()
     rows = rows[t.sig_row[rows] >= 0]
-    by_sig = {int(s): int(r) for s, r in zip(t.sig_row[rows], rows)}
+    row_of = np.full(trace_sigs.count, -1, dtype=np.int64)    # signature row -> record row
+    row_of[t.sig_row[rows]] = rows
     for cluster in trace_sigs.clusters(t.sig_row[rows]).values():
-        members = [by_sig[s] for s in cluster]
+        members = row_of[cluster].tolist()
         winner = min(members, key=lambda r: (int(t.length[r]), t.ids[r]))
         losers = [r for r in members if r != winner]
         t.reject(np.array(losers), "dedup", NEAR_TRACE, winner)

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from distill.records import RunDir, record_id
+from distill.records import RecordWriter, RunDir, record_id
 
 log = logging.getLogger("distill.filter")
 
@@ -53,7 +53,7 @@ class Grader:
         self.db.executemany("INSERT OR IGNORE INTO v VALUES (?, ?, ?)", rows)
         self.db.commit()
         self.graded = self.stored = self.not_graded = 0
-        self._writer = None
+        self._writer: RecordWriter | None = None
 
     def grade(self, gens: list[dict]) -> list[tuple[bool, str]]:
         """(ok, reason) per trace, in order."""
