@@ -71,3 +71,14 @@ def test_a_bad_row_after_blank_lines_is_named_by_its_line(tmp_path):
     assert str(e.value).startswith(f"{path}:4: messages: the last message must be")
     path.write_bytes(GOOD + b"\n" + GOOD)
     assert [g["input_line"] for g in read_traces(str(path))] == [1, 3]
+
+
+def test_big_integers_and_nan_read_as_json_reads_them(tmp_path):
+    from distill.jsonl import numbered_rows
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 123456789012345678901234567890, "b": -9223372036854775809}\n'
+                    '{"c": NaN, "d": "\\ud800"}\n{"e": 1.5, "f": "9999999999999999999"}\n')
+    rows = [r for _, r in numbered_rows(path)]
+    assert rows[0] == {"a": 123456789012345678901234567890, "b": -9223372036854775809}
+    assert rows[1]["c"] != rows[1]["c"] and rows[1]["d"] == "\ud800"       # NaN, a lone surrogate
+    assert rows[2] == {"e": 1.5, "f": "9999999999999999999"}
