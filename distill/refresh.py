@@ -36,7 +36,7 @@ from distill.records import RunDir, record_id, write_json, write_text
 def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
     """(ids of the kept traces the current student was trained on, or None when unknown;
     how many there were, or None when no student is trained)."""
-    from distill.train.stage import records_hash  # the train stage's own definition of its data
+    from distill.train.data import dataset_hash, source_dataset  # the train stage's own data hash
 
     rd = RunDir(run_dir)
     if not rd.done("train"):
@@ -53,11 +53,14 @@ def _trained_ids(run_dir: Path) -> tuple[set[str] | None, int | None]:
     lineage_path = rd.train.path / "lineage.json"
     trained_hash = json.loads(lineage_path.read_text()).get("dataset_hash") \
         if lineage_path.exists() else None
-    records = list(rd.dataset.read()) if rd.dataset.is_complete() else []
-    if trained_hash and records and records_hash(records) == trained_hash:
-        ids = {r["id"] for r in records}
-        _save_trained(run_dir, manifest.get("config_hash"), ids)
-        return ids, count
+    # The hash streams from the train stage's Arrow copy of the kept set (its cache when the
+    # data is what was trained on): the kept set is never held in memory.
+    if trained_hash and rd.dataset.is_complete() and next(iter(rd.dataset.read_index(())), None):
+        ds, root = source_dataset(rd.dataset, rd.train.path / "cache")
+        if dataset_hash(ds, root) == trained_hash:
+            ids = set(ds["id"])
+            _save_trained(run_dir, manifest.get("config_hash"), ids)
+            return ids, count
     return None, count
 
 
