@@ -51,8 +51,8 @@ def run_sharded(cfg, run_dir: Path, part: Callable, **kwargs) -> tuple[list[dict
     if started_here:
         # Workers import distill as the driver does (a source checkout on PYTHONPATH included).
         env = {k: os.environ[k] for k in ("PYTHONPATH", "DISTILL_CACHE") if k in os.environ}
-        kwargs = {"address": g.ray_address} if g.ray_address else {"num_cpus": g.shards}
-        ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True, **kwargs)
+        where = {"address": g.ray_address} if g.ray_address else {"num_cpus": g.shards}
+        ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True, **where)
     try:
         task = ray.remote(num_cpus=1, num_gpus=g.gpus_per_shard, max_retries=0)(_run_shard)
         recipe = cfg.model_dump(mode="json")
@@ -64,6 +64,7 @@ def run_sharded(cfg, run_dir: Path, part: Callable, **kwargs) -> tuple[list[dict
                 outcomes.append(ray.get(ref))
             except Exception as e:  # a task that crashed: its prompts stay missing, reported below
                 errors.append(f"shard {i + 1}/{g.shards}: {type(e).__name__}: {str(e).splitlines()[0]}")
+                log.debug("generate shard %d/%d: %s", i + 1, g.shards, e)   # the remote traceback
                 log.error("generate %s", errors[-1])
     finally:
         if started_here:
