@@ -10,7 +10,9 @@ RUN is a run directory whose dataset/ is complete (bench/scale.py leaves one per
 /tmp/distill-scale/n100000-s0/run). `--rows` takes the first rows of it (a new kept set of
 that many rows in a temporary run directory, so the cache starts cold). Each configuration
 runs in a fresh process with a cold cache: wall time, CPU time and the peak RSS of the process
-tree (sampled with psutil every 0.1 s; the map's workers included), then the same call again
+tree (sampled with psutil every 0.1 s; the map's workers included) and its private part (RSS
+less file-backed pages: the memory-mapped Arrow files count in every process that touched
+them), then the same call again
 in another fresh process, which reads the caches (what every other rank and every re-run
 pays). Prints a Markdown table; --out writes JSON.
 """
@@ -47,8 +49,8 @@ t2 = time.time()
 out, dropped = data.tokenize(ds, root, tok, end_of_turn="<|im_end|>", max_length=max_length,
                              method="sft", stop_ids=[])
 t3 = time.time()
-tokens = sum(len(x) for x in out.select_columns(["input_ids"]).with_format("numpy")["input_ids"]) \
-    if len(out) <= 200_000 else None
+import pyarrow.compute as pc
+tokens = pc.sum(pc.list_value_length(out.data.column("input_ids"))).as_py()   # no rows loaded
 print(json.dumps({"rows": len(ds), "kept_rows": len(out), "dropped": dropped, "import_s": t1 - t0,
                   "load_s": t2 - t1, "tokenize_s": t3 - t2, "tokens": tokens}))
 '''
@@ -72,14 +74,17 @@ def _measure(cmd: list[str]) -> dict:
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"})
-    peak, stop = [0], threading.Event()
+    peak, private, stop = [0], [0], threading.Event()
 
     def sample():
         p = psutil.Process(proc.pid)
         while not stop.is_set():
             try:
-                procs = [p, *p.children(recursive=True)]
-                peak[0] = max(peak[0], sum(x.memory_info().rss for x in procs if x.is_running()))
+                mems = [x.memory_info() for x in [p, *p.children(recursive=True)] if x.is_running()]
+                peak[0] = max(peak[0], sum(m.rss for m in mems))
+                # without file-backed pages (the memory-mapped Arrow files, counted once per
+                # process that touched them, and dropped by the kernel under pressure)
+                private[0] = max(private[0], sum(m.rss - m.shared for m in mems))
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -93,7 +98,8 @@ def _measure(cmd: list[str]) -> dict:
     import resource
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {**json.loads(out.strip().splitlines()[-1]), "wall_s": round(wall, 1),
-            "peak_rss_mib": round(peak[0] / 2**20), "cpu_total_s": cpu.ru_utime + cpu.ru_stime}
+            "peak_rss_mib": round(peak[0] / 2**20), "peak_private_mib": round(private[0] / 2**20),
+            "cpu_total_s": cpu.ru_utime + cpu.ru_stime}
 
 
 def main() -> None:
@@ -127,12 +133,13 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n# train data preparation ({os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
           f"tokenizer {Path(a.tokenizer).name}, SFT, max_length {a.max_length})\n")
-    print("| rows | procs | run | load s | tokenize s | wall s | CPU s | peak RSS MiB | rows/s (tokenize) |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| rows | procs | run | load s | tokenize s | wall s | CPU s | peak RSS MiB | private MiB | rows/s (tokenize) |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rate = r["rows"] / r["tokenize_s"] if r["tokenize_s"] > 0 else float("nan")
         print(f"| {r['rows']:,} | {r['procs']} | {r['run']} | {r['load_s']:.1f} | {r['tokenize_s']:.1f} | "
-              f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mib']:,} | {rate:,.0f} |")
+              f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mib']:,} | {r['peak_private_mib']:,} | "
+              f"{rate:,.0f} |")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"machine": {"cores": os.cpu_count()}, "rows": rows}, indent=2))
