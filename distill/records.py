@@ -1,4 +1,5 @@
-"""The run directory: one folder per stage, append-only JSONL shards, stable ids, markers.
+"""The run directory: one folder per stage, append-only JSONL shards (the kept set, dataset/,
+as Parquet shards in the Hub's layout: `ParquetStage`), stable ids, markers.
 
 Every stage writes records through `Stage.writer()`. Each writer opens a new shard file, so a
 crash can only tear the last line of the shard it was writing; readers skip such a torn tail.
