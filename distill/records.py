@@ -254,7 +254,7 @@ class ParquetStage(Stage):
         by construction."""
         import pyarrow.parquet as pq
         for shard in self.shards():
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
+            for batch in pq.ParquetFile(shard, pre_buffer=False).iter_batches(batch_size=256):
                 for row in batch.to_pylist():
                     lp = row.pop("teacher_logprobs", None)
                     if lp:
@@ -264,7 +264,7 @@ class ParquetStage(Stage):
     def read_index(self, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
         import pyarrow.parquet as pq
         for shard in self.shards():
-            f = pq.ParquetFile(shard)
+            f = pq.ParquetFile(shard, pre_buffer=False)
             names = ["id", *[c for c in fields if c in f.schema_arrow.names]]
             for batch in f.iter_batches(batch_size=4096, columns=names):
                 for row in batch.to_pylist():

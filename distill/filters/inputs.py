@@ -67,7 +67,7 @@ def _rows(spec: str, split: str) -> tuple[Iterator[tuple[int, dict]], str]:
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
     import pyarrow.parquet as pq
     n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=512):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=512):
         for row in batch.to_pylist():
             n += 1
             yield n, row
