@@ -96,6 +96,37 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
         typer.echo("\nEconomics (report/economics.md):" + section.rstrip())
 
 
+@app.command()
+def sweep(recipe: str = RecipeArg,
+          over: Optional[List[str]] = typer.Option(
+              None, "--over", help="KEY=V1,V2,...: a variant per value (several --over make a "
+              "grid), e.g. train.max_examples=250,500,1000; adds to the recipe's sweep.over"),
+          run_dir: Optional[Path] = typer.Option(
+              None, "--run-dir", help="The sweep directory (default runs/<recipe name>-sweep); "
+              "each variant is a run directory under variants/"),
+          override: Optional[List[str]] = OverrideOpt):
+    """Run variants of a recipe and map where the student keeps the teacher's quality.
+
+    Variants share the stages their values leave equal (one prompts/generate/filter for a
+    data-size or student axis); train, evaluate and publish run per variant,
+    sweep.concurrency at once. Writes <sweep dir>/report/map.md (.csv, .json, plots)."""
+    from distill.config import default_run_dir
+    from distill.sweep.plan import plan_sweep
+    from distill.sweep.run import run_sweep
+    try:
+        cfg, _ = _load(recipe, override, None)
+        sweep_dir = Path(run_dir) if run_dir else Path(f"{default_run_dir(cfg)}-sweep")
+        t0 = time.time()
+        path = run_sweep(plan_sweep(recipe, list(over or []), sweep_dir, list(override or [])))
+    except InputError as e:
+        _fail(e, 2)
+    except KeyboardInterrupt:
+        _fail(RuntimeError("interrupted; re-run the same command to resume"), 130)
+    except Exception as e:  # a step that failed: named, with its log
+        _fail(e, 1)
+    typer.echo(f"done in {time.time() - t0:.0f} s: {path}")
+
+
 def _stage_command(name: str, doc: str) -> None:
     def command(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
                 override: Optional[List[str]] = OverrideOpt, wait: bool = WaitOpt):

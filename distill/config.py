@@ -311,6 +311,11 @@ class TrainConfig(Section):
     liger: bool = False                    # Liger kernels (fused linear cross-entropy; GPU)
     attn_implementation: str | None = None  # sdpa, flash_attention_2, flex_attention, ...
     save_steps: int = Field(500, ge=1)
+    # Train on part of the kept set (a sweep's data-size axis): the records first in the order
+    # of a hash of (run.seed, id), so a smaller subset is inside every larger one. The share is
+    # taken first, then the count.
+    data_fraction: float | None = Field(None, gt=0, le=1)
+    max_examples: int | None = Field(None, ge=1)
     # The student's tokens and template, as the R1-Distill models set theirs. Qwen base models
     # have EOS = pad = <|endoftext|> while their chat template ends a turn with <|im_end|>: the
     # end-of-turn token becomes the saved tokenizer's EOS and the model's stop token.
@@ -443,6 +448,29 @@ class PlanConfig(Section):
     measure_throughput: bool = False       # local models: the report times a batched generation
 
 
+class SweepConfig(Section):
+    """`distill sweep` and the Prefect flow `distill-sweep`: one variant of this recipe per
+    combination of the values in `over` (a grid), each a run directory, sharing the stages
+    their values leave equal (distill/sweep/)."""
+    over: dict[str, list[Any]] = {}        # dotted key -> values; `--over KEY=V1,V2` adds to it
+    reference: str | None = None           # the variant the map compares against (default: first)
+    concurrency: int = Field(1, ge=1)      # variants whose stages run at once
+    task_runner: Literal["threads", "ray"] = "threads"  # the flow's; ray: prefect-ray's RayTaskRunner
+    ray_address: str | None = None         # an existing Ray cluster (None: a local one)
+    # torch threads of each variant's process; None: this machine's cores / concurrency
+    threads_per_variant: int | None = Field(None, ge=1)
+
+    @field_validator("over")
+    @classmethod
+    def _values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if not values:
+                raise _bad("no values to sweep over", key)
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise _bad("a value is given twice", key)
+        return value
+
+
 class Recipe(Section):
     run: RunConfig
     prompts: PromptsConfig
@@ -454,6 +482,7 @@ class Recipe(Section):
     publish: PublishConfig = PublishConfig()
     plan: PlanConfig = PlanConfig()
     refresh: RefreshConfig = RefreshConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
     def _caps_fit_the_teacher(self) -> Self:

@@ -19,7 +19,7 @@ from distill.generate import run_generate
 from distill.locks import stage_lock
 from distill.prompts import run_prompts
 from distill.publish import run_publish
-from distill.records import RunDir
+from distill.records import STAGE_FOLDERS, RunDir
 from distill.train import run_train
 from distill.train.launch import under_launcher
 
@@ -40,6 +40,14 @@ def stage_function(name: str) -> Callable[[Recipe, Path], object]:
     return STAGES[name]
 
 
+def lock_root(run_dir: Path, name: str) -> Path:
+    """The run directory whose lock guards stage `name`: `run_dir`, or, when the stage's folder
+    is a link into another run directory (the variants of a sweep share the stages their values
+    leave equal, distill/sweep/), that one: one writer for the folder, whoever runs it."""
+    folder = Path(run_dir) / STAGE_FOLDERS[name][0]
+    return folder.resolve().parent if folder.is_symlink() else Path(run_dir)
+
+
 def run_stage(name: str, cfg: Recipe, run_dir: Path, *, wait: bool = False) -> object:
     """Runs stage `name` on `run_dir` holding its lock (`<run_dir>/.locks/<name>.lock`); saves
     the recipe into the run directory first. Another run of the stage holding it: bad input
@@ -52,7 +60,7 @@ def run_stage(name: str, cfg: Recipe, run_dir: Path, *, wait: bool = False) -> o
     # ranks. (A launch typed by hand is not guarded either: were its ranks to take the lock,
     # they would refuse each other.)
     rank = name == "train" and under_launcher()
-    with contextlib.nullcontext() if rank else stage_lock(run_dir, name, wait=wait):
+    with contextlib.nullcontext() if rank else stage_lock(lock_root(run_dir, name), name, wait=wait):
         RunDir(run_dir).save_recipe(cfg)
         return run(cfg, run_dir)
 

@@ -8,6 +8,7 @@ holding Python lists.
                                    record, converted once per content of the shards
     dataset_hash(ds, root)         the hash of ids and messages in the train config hash (the
                                    value distill computed before, so finished runs stay finished)
+    subset(ds, fraction, count)    train.data_fraction / train.max_examples: nested subsets
     tokenize(ds, ...)              input_ids + assistant_masks (SFT) or + the teacher's targets
                                    (KD), `Dataset.map` with a cache file keyed by the data, the
                                    tokenizer and its template, max_length and this code
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -94,6 +96,25 @@ def dataset_hash(ds, root: Path) -> str:
     return value
 
 
+def subset(ds, fraction: float | None, count: int | None, seed: int, data_hash: str):
+    """The records first in the order of sha256(seed, id): the share `fraction` of them (rounded
+    up), then at most `count`. Ranked by a hash, not drawn, so the subset of 500 is inside the
+    subset of 1,000 (a data-size curve compares nested sets) and the same on every machine."""
+    if fraction is None and count is None:
+        return ds
+    n = len(ds)
+    keep = n if fraction is None else max(1, math.ceil(fraction * n))
+    keep = keep if count is None else min(keep, count)
+    if keep >= n:
+        return ds
+    ids = ds["id"]
+    rank = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}:{ids[i]}".encode()).digest())
+    key = hashlib.sha256(json.dumps([data_hash, seed, keep]).encode()).hexdigest()[:16]
+    log.info("train: %d of %d kept records (train.data_fraction %s, train.max_examples %s)",
+             keep, n, fraction, count)
+    return ds.select(sorted(rank[:keep]), new_fingerprint=f"subset-{key}")
+
+
 def prompts(ds) -> list[list[dict]]:
     """The distinct prompts (every message but the assistant's), in record order."""
     seen, out = set(), []
@@ -158,8 +179,10 @@ def tokenize(ds, root: Path, tok, *, end_of_turn: str, max_length: int, method: 
     else:
         fn, features, code = _sft_batch, _sft_features(), _code_hash(chat, data)
         kwargs = {"tok": tok, "end_of_turn": end_of_turn, "max_length": max_length}
+    # A subset (train.max_examples) is its own set of rows: its fingerprint joins the key.
+    rows = [] if ds._fingerprint.startswith("source-") else [ds._fingerprint]
     key = hashlib.sha256(json.dumps([FORMAT, method, root.name, tokenizer_fingerprint(tok),
-                                     end_of_turn, stop_ids, max_length, code]).encode()).hexdigest()[:16]
+                                     end_of_turn, stop_ids, max_length, code, *rows]).encode()).hexdigest()[:16]
     path = root / f"tokens-{method}-{key}.arrow"
     # Long traces: small batches keep a writer's buffer (and KD's top-k rows) to megabytes.
     out = ds.map(fn, batched=True, batch_size=64, writer_batch_size=64, fn_kwargs=kwargs,

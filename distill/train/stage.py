@@ -47,7 +47,7 @@ def records_hash(records: list[dict]) -> str:
 # Train fields added after runs were made: in the hash only when set, so a finished run of a
 # recipe that leaves them at their defaults keeps its hash and is not trained again.
 ADDED_FIELDS = ("end_of_turn_token", "pad_token", "chat_template", "max_position_embeddings",
-                "rope_scaling", "launch")
+                "rope_scaling", "launch", "data_fraction", "max_examples")
 
 
 def train_hash(cfg: Recipe) -> str:
@@ -174,7 +174,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.models import resolve_model
     from distill.train.common import Prepared, check_liger, log_steps, student_config
     from distill.chat import prepare_tokenizer
-    from distill.train.data import dataset_hash, source_dataset
+    from distill.train.data import dataset_hash, source_dataset, subset
     from distill.train.launch import launch_command, run_launched, under_launcher
     from distill.positions import positions
 
@@ -186,6 +186,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
         raise InputError("the dataset stage holds no training records", file=str(source.path))
     t = cfg.train
     data_hash = dataset_hash(data, cache)
+    data = subset(data, t.data_fraction, t.max_examples, cfg.run.seed, data_hash)
     config_hash = hashlib.sha256(json.dumps([train_hash(cfg), cfg.run.seed, data_hash]).encode()).hexdigest()[:12]
     done = stage.manifest()
     if done and done.get("config_hash") == config_hash and (model_dir / "config.json").exists():
@@ -240,6 +241,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
                "world_size": len(ranks), "ranks": ranks}
     lineage = {"student": t.student, "student_path": student, "method": method,
                "adapter": t.adapter, "teacher": cfg.teacher.model, "dataset_records": len(data),
+               "data_fraction": t.data_fraction, "max_examples": t.max_examples,
                "dataset_hash": data_hash, "config_hash": config_hash, "seed": cfg.run.seed,
                **trained, **extra}
     write_json(out / "lineage.json", lineage)
