@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("stages", ["distill.prompts", "distill.generate", "distill.shard", "distill.spend",
                 "distill.filters", "distill.train", "distill.eval"]),
     ("report", ["distill.publish"]),
-    ("doors", ["distill.recipes", "distill.pipeline", "distill.refresh", "distill.rehearse", "distill.cli"]),
+    ("doors", ["distill.recipes", "distill.pipeline", "distill.refresh", "distill.rehearse", "distill.sweep",
+               "distill.cli"]),
 ]
 # Units of the stages layer that belong together (a stage split over several modules).
 SAME_STAGE = {"distill.shard": "distill.generate", "distill.spend": "distill.generate"}

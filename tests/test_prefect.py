@@ -31,6 +31,7 @@ RECIPES = ["smoke", "r1-to-1.5b", "r1-to-7b", "r1-to-14b", "qwen3-moe-to-8b"]
 DISTILL = "flows/distill_flow.py:distill_flow"
 REFRESH = "flows/refresh_flow.py:refresh_flow"
 STAGE = "flows/stage_flow.py:stage_flow"
+SWEEP = "flows/sweep_flow.py:distill_sweep"
 
 # A smaller smoke run: the flow and every stage run for real, on fewer prompts.
 SMALL = ["train.epochs=1", "eval.limit=10"]
@@ -50,9 +51,10 @@ def test_every_recipe_has_a_deployment_and_a_scheduled_refresh():
     from flows.distill_flow import distill_flow
     from flows.refresh_flow import refresh_flow
     from flows.stage_flow import stage_flow
+    from flows.sweep_flow import distill_sweep
 
     doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    flows = {DISTILL: distill_flow, REFRESH: refresh_flow, STAGE: stage_flow}
+    flows = {DISTILL: distill_flow, REFRESH: refresh_flow, STAGE: stage_flow, SWEEP: distill_sweep}
     by_entry: dict[str, dict] = {}
     for d in doc["deployments"]:
         by_entry.setdefault(d["entrypoint"], {})[d["name"]] = d

@@ -182,8 +182,8 @@ def plan_sweep(recipe: str, over_specs: list[str], sweep_dir: Path,
     overrides = list(overrides or [])
     base = read_recipe(recipe, overrides)
     over = dict(base.sweep.over)
-    for key, values in parse_over(over_specs).items():
-        over[key] = values            # the command line wins over the recipe's sweep.over
+    for key, given in parse_over(over_specs).items():
+        over[key] = given             # the command line wins over the recipe's sweep.over
     if not over:
         raise InputError("nothing to sweep over: give --over KEY=V1,V2 (or sweep.over in the recipe)",
                          key="sweep.over")
