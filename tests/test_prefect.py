@@ -382,6 +382,68 @@ def test_deployment_then_refresh_send_the_teacher_only_new_prompts(prefect_serve
 
 
 @pytest.mark.slow
+def test_a_sweep_deployment_scores_every_variant_maps_them_and_a_rerun_trains_nothing(
+        prefect_server, tmp_path):
+    """`distill-sweep/smoke` over two data sizes, two variants at once: one prompts / generate /
+    filter for both, each variant trained and scored, the map's rows equal to the variants'
+    scores.json, the teacher asked each prompt and each benchmark question once over the two
+    variants; the same deployment run again trains nothing and asks the teacher nothing."""
+    from standins import RecordingProxy
+
+    s = prefect_server
+    assert "distill-sweep/smoke" in s.deployed
+    sweep_dir = tmp_path / "sweep"
+    with serve_local("toy:teacher") as (teacher_url, _), \
+            RecordingProxy(teacher_url.removesuffix("/v1")) as proxy:
+        params = json.dumps({"run_dir": str(sweep_dir), "over": ["train.max_examples=30,60"],
+                             "overrides": FIRST + SMALL + [f"teacher.base_url={proxy.url}/v1",
+                                                           "sweep.concurrency=2"]})
+
+        def sweep():
+            out = s.prefect("deployment", "run", "distill-sweep/smoke", "--params", params,
+                            "--watch", timeout=1500)
+            assert "Completed" in out, out + s.log("worker-cpu")
+
+        sweep()
+        plan = json.loads((sweep_dir / "sweep.json").read_text())
+        runs = {v["name"]: sweep_dir / v["run_dir"] for v in plan["variants"]}
+        assert list(runs) == ["train.max_examples=30", "train.max_examples=60"]
+        lead, other = runs.values()
+        assert (other / "generate").resolve() == (lead / "generate").resolve()
+        for name, run_dir in runs.items():
+            assert json.loads((run_dir / "train" / "_SUCCESS").read_text())["records"] == \
+                int(name.split("=")[1])
+        _assert_map_matches_scores(sweep_dir, runs)
+        sent = _user_messages(proxy.requests)
+        assert len(sent) == len(set(sent)), "the teacher was asked something twice"
+        trained = {n: (r / "train" / "_SUCCESS").stat().st_mtime_ns for n, r in runs.items()}
+
+        sweep()
+        assert {n: (r / "train" / "_SUCCESS").stat().st_mtime_ns for n, r in runs.items()} == trained
+        assert _user_messages(proxy.requests) == sent
+        for run_dir in runs.values():
+            log = (sweep_dir / "logs" / f"{run_dir.name}.train.log").read_text()
+            assert log.count("nothing to do") == 1, log[-2000:]
+    keys = {a["key"] for a in s.call("POST", "artifacts/filter", json={})}
+    assert "smoke-sweep-map" in keys
+
+
+def _assert_map_matches_scores(sweep_dir: Path, runs: dict[str, Path]) -> None:
+    rows = json.loads((sweep_dir / "report" / "map.json").read_text())
+    assert rows
+    for name, run_dir in runs.items():
+        scores = {(r["benchmark"], r["category"]): r for r in
+                  json.loads((run_dir / "eval" / "scores.json").read_text())
+                  if r["role"] == "student" and r["metric"] == "pass@1"}
+        mine = [r for r in rows if r["variant"] == name]
+        assert {(r["benchmark"], r["category"]) for r in mine} == set(scores)
+        for r in mine:
+            want = scores[(r["benchmark"], r["category"])]
+            assert r["score"] == pytest.approx(want["score"])
+            assert r["retention"] == pytest.approx(want["retention"])
+
+
+@pytest.mark.slow
 def test_a_gpu_deployment_that_does_not_run_the_stage_flow_is_bad_input(prefect_server):
     """Checked by the flows before their first stage, so a typo does not surface at train,
     after the teacher was paid for."""

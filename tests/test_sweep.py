@@ -171,3 +171,15 @@ def test_training_subsets_are_nested_and_the_same_every_time():
     assert set(subset(ds, None, 100, 1, "h")["id"]) != set(small["id"])
     assert len(subset(ds, 0.5, 100, 0, "h")) == 100 and subset(ds, None, 5000, 0, "h") is ds
     assert subset(ds, None, None, 0, "h") is ds
+
+
+def test_the_sweep_command_says_what_is_wrong_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+    result = CliRunner().invoke(app, ["sweep", "smoke", "--run-dir", str(tmp_path / "sw"),
+                                      "--over", "train.epochs=1,two"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: ")
+    assert "variant train.epochs=two" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "sw").exists()
