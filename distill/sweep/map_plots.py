@@ -1,7 +1,7 @@
 """Plots of a sweep's map: reads the rows of `distill.sweep.report.map_rows`, writes PNGs.
 
-One figure per swept key: retention per benchmark and category against the key, one panel per
-combination of the other keys' values (a grid sweep: one panel per student, say). A numeric key
+One figure per swept key: retention per category against the key, a row of panels per benchmark
+and a panel per combination of the other keys' values (a grid sweep: a panel per student, say). A numeric key
 (a data size) is a line per category on a log axis; any other key (a student, a filter switch,
 a method) grouped bars, a group per category and a bar per value. And one figure of each
 benchmark's overall retention against what the student cost, so that "the same retention for a
@@ -31,55 +31,70 @@ def _errors(rows: list[dict]) -> list[list[float]]:
 
 
 def plot_key(rows: list[dict], keys: list[str], key: str, path: Path) -> Path:
-    """Retention per category against `key`, a panel per value of the other swept keys."""
+    """Retention per category against `key`: a row of panels per benchmark, a panel per
+    combination of the other swept keys' values."""
     plt = pyplot()
     rated = [r for r in rows if r["retention"] is not None]
     others = [k for k in keys if k != key]
     panels = list(dict.fromkeys(tuple(r[k] for k in others) for r in rated)) or [()]
-    cats = list(dict.fromkeys((r["benchmark"], r["category"]) for r in rated))
+    benches = list(dict.fromkeys(r["benchmark"] for r in rated)) or [""]
     values = list(dict.fromkeys(r[key] for r in rated))
     is_numeric = numeric(values)
-    width = 3.2 + (0.8 if is_numeric else 0.25 * len(values)) * max(2, len(cats))
-    fig, axes = plt.subplots(1, len(panels), figsize=(min(width, 9.0) * len(panels), 4.4),
-                             squeeze=False, sharey=True)
+    most = max([1] + [len({r["category"] for r in rated if r["benchmark"] == b}) for b in benches])
+    width = min(9.0, 3.2 + (0.6 if is_numeric else 0.25 * len(values)) * max(3, most))
+    fig, axes = plt.subplots(len(benches), len(panels), squeeze=False, sharey=True,
+                             figsize=(width * len(panels), 3.8 * len(benches)))
     colors = plt.get_cmap("tab10")
-    for ax, panel in zip(axes[0], panels):
-        mine = [r for r in rated if tuple(r[k] for k in others) == panel]
-        if is_numeric:
-            for i, (bench, cat) in enumerate(cats):
-                line = sorted((r for r in mine if (r["benchmark"], r["category"]) == (bench, cat)),
-                              key=lambda r: r[key])
-                if line:
-                    # categories side by side, not on top of each other
-                    shift = 1.04 ** (i - (len(cats) - 1) / 2)
-                    ax.errorbar([r[key] * shift for r in line], [r["retention"] for r in line],
-                                yerr=_errors(line), marker="o", capsize=3, color=colors(i % 10),
-                                linestyle="-" if "/" not in cat else ":", label=f"{bench} {cat}")
-            if all(v > 0 for v in values):
-                ax.set_xscale("log")
-            ax.set_xticks(sorted(values))
-            ax.set_xticklabels([f"{v:g}" for v in sorted(values)])
-            ax.minorticks_off()
-            ax.set_xlabel(key)
-        else:
-            bar = 0.8 / max(1, len(values))
-            for j, value in enumerate(values):
-                placed = [(x, r) for x, c in enumerate(cats) for r in mine
-                          if (r["benchmark"], r["category"]) == c and r[key] == value]
-                if placed:
-                    ax.bar([x + (j - (len(values) - 1) / 2) * bar for x, _ in placed],
-                           [r["retention"] for _, r in placed], bar,
-                           yerr=_errors([r for _, r in placed]), capsize=2,
-                           color=colors(j % 10), label=f"{key}={value}")
-            ax.set_xticks(range(len(cats)))
-            ax.set_xticklabels([f"{b}\n{c}" for b, c in cats], fontsize=7)
-        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-        ax.set_ylabel("retention (score / teacher score)")
-        if others:
-            ax.set_title(", ".join(f"{k}={v}" for k, v in zip(others, panel)), fontsize=9)
-        ax.legend(fontsize=7)
+    for row_axes, bench in zip(axes, benches):
+        cats = list(dict.fromkeys(r["category"] for r in rated if r["benchmark"] == bench))
+        for ax, panel in zip(row_axes, panels):
+            mine = [r for r in rated if r["benchmark"] == bench
+                    and tuple(r[k] for k in others) == panel]
+            if is_numeric:
+                _lines(ax, mine, cats, key, values, colors)
+            else:
+                _bars(ax, mine, cats, key, values, colors)
+            ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+            ax.set_ylabel("retention (score / teacher score)", fontsize=8)
+            title = ", ".join([bench] + [f"{k}={v}" for k, v in zip(others, panel)])
+            ax.set_title(title, fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
     fig.suptitle(f"Retention of the teacher's pass@1 against {key}")
     return save_figure(fig, path)
+
+
+def _lines(ax, rows: list[dict], cats: list[str], key: str, values: list, colors) -> None:
+    """A line per category against a numeric key, on a log axis when every value is positive."""
+    for i, cat in enumerate(cats):
+        line = sorted((r for r in rows if r["category"] == cat), key=lambda r: r[key])
+        if line:
+            # categories side by side (at most 7% apart), not on top of each other
+            shift = 1.15 ** ((i - (len(cats) - 1) / 2) / max(1, len(cats) - 1))
+            ax.errorbar([r[key] * shift for r in line], [r["retention"] for r in line],
+                        yerr=_errors(line), marker="o", capsize=3, color=colors(i % 10),
+                        linestyle="-" if "/" not in cat else ":", label=cat)
+    if all(v > 0 for v in values):
+        ax.set_xscale("log")
+    ax.set_xticks(sorted(values))
+    ax.set_xticklabels([f"{v:g}" for v in sorted(values)])
+    ax.minorticks_off()
+    ax.set_xlabel(key)
+
+
+def _bars(ax, rows: list[dict], cats: list[str], key: str, values: list, colors) -> None:
+    """Grouped bars: a group per category, a bar per value of the key."""
+    bar = 0.8 / max(1, len(values))
+    for j, value in enumerate(values):
+        placed = [(x, r) for x, c in enumerate(cats) for r in rows
+                  if r["category"] == c and r[key] == value]
+        if placed:
+            ax.bar([x + (j - (len(values) - 1) / 2) * bar for x, _ in placed],
+                   [r["retention"] for _, r in placed], bar,
+                   yerr=_errors([r for _, r in placed]), capsize=2, color=colors(j % 10),
+                   label=f"{key}={value}")
+    ax.set_xticks(range(len(cats)))
+    ax.set_xticklabels([c.replace("/", "\n") for c in cats], fontsize=7)
 
 
 def plot_cost(rows: list[dict], path: Path) -> Path:
