@@ -155,6 +155,16 @@ def test_the_map_files(sweep):
     assert len(doc["rows"]) == 6
 
 
+def test_a_pending_reference_leaves_the_comparisons_empty(sweep, tmp_path):
+    root, variants = sweep
+    rows = map_rows(variants, "late")
+    assert len(rows) == 6 and all(r["difference"] is None and r["significant"] is None
+                                  for r in rows)
+    md = write_map(tmp_path, variants, "late").read_text()
+    assert "The reference is among them: no variant is compared with it yet." in md
+    assert "differs from the reference" not in md and "Below the reference" not in md
+
+
 def test_an_unknown_reference_is_named(sweep):
     with pytest.raises(InputError, match="the reference 'nope' is not a variant of this sweep; "
                                          "its variants: ref, same, worse, late"):

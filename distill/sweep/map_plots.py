@@ -1,11 +1,11 @@
 """Plots of a sweep's map: reads the rows of `distill.sweep.report.map_rows`, writes PNGs.
 
-One figure per swept key: retention per category against the key, a row of panels per benchmark
-and a panel per combination of the other keys' values (a grid sweep: a panel per student, say). A numeric key
-(a data size) is a line per category on a log axis; any other key (a student, a filter switch,
-a method) grouped bars, a group per category and a bar per value. And one figure of each
-benchmark's overall retention against what the student cost, so that "the same retention for a
-third of the data" can be read off.
+One figure per swept key: retention per category against the key, a row of panels per
+benchmark and a panel per combination of the other keys' values (a grid sweep: a panel per
+student, say). A numeric key (a data size) is a line per category on a log axis; any other key
+(a student, a filter switch, a method) grouped bars, a group per category and a bar per value.
+And one figure of each benchmark's overall retention against what the student cost, so that
+"the same retention for a third of the data" can be read off.
 """
 
 from __future__ import annotations

@@ -208,8 +208,8 @@ def _sentences(rows: list[dict], keys: list[str], reference: str) -> list[str]:
     above = [label[r["variant"]] for r in rows if r["significant"] and r["difference"] > 0]
     below = [label[r["variant"]] for r in rows if r["significant"] and r["difference"] < 0]
     if above or below:
-        out += [f"{'Above' if d == 'above' else 'Below'} the reference at the 5% level: "
-                + "; ".join(names) + "." for d, names in (("above", above), ("below", below)) if names]
+        out += [f"{side} the reference at the 5% level: " + "; ".join(names) + "."
+                for side, names in (("Above", above), ("Below", below)) if names]
     elif any(r["difference"] is not None for r in rows):
         out.append("No variant differs from the reference at the 5% level.")
     measure, unit = _cost_measure(rows)
@@ -243,14 +243,18 @@ def _table(rows: list[dict], keys: list[str]) -> str:
                       "" if r["data_usd"] is None else usd(r["data_usd"]),
                       "" if r["train_seconds"] is None else f"{r['train_seconds']:.0f} s"])
     first = max(1, len(keys))
-    return table(head, lines, right=set(range(first, first + 3)) | set(range(first + 5, len(head))))
+    counts = {i for i, k in enumerate(keys)
+              if all(isinstance(r[k], (int, float)) and not isinstance(r[k], bool) for r in rows)}
+    return table(head, lines, right=counts | set(range(first, first + 3))
+                 | set(range(first + 5, len(head))))
 
 
 def to_markdown(title: str, variants: list[Variant], reference: str, rows: list[dict],
                 pending: list[Variant], plots: list[str]) -> str:
     keys = swept_keys(variants)
-    swept = "; ".join(f"`{k}` ({', '.join(str(v) for v in dict.fromkeys(x.values.get(k) for x in variants))})"
-                      for k in keys)
+    swept = "; ".join(
+        f"`{k}` ({', '.join(str(v) for v in dict.fromkeys(x.values.get(k) for x in variants))})"
+        for k in keys)
     lines = [f"# Distillation map: {title}", "",
              f"Swept: {swept or 'nothing'}. Reference: `{reference}`. "
              f"{len(variants) - len(pending)} of {len(variants)} variants evaluated.", "",
@@ -264,6 +268,8 @@ def to_markdown(title: str, variants: list[Variant], reference: str, rows: list[
     if pending:
         lines += ["## Pending", "", "Not evaluated yet, so not in the tables or plots:", ""]
         lines += [f"- `{v.name}` ({v.run_dir})" for v in pending] + [""]
+        if any(v.name == reference for v in pending):
+            lines += ["The reference is among them: no variant is compared with it yet.", ""]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["category"]), []).append(r)
