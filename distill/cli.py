@@ -96,6 +96,16 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
         typer.echo("\nEconomics (report/economics.md):" + section.rstrip())
 
 
+def _stage_names(text: str) -> list[str]:
+    from distill.records import STAGE_FOLDERS
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STAGE_FOLDERS]
+    if unknown or not names:
+        raise InputError(f"unknown stage(s) {', '.join(map(repr, unknown))}; the stages are "
+                         + ", ".join(STAGE_FOLDERS), key="--stages")
+    return names
+
+
 @app.command()
 def sweep(recipe: str = RecipeArg,
           over: Optional[List[str]] = typer.Option(
@@ -104,6 +114,9 @@ def sweep(recipe: str = RecipeArg,
           run_dir: Optional[Path] = typer.Option(
               None, "--run-dir", help="The sweep directory (default runs/<recipe name>-sweep); "
               "each variant is a run directory under variants/"),
+          stages: Optional[str] = typer.Option(
+              None, "--stages", help="Only these stages, comma-separated, e.g. "
+              "prompts,generate,filter (the shared part) then train,evaluate,publish"),
           override: Optional[List[str]] = OverrideOpt):
     """Run variants of a recipe and map where the student keeps the teacher's quality.
 
@@ -117,7 +130,9 @@ def sweep(recipe: str = RecipeArg,
         cfg, _ = _load(recipe, override, None)
         sweep_dir = Path(run_dir) if run_dir else Path(f"{default_run_dir(cfg)}-sweep")
         t0 = time.time()
-        path = run_sweep(plan_sweep(recipe, list(over or []), sweep_dir, list(override or [])))
+        chosen = _stage_names(stages) if stages else None
+        path = run_sweep(plan_sweep(recipe, list(over or []), sweep_dir, list(override or [])),
+                         chosen)
     except InputError as e:
         _fail(e, 2)
     except KeyboardInterrupt:

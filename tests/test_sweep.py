@@ -183,3 +183,16 @@ def test_the_sweep_command_says_what_is_wrong_in_one_line(tmp_path):
     assert result.output.strip().splitlines()[-1].startswith("error: ")
     assert "variant train.epochs=two" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "sw").exists()
+
+
+def test_a_sweep_of_some_stages_waits_only_for_those(tmp_path):
+    plan = plan_sweep("smoke", GRID, tmp_path)
+    graph = steps(plan, ["train", "evaluate"])
+    assert {s.stage for s in graph} == {"train", "evaluate"} and len(graph) == 8
+    assert all(s.after == () for s in graph if s.stage == "train")
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+    result = CliRunner().invoke(app, ["sweep", "smoke", "--run-dir", str(tmp_path / "sw"),
+                                      "--over", "train.epochs=1,2", "--stages", "train,evaluat"])
+    assert result.exit_code == 2 and "--stages: unknown stage(s) 'evaluat'" in result.output

@@ -166,15 +166,16 @@ def finish(plan: SweepPlan) -> Path:
     return write_map(plan.sweep_dir, variants, plan.reference)
 
 
-def run_sweep(plan: SweepPlan) -> Path:
-    """The whole sweep in this process's thread pool (`distill sweep`); returns the map."""
+def run_sweep(plan: SweepPlan, stages: list[str] | None = None) -> Path:
+    """The sweep (the stages named, default all) in this process's thread pool (`distill
+    sweep`); returns the map."""
     prepare(plan)
     threads = threads_per_step(plan)
     log.info("sweep: %d variants, %d at once, %d thread(s) each: %s", len(plan.variants),
              plan.concurrency, threads, plan.sweep_dir)
     log_dir = plan.sweep_dir / "logs"
     with ThreadPoolExecutor(max_workers=plan.concurrency) as pool:
-        failed = execute(steps(plan), lambda s: pool.submit(run_step, s, log_dir, threads),
+        failed = execute(steps(plan, stages), lambda s: pool.submit(run_step, s, log_dir, threads),
                          lambda f: f.done(), lambda f: f.result(), plan.concurrency)
     path = finish(plan)
     raise_failures(failed)
