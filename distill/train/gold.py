@@ -102,7 +102,7 @@ def build_gold(cfg, prep, output_dir):
         uld_distillation_weight=g.distillation_weight,
         uld_student_temperature=g.student_temperature,
         uld_teacher_temperature=g.teacher_temperature,
-        dataset_num_proc=None,
+        dataset_num_proc=None,  # in this process, where _accept_character_tokenizer applies
         logging_steps=10,
     )
     args = GOLDConfig(**kw)
