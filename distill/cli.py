@@ -167,7 +167,7 @@ def filter_(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
     _run(recipe, list(override or []) + extra, run_dir, ["filter"], wait)
 
 
-_stage_command("train", "Train the student: SFT, logit KD or on-policy distillation; full or LoRA/QLoRA.")
+_stage_command("train", "Train the student: SFT, logit KD, on-policy or cross-tokenizer (GOLD) distillation; full or LoRA/QLoRA.")
 _stage_command("evaluate", "Score teacher, base student and distilled student.")
 _stage_command("publish", "Write the leaderboard, plots, model and dataset cards; push to the Hub.")
 

@@ -31,7 +31,7 @@ CONFIG_DIR = REPO / "configs"
 # their registry, and tests/test_config.py holds each copy to its source.
 EVALS_DIR = REPO / "evals"
 TOY_FAMILIES = ("arith", "code")                  # distill.toy.tasks.CATEGORIES
-TOY_MODELS = ("toy:teacher", "toy:student")       # distill.toy.models.resolve_model
+TOY_MODELS = ("toy:teacher", "toy:teacher-bpe", "toy:student")  # distill.toy.models.resolve_model
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
                  "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
@@ -266,6 +266,7 @@ class LogitKDConfig(Section):
     weight: float = Field(0.5, ge=0.0, le=1.0)
     teacher_tokenizer: str | None = None   # default: teacher.model (an API teacher: name its tokenizer)
     on_mismatch: Literal["error", "sft"] = "error"  # different vocabularies: stop, or train SFT only
+    # (method: gold distils logits across different tokenizers)
 
 
 class OnPolicyConfig(Section):
@@ -280,6 +281,26 @@ class OnPolicyConfig(Section):
     loss_top_k: int = Field(1, ge=1)        # server teacher: top-k logprobs it returns per token
 
 
+class GoldConfig(Section):
+    """Logit distillation across tokenizers (TRL GOLDTrainer, distill/train/gold.py): the teacher
+    loaded beside the student scores every batch of kept traces; different vocabularies are
+    aligned by bytes (ULD loss), equal ones compared token for token (generalised JSD)."""
+    teacher_model: str | None = None       # local or Hub teacher (default: teacher.model)
+    teacher_revision: str | None = None    # of teacher_model
+    lmbda: float = Field(0.0, ge=0.0, le=1.0)  # share of batches the student samples itself; 0: traces only
+    beta: float = Field(0.0, ge=0.0, le=1.0)   # JSD (equal vocabularies, uld_hybrid): 0 forward KL, 1 reverse
+    temperature: float = Field(1.0, gt=0.0)    # of the JSD and of the student's samples (lmbda > 0)
+    max_completion_length: int | None = Field(None, ge=1)  # tokens the student samples (lmbda > 0);
+    # None: generate.max_tokens, the teacher's budget for the same prompts
+    crossentropy_weight: float = Field(1.0, ge=0.0)   # ULD: + cross-entropy on the trace (ULD compares
+    distillation_weight: float = Field(1.0, ge=0.0)   # sorted probabilities, not which token is right)
+    student_temperature: float = Field(1.0, gt=0.0)   # ULD softmax temperatures
+    teacher_temperature: float = Field(1.0, gt=0.0)
+    uld_hybrid: bool = False               # ULD: tokens spelt alike in both vocabularies compared by JSD
+    uld_token_merge_strategy: Literal["observed", "bayesian"] = "observed"  # how split tokens' probabilities merge
+    extended_uld: bool = True              # align by bytes (byte-level / char tokenizers); False: by position
+
+
 class LaunchConfig(Section):
     """How the train stage runs. With `accelerate_config`, `distill train` (and the Prefect
     flow's train task) starts `accelerate launch --config_file <it> -m distill.cli train ...` as a
@@ -292,7 +313,7 @@ class LaunchConfig(Section):
 
 class TrainConfig(Section):
     student: str                           # Hub id, local path, or toy:student
-    method: Literal["sft", "logit_kd", "on_policy"] = "sft"
+    method: Literal["sft", "logit_kd", "on_policy", "gold"] = "sft"
     adapter: Literal["none", "lora", "qlora"] = "none"  # qlora: 4-bit base (bitsandbytes, GPU only)
     learning_rate: float = Field(1e-5, gt=0)
     epochs: float = Field(3.0, gt=0)
@@ -331,6 +352,7 @@ class TrainConfig(Section):
     lora: LoraConfig = LoraConfig()
     kd: LogitKDConfig = LogitKDConfig()
     on_policy: OnPolicyConfig = OnPolicyConfig()
+    gold: GoldConfig = GoldConfig()
     revision: str | None = None
 
     @model_validator(mode="after")
@@ -344,6 +366,16 @@ class TrainConfig(Section):
         _check_toy_model(self.student, "student")
         _check_toy_model(self.kd.teacher_tokenizer, "kd", "teacher_tokenizer")
         _check_toy_model(self.on_policy.teacher_model, "on_policy", "teacher_model")
+        _check_toy_model(self.gold.teacher_model, "gold", "teacher_model")
+        if self.method == "gold":
+            # GOLD aligns each trace with the teacher's tokenization by its bytes, one per row
+            for flag in ("packing", "padding_free"):
+                if getattr(self, flag):
+                    raise _bad(f"method: gold aligns each trace with the teacher's tokens by their bytes, "
+                               f"one trace per row: turn {flag} off", flag)
+            if (self.gold.max_completion_length or 0) >= self.max_length:
+                raise _bad(f"must be below train.max_length ({self.max_length}): the prompt needs room",
+                           "gold", "max_completion_length")
         return self
 
 

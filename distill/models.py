@@ -16,7 +16,8 @@ TOY_PREFIX = "toy:"
 
 
 def is_toy(model: str) -> bool:
-    """A model of the toy world (`toy:teacher`, `toy:student`): built locally, not on the Hub."""
+    """A model of the toy world (`toy:teacher`, `toy:teacher-bpe`, `toy:student`): built locally,
+    not on the Hub."""
     return model.startswith(TOY_PREFIX)
 
 
@@ -37,7 +38,11 @@ def resolve_model(model: str, *, key: str | None = "teacher.model", check: bool 
 def toy_config(model: str) -> dict[str, Any]:
     """The config.json of a toy model, from its architecture (nothing trained)."""
     from distill.toy.arch import build_student, build_teacher
-    built, _ = (build_teacher if model == f"{TOY_PREFIX}teacher" else build_student)()
+    if model == f"{TOY_PREFIX}teacher-bpe":
+        from distill.toy.bpe import build_bpe_tokenizer
+        built, _ = build_teacher(tokenizer=build_bpe_tokenizer())
+    else:
+        built, _ = (build_teacher if model == f"{TOY_PREFIX}teacher" else build_student)()
     config: dict[str, Any] = built.config.to_dict()
     return config
 

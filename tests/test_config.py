@@ -143,7 +143,7 @@ def test_a_bad_train_method_names_the_value_and_the_methods(tmp_path):
     with pytest.raises(InputError) as e:
         load_recipe(p)
     assert str(e.value) == (f"{p}:{_line_of(p, 'method: distil')}: train.method: unknown value "
-                            "'distil'; choose from: sft, logit_kd, on_policy")
+                            "'distil'; choose from: sft, logit_kd, on_policy, gold")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -191,7 +191,7 @@ def test_tokenization_is_cached_and_reused_by_a_rerun(tmp_path, monkeypatch):
     assert len(rendered) == 2 * first
 
 
-@pytest.mark.parametrize("method", ["sft", "logit_kd", "on_policy"])
+@pytest.mark.parametrize("method", ["sft", "logit_kd", "on_policy", "gold"])
 def test_each_method_loads_the_student_after_its_trainer_arguments(tmp_path, monkeypatch, method):
     """DeepSpeed ZeRO-3 builds the model sharded only when TrainingArguments exist before it
     loads (they create the HfDeepSpeedConfig transformers checks); test_train_launch.py checks
@@ -220,7 +220,8 @@ def test_each_method_loads_the_student_after_its_trainer_arguments(tmp_path, mon
         _add_logprobs(run)
     from distill.toy import resolve_model
     cfg = _recipe(method=method, kd={"teacher_tokenizer": resolve_model("toy:student")},
-                  on_policy={"teacher_model": resolve_model("toy:student")})
+                  on_policy={"teacher_model": resolve_model("toy:student")},
+                  gold={"teacher_model": resolve_model("toy:student")})
     with pytest.raises(Loaded):
         run_train(cfg, run)
     assert order[:2] == ["arguments", "model"], order

@@ -26,10 +26,11 @@ def _special_ids(tok) -> dict:
                 eos_token_id=tok.eos_token_id, bos_token_id=None)
 
 
-def build_teacher(seed: int = 0, **overrides):
+def build_teacher(seed: int = 0, tokenizer=None, **overrides):
+    """`tokenizer`: another tokenizer than the character one (toy:teacher-bpe's, distill.toy.bpe)."""
     import torch
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-    tok = build_tokenizer()
+    tok = tokenizer if tokenizer is not None else build_tokenizer()
     torch.manual_seed(seed)
     config = Qwen3MoeConfig(**{**TEACHER, **overrides}, **_special_ids(tok))
     return Qwen3MoeForCausalLM(config), tok

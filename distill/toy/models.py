@@ -1,6 +1,7 @@
 """The toy models as local directories: `resolve_model("toy:teacher")` returns the path of a
-trained teacher (trained once, cached by config hash); `resolve_model("toy:student")` the path
-of the untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
+trained teacher (trained once, cached by config hash), `resolve_model("toy:teacher-bpe")` the
+same teacher trained over a byte-level BPE tokenizer (distill.toy.bpe) instead of the
+student's characters; `resolve_model("toy:student")` the path of the untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
 The architectures are `distill.toy.arch`.
 """
 
@@ -37,10 +38,12 @@ def _source_hash(*modules) -> str:
 def model_key(kind: str) -> str:
     """What a cached toy model depends on: its config, its training config, and the code of
     the tokenizer and the tasks it was trained on. A change to any of them is a new key."""
-    from distill.toy import tasks, teacher, tokenizer
+    from distill.toy import bpe, tasks, teacher, tokenizer
     blob: dict[str, object] = {"kind": kind, "tokenizer": _source_hash(tokenizer)}
-    if kind == "teacher":
+    if kind in ("teacher", "teacher-bpe"):
         blob |= {"config": TEACHER, "train": teacher.TRAIN, "tasks": _source_hash(tasks)}
+        if kind == "teacher-bpe":  # its tokenizer is trained on the tasks' text, too
+            blob["bpe"] = _source_hash(bpe)
     else:
         blob |= {"config": STUDENT, "seed": 0}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
@@ -80,10 +83,19 @@ def _train_teacher(path: Path) -> None:
     train_teacher(path)
 
 
+def _train_bpe_teacher(path: Path) -> None:
+    from distill.toy.bpe import build_bpe_tokenizer
+    log.info("training the toy teacher with a BPE tokenizer once (cached in %s)", cache_root() / "toy")
+    train_teacher(path, tokenizer=build_bpe_tokenizer())
+
+
 def resolve_model(name: str) -> str:
-    """`toy:teacher` / `toy:student` -> a local model directory; anything else unchanged."""
+    """`toy:teacher` / `toy:teacher-bpe` / `toy:student` -> a local model directory; anything
+    else unchanged."""
     if name == "toy:teacher":
         return str(_cached("teacher", _train_teacher))
+    if name == "toy:teacher-bpe":
+        return str(_cached("teacher-bpe", _train_bpe_teacher))
     if name == "toy:student":
         return str(_cached("student", _save_student))
     return name

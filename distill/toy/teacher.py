@@ -68,16 +68,17 @@ def _batch(examples: list[tuple[list[int], list[int]]], pad_id: int):
 
 # ------------------------------------------------------------------------------- training
 
-def train_teacher(out_dir: Path, train: dict | None = None) -> dict:
+def train_teacher(out_dir: Path, train: dict | None = None, tokenizer=None) -> dict:
     """Trains the toy teacher and saves it (model, tokenizer, expert utilisation) to `out_dir`;
     logs its size, the loss every 50 steps and the utilisation (INFO). Returns a summary:
-    steps, seconds, tokens/s, final loss, utilisation."""
+    steps, seconds, tokens/s, final loss, utilisation. `tokenizer`: another than the character
+    one (toy:teacher-bpe)."""
     import torch
     from distill.toy.arch import build_teacher
     from distill.toy.tasks import make_tasks
 
     cfg = {**TRAIN, **(train or {})}
-    model, tok = build_teacher(seed=cfg["seed"])
+    model, tok = build_teacher(seed=cfg["seed"], tokenizer=tokenizer)
     assert model.config.output_router_logits and model.config.router_aux_loss_coef > 0
     data = {f: [encode(tok, t, t["reference"]) for t in make_tasks(f, None, cfg["seed"], "train")]
             for f in FAMILIES}

@@ -43,15 +43,18 @@ def vocabulary_problem(student_tok, teacher_tok, student: str, teacher: str) -> 
         differ = sum(1 for k, v in t.items() if s.get(k) != v)
         why = f"{teacher!r} and {student!r} both have {len(s):,} tokens but {differ:,} map to different ids"
     return (f"{why}: per-token logits cannot be compared across different tokenizers. Use "
-            "method: sft (the traces as text work with any tokenizer; kd.on_mismatch: sft does it), "
-            "or TRL's GOLDTrainer (trl.experimental.gold), which aligns two ByteLevel-BPE tokenizers "
-            "with the teacher loaded locally")
+            "method: gold (TRL's GOLD trainer: the teacher loaded beside the student, its logits "
+            "aligned to the student's tokens by bytes), or method: sft (the traces as text work with "
+            "any tokenizer; kd.on_mismatch: sft does it)")
 
 
 def load_teacher_tokenizer(name: str, key: str):
     from transformers import AutoTokenizer
 
-    if is_toy(name):  # the toy models share one tokenizer; no need to train a teacher
+    if is_toy(name):  # the toy tokenizers are built in code; no need to train a teacher
+        if name == "toy:teacher-bpe":
+            from distill.toy.bpe import build_bpe_tokenizer
+            return build_bpe_tokenizer()
         from distill.toy.tokenizer import build_tokenizer
         return build_tokenizer()
     try:

@@ -5,6 +5,7 @@
 - `sft`: TRL SFTTrainer on the assistant tokens of the kept traces (sft.py);
 - `logit_kd`: CE plus forward KL to the teacher's stored top-k logprobs (kd.py);
 - `on_policy`: TRL DistillationTrainer, the teacher scoring the student's own samples (onpolicy.py);
+- `gold`: TRL GOLDTrainer, the teacher's logits on the kept traces across tokenizers (gold.py);
 
 with full weights or a LoRA / QLoRA adapter (`train.adapter`; the adapter is kept in
 `train/adapter` and merged into the base for serving). Model and tokenizer go to `train/model`
@@ -47,7 +48,7 @@ def records_hash(records: list[dict]) -> str:
 # Train fields added after runs were made: in the hash only when set, so a finished run of a
 # recipe that leaves them at their defaults keeps its hash and is not trained again.
 ADDED_FIELDS = ("end_of_turn_token", "pad_token", "chat_template", "max_position_embeddings",
-                "rope_scaling", "launch", "data_fraction", "max_examples")
+                "rope_scaling", "launch", "gold", "data_fraction", "max_examples")
 
 
 def train_hash(cfg: Recipe) -> str:
@@ -68,7 +69,8 @@ def train_hash(cfg: Recipe) -> str:
 def _method(cfg: Recipe, tok) -> str:
     """The method to run. Logit and on-policy distillation compare logits token for token: the
     teacher's vocabulary must be the student's; if not, the recipe says what to do instead
-    (`kd.on_mismatch`: stop with the reason naming SFT and TRL's GOLD trainer, or train SFT)."""
+    (`kd.on_mismatch`: stop with the reason naming `method: gold` and SFT, or train SFT).
+    `gold` itself compares logits across tokenizers and never comes here."""
     from distill.train.common import load_teacher_tokenizer, vocabulary_problem
     t = cfg.train
     if t.method == "logit_kd":
@@ -155,6 +157,11 @@ def _trainer(cfg: Recipe, method: str, prep, ckpt_dir, extra: dict):
         trainer, counts = build_kd(cfg, prep, ckpt_dir)
         extra["kd"] = counts
         yield trainer
+    elif method == "gold":
+        from distill.train.gold import build_gold
+        trainer, counts = build_gold(cfg, prep, ckpt_dir)
+        extra["gold"] = counts
+        yield trainer
     else:
         from distill.train.onpolicy import build_on_policy
         with build_on_policy(cfg, prep, ckpt_dir) as trainer:
@@ -199,7 +206,8 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     config = student_config(t, student)
     pos = positions(t, getattr(config.get_text_config(), "max_position_embeddings", None), t.student)
     check_liger(t)
-    method = t.method if t.method == "sft" else _method(cfg, tok)
+    # gold compares logits across tokenizers; which loss it runs is settled in gold.py
+    method = t.method if t.method in ("sft", "gold") else _method(cfg, tok)
     if t.launch.accelerate_config and not under_launcher():
         stage.start()
         # The ranks read the resolved recipe (what pipeline.run_stage saves) and find this
