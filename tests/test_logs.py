@@ -21,7 +21,8 @@ from distill.records import RunDir
 from teacher_standin import Running, StandIn
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["-o", "prompts.sources.0.count=6", "-o", "prompts.sources.1.count=4"]
+SMALL = ["-o", "prompts.sources.0.count=6", "-o", "prompts.sources.1.count=4",
+         "-o", "prompts.sources.2.count=0"]
 LINE = re.compile(r"^\d\d:\d\d:\d\d ")          # every log line starts with the time
 TRACES = [{"messages": [{"role": "user", "content": "6+7?"},
                         {"role": "assistant", "content": "<think>6+7</think>\\boxed{13}"}],

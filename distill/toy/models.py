@@ -1,6 +1,6 @@
 """The toy models as local directories: `resolve_model("toy:teacher")` returns the path of a
-trained teacher (trained once, cached by config hash); `resolve_model("toy:student")` the path
-of the untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
+trained teacher (trained once, cached by config hash); `resolve_model("toy:student")` (or
+`toy:student-l`) the path of an untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
 The architectures are `distill.toy.arch`.
 """
 
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from distill.toy.arch import STUDENT, TEACHER, build_student
+from distill.toy.arch import STUDENTS, TEACHER, build_student
 from distill.toy.teacher import train_teacher
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def model_key(kind: str) -> str:
     if kind == "teacher":
         blob |= {"config": TEACHER, "train": teacher.TRAIN, "tasks": _source_hash(tasks)}
     else:
-        blob |= {"config": STUDENT, "seed": 0}
+        blob |= {"config": STUDENTS[kind], "seed": 0}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -69,10 +69,12 @@ def _cached(kind: str, make: Callable[[Path], None]) -> Path:
     return final
 
 
-def _save_student(path: Path) -> None:
-    model, tok = build_student()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+def _save_student(name: str) -> Callable[[Path], None]:
+    def save(path: Path) -> None:
+        model, tok = build_student(name=name)
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    return save
 
 
 def _train_teacher(path: Path) -> None:
@@ -81,9 +83,11 @@ def _train_teacher(path: Path) -> None:
 
 
 def resolve_model(name: str) -> str:
-    """`toy:teacher` / `toy:student` -> a local model directory; anything else unchanged."""
+    """`toy:teacher` / `toy:student` / `toy:student-l` -> a local model directory; anything
+    else unchanged."""
     if name == "toy:teacher":
         return str(_cached("teacher", _train_teacher))
-    if name == "toy:student":
-        return str(_cached("student", _save_student))
+    kind = name.removeprefix("toy:")
+    if name.startswith("toy:") and kind in STUDENTS:
+        return str(_cached(kind, _save_student(kind)))
     return name
