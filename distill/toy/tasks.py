@@ -46,15 +46,17 @@ def _arith(a: int, b: int) -> dict:
 
 
 def _mult(a: int, b: int) -> dict:
-    """a (2 or 3 digits) times b (one digit), digit by digit from the right: each step is a
-    product from the times table plus the carry of the step before, e.g. 347*6:
-    `7*6=42, 4*6+4=28, 3*6+2=20, so 2082`."""
+    """a (2 or 3 digits) times b (one digit), digit by digit from the right: each digit's
+    product from the times table, then the carry of the digit before added to it, e.g. 347*6:
+    `7*6=42, 4*6=24, 24+4=28, 3*6=18, 18+2=20, so 2082`."""
     prompt = f"What is {a}*{b}?"
     steps, carry = [], 0
     for d in str(a)[::-1]:
-        s = int(d) * b + carry
-        steps.append(f"{d}*{b}+{carry}={s}" if carry else f"{d}*{b}={s}")
-        carry = s // 10
+        p = int(d) * b
+        steps.append(f"{d}*{b}={p}")
+        if carry:
+            steps.append(f"{p}+{carry}={p + carry}")
+        carry = (p + carry) // 10
     answer = str(a * b)
     reasoning = ", ".join(steps) + f", so {answer}"
     return {
