@@ -347,7 +347,7 @@ def dryrun_teacher(tokenizer: str = typer.Option(..., "--tokenizer", help="The t
 
 
 @app.command()
-def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teacher / toy:student"),
+def serve(model: str = typer.Argument(..., help="Local path, Hub id, or toy:teacher / toy:student / toy:student-l"),
           port: int = typer.Option(8000), host: str = typer.Option("127.0.0.1")):
     """Serve a local model over the OpenAI chat-completions API."""
     from distill.serving.server import main as serve_main

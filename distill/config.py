@@ -30,8 +30,8 @@ CONFIG_DIR = REPO / "configs"
 # (read as names, not imported: distill.grading.benchmarks imports them); the other lists copy
 # their registry, and tests/test_config.py holds each copy to its source.
 EVALS_DIR = REPO / "evals"
-TOY_FAMILIES = ("arith", "code")                  # distill.toy.tasks.CATEGORIES
-TOY_MODELS = ("toy:teacher", "toy:teacher-bpe", "toy:student")  # distill.toy.models.resolve_model
+TOY_FAMILIES = ("arith", "mult", "code")               # distill.toy.tasks.CATEGORIES
+TOY_MODELS = ("toy:teacher", "toy:teacher-bpe", "toy:student", "toy:student-l")  # distill.toy.models.resolve_model
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
                  "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
@@ -89,7 +89,7 @@ class PromptSource(Section):
     kind: Literal["toy", "hf", "jsonl"]
     category: str
     count: int | None = None               # at most this many prompts (None: all)
-    family: str | None = None              # toy: task family (arith, code)
+    family: str | None = None              # toy: task family (arith, mult, code)
     path: str | None = None                # hf: dataset id; jsonl: file path
     config_name: str | None = None         # hf: dataset config
     split: str = "train"

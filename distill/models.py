@@ -38,11 +38,12 @@ def resolve_model(model: str, *, key: str | None = "teacher.model", check: bool 
 def toy_config(model: str) -> dict[str, Any]:
     """The config.json of a toy model, from its architecture (nothing trained)."""
     from distill.toy.arch import build_student, build_teacher
-    if model == f"{TOY_PREFIX}teacher-bpe":
+    name = model.removeprefix(TOY_PREFIX)
+    if name == "teacher-bpe":
         from distill.toy.bpe import build_bpe_tokenizer
         built, _ = build_teacher(tokenizer=build_bpe_tokenizer())
     else:
-        built, _ = (build_teacher if model == f"{TOY_PREFIX}teacher" else build_student)()
+        built, _ = build_teacher() if name == "teacher" else build_student(name=name)
     config: dict[str, Any] = built.config.to_dict()
     return config
 

@@ -28,7 +28,7 @@ FILES = {
     "humaneval_plus": DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz",
     "mbpp_plus": DATA / "evalplus" / "MbppPlus-v0.2.0.jsonl.gz",
 }
-ALL = {"toy_arith", "toy_code", "gsm8k", "math500", "aime24", "aime25", "gpqa_diamond",
+ALL = {"toy_arith", "toy_code", "toy_mult", "gsm8k", "math500", "aime24", "aime25", "gpqa_diamond",
        "humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "livecodebench"}
 
 
@@ -60,7 +60,7 @@ def test_a_benchmark_declares_its_categories_and_options():
 
 
 @needs_bwrap
-@pytest.mark.parametrize("name", ["toy_arith", "toy_code"])
+@pytest.mark.parametrize("name", ["toy_arith", "toy_code", "toy_mult"])
 def test_toy_benchmarks_are_fixed_and_their_references_pass(name):
     bench = get_benchmark(name)
     problems = bench.load(None, 20)

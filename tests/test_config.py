@@ -112,11 +112,11 @@ def _line_of(path, text):
 
 
 def test_a_misspelt_benchmark_is_rejected_at_load_naming_key_line_and_choices(tmp_path):
-    p = _write(tmp_path, SMOKE.replace("benchmarks: [toy_arith, toy_code]",
-                                       "benchmarks: [toy_arith, toy_cod]"))
+    p = _write(tmp_path, SMOKE.replace("benchmarks: [toy_arith, toy_code, toy_mult]",
+                                       "benchmarks: [toy_arith, toy_cod, toy_mult]"))
     with pytest.raises(InputError) as e:
         load_recipe(p)
-    assert str(e.value).startswith(f"{p}:{_line_of(p, 'toy_cod]')}: eval.benchmarks.1: unknown "
+    assert str(e.value).startswith(f"{p}:{_line_of(p, 'toy_cod, ')}: eval.benchmarks.1: unknown "
                                    "benchmark 'toy_cod' (did you mean 'toy_code'?); choose from: ")
     assert "humaneval_plus" in str(e.value)
 
@@ -180,10 +180,11 @@ def test_the_name_lists_match_their_registries():
 
     from distill import config
     from distill.grading.benchmarks import list_benchmarks
-    from distill.toy import models, tasks
+    from distill.toy import arch, models, tasks
     assert config.benchmark_names() == list_benchmarks()
     assert set(config.TOY_FAMILIES) == set(tasks.CATEGORIES)
-    assert all(f'"{name}"' in inspect.getsource(models.resolve_model) for name in config.TOY_MODELS)
+    assert set(config.TOY_MODELS) == {"toy:teacher"} | {f"toy:{name}" for name in arch.STUDENTS}
+    assert '"toy:teacher"' in inspect.getsource(models.resolve_model)
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
     from transformers.trainer_utils import SchedulerType
     assert set(config.LR_SCHEDULERS) == {s.value for s in SchedulerType}
@@ -196,7 +197,7 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("old, new, key", [
-    ("benchmarks: [toy_arith, toy_code]", "benchmarks: [toy_arith, toy_cod]", "eval.benchmarks.1"),
+    ("benchmarks: [toy_arith, toy_code, toy_mult]", "benchmarks: [toy_arith, toy_cod, toy_mult]", "eval.benchmarks.1"),
     ("filter:\n", "filter:\n  decontaminate: [humaneval_pluss]\n", "filter.decontaminate.0"),
     ("  method: sft ", "  method: distil ", "train.method"),
 ])

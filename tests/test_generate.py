@@ -268,7 +268,8 @@ def test_cli_generate_against_an_endpoint_keeps_the_key_secret(tmp_path):
     app = StandIn(model="deepseek-reasoner")
     with Running(app) as s:
         run_dir = tmp_path / "run"
-        over = ["-o", "prompts.sources.0.count=6", "-o", "prompts.sources.1.count=4"]
+        over = ["-o", "prompts.sources.0.count=6", "-o", "prompts.sources.1.count=4",
+                "-o", "prompts.sources.2.count=0"]
         env = {**os.environ, "MY_TEACHER_KEY": secret}
         cli = [sys.executable, "-m", "distill.cli"]
         done = subprocess.run(cli + ["prompts", "smoke", "--run-dir", str(run_dir)] + over,

@@ -21,7 +21,8 @@ from distill.records import RunDir
 from teacher_standin import Running, StandIn
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["-o", "prompts.sources.0.count=6", "-o", "prompts.sources.1.count=4"]
+SMALL = ["-o", "prompts.sources.0.count=6", "-o", "prompts.sources.1.count=4",
+         "-o", "prompts.sources.2.count=0"]
 LINE = re.compile(r"^\d\d:\d\d:\d\d ")          # every log line starts with the time
 TRACES = [{"messages": [{"role": "user", "content": "6+7?"},
                         {"role": "assistant", "content": "<think>6+7</think>\\boxed{13}"}],
@@ -61,7 +62,8 @@ def test_stage_summaries_show_at_the_default_level_and_not_with_quiet(tmp_path):
     run, run2 = tmp_path / "run", tmp_path / "run2"
     out, err = _cli(tmp_path, "prompts", "smoke", "--run-dir", str(run), *SMALL)
     assert out.startswith("done in ") and str(run) in out      # the command's result: stdout
-    summary = [ln for ln in err.splitlines() if "prompts: 10 prompts (toy_arith 6, toy_code 4)" in ln]
+    summary = [ln for ln in err.splitlines()
+               if "prompts: 10 prompts (toy_arith 6, toy_code 4, toy_mult 0)" in ln]
     assert len(summary) == 1 and LINE.match(summary[0]) and "INFO" not in summary[0]
     assert "\r" not in err
 

@@ -35,8 +35,9 @@ SWEEP = "flows/sweep_flow.py:distill_sweep"
 
 # A smaller smoke run: the flow and every stage run for real, on fewer prompts.
 SMALL = ["train.epochs=1", "eval.limit=10"]
-FIRST = ["prompts.sources.0.count=60", "prompts.sources.1.count=40"]
-GROWN = ["prompts.sources.0.count=80", "prompts.sources.1.count=40"]  # 20 new arithmetic rows
+FIRST = ["prompts.sources.0.count=60", "prompts.sources.1.count=40", "prompts.sources.2.count=0"]
+GROWN = ["prompts.sources.0.count=80", "prompts.sources.1.count=40",
+         "prompts.sources.2.count=0"]  # 20 new arithmetic rows
 GPU = "distill-stage/gpu"
 
 

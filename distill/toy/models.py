@@ -1,7 +1,8 @@
 """The toy models as local directories: `resolve_model("toy:teacher")` returns the path of a
 trained teacher (trained once, cached by config hash), `resolve_model("toy:teacher-bpe")` the
 same teacher trained over a byte-level BPE tokenizer (distill.toy.bpe) instead of the
-student's characters; `resolve_model("toy:student")` the path of the untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
+student's characters; `resolve_model("toy:student")` (or `toy:student-l`) the path of an
+untrained base student. Any other name (a Hub id or a local path) is returned unchanged.
 The architectures are `distill.toy.arch`.
 """
 
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from distill.toy.arch import STUDENT, TEACHER, build_student
+from distill.toy.arch import STUDENTS, TEACHER, build_student
 from distill.toy.teacher import train_teacher
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def model_key(kind: str) -> str:
         if kind == "teacher-bpe":  # its tokenizer is trained on the tasks' text, too
             blob["bpe"] = _source_hash(bpe)
     else:
-        blob |= {"config": STUDENT, "seed": 0}
+        blob |= {"config": STUDENTS[kind], "seed": 0}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -72,10 +73,12 @@ def _cached(kind: str, make: Callable[[Path], None]) -> Path:
     return final
 
 
-def _save_student(path: Path) -> None:
-    model, tok = build_student()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+def _save_student(name: str) -> Callable[[Path], None]:
+    def save(path: Path) -> None:
+        model, tok = build_student(name=name)
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    return save
 
 
 def _train_teacher(path: Path) -> None:
@@ -90,12 +93,13 @@ def _train_bpe_teacher(path: Path) -> None:
 
 
 def resolve_model(name: str) -> str:
-    """`toy:teacher` / `toy:teacher-bpe` / `toy:student` -> a local model directory; anything
-    else unchanged."""
+    """`toy:teacher` / `toy:teacher-bpe` / `toy:student` / `toy:student-l` -> a local model
+    directory; anything else unchanged."""
     if name == "toy:teacher":
         return str(_cached("teacher", _train_teacher))
     if name == "toy:teacher-bpe":
         return str(_cached("teacher-bpe", _train_bpe_teacher))
-    if name == "toy:student":
-        return str(_cached("student", _save_student))
+    kind = name.removeprefix("toy:")
+    if name.startswith("toy:") and kind in STUDENTS:
+        return str(_cached(kind, _save_student(kind)))
     return name

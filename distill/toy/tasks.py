@@ -16,7 +16,7 @@ import hashlib
 import random
 from typing import Callable
 
-CATEGORIES = {"arith": "reasoning", "code": "coding"}
+CATEGORIES = {"arith": "reasoning", "mult": "reasoning", "code": "coding"}
 
 
 def _split_of(prompt: str) -> str:
@@ -38,6 +38,30 @@ def _arith(a: int, b: int) -> dict:
     return {
         "prompt": prompt,
         "subcategory": f"carries={carries}",
+        "verifier": "math",
+        "answer": answer,
+        "tests": None,
+        "reference": f"<think>{reasoning}</think>The answer is \\boxed{{{answer}}}.",
+    }
+
+
+def _mult(a: int, b: int) -> dict:
+    """a (2 or 3 digits) times b (one digit), digit by digit from the right: each digit's
+    product from the times table, then the carry of the digit before added to it, e.g. 347*6:
+    `7*6=42, 4*6=24, 24+4=28, 3*6=18, 18+2=20, so 2082`."""
+    prompt = f"What is {a}*{b}?"
+    steps, carry = [], 0
+    for d in str(a)[::-1]:
+        p = int(d) * b
+        steps.append(f"{d}*{b}={p}")
+        if carry:
+            steps.append(f"{p}+{carry}={p + carry}")
+        carry = (p + carry) // 10
+    answer = str(a * b)
+    reasoning = ", ".join(steps) + f", so {answer}"
+    return {
+        "prompt": prompt,
+        "subcategory": f"digits={len(str(a))}",
         "verifier": "math",
         "answer": answer,
         "tests": None,
@@ -75,6 +99,8 @@ def _code(op: str, a: int) -> dict:
 def _space(family: str) -> list[dict]:
     if family == "arith":
         return [_arith(a, b) for a in range(10, 100) for b in range(10, 100)]
+    if family == "mult":
+        return [_mult(a, b) for a in range(10, 1000) for b in range(2, 10)]
     if family == "code":
         return [_code(op, a) for op in _OPS for a in range(1, 200)]
     raise KeyError(family)
