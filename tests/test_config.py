@@ -183,7 +183,8 @@ def test_the_name_lists_match_their_registries():
     from distill.toy import arch, models, tasks
     assert config.benchmark_names() == list_benchmarks()
     assert set(config.TOY_FAMILIES) == set(tasks.CATEGORIES)
-    assert set(config.TOY_MODELS) == {"toy:teacher"} | {f"toy:{name}" for name in arch.STUDENTS}
+    assert set(config.TOY_MODELS) == {"toy:teacher", "toy:teacher-bpe"} | \
+        {f"toy:{name}" for name in arch.STUDENTS}
     assert '"toy:teacher"' in inspect.getsource(models.resolve_model)
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
     from transformers.trainer_utils import SchedulerType

@@ -19,8 +19,8 @@ def _cfg(*overrides):
 
 
 def test_toy_prompts_counts_and_rerun_adds_nothing(tmp_path):
-    cfg = _cfg("prompts.sources.0.count=30", "prompts.sources.1.count=20")
-    assert run_prompts(cfg, tmp_path) == {"toy_arith": 30, "toy_code": 20}
+    cfg = _cfg("prompts.sources.0.count=30", "prompts.sources.1.count=20", "prompts.sources.2.count=0")
+    assert run_prompts(cfg, tmp_path) == {"toy_arith": 30, "toy_code": 20, "toy_mult": 0}
     stage = RunDir(tmp_path).stage("prompts")
     recs = list(stage.read())
     assert len(recs) == 50 and stage.is_complete()
@@ -29,7 +29,8 @@ def test_toy_prompts_counts_and_rerun_adds_nothing(tmp_path):
     run_prompts(cfg, tmp_path)
     assert len(stage.shards()) == 1 and len(list(stage.read())) == 50
     # growing a source adds only the new prompts
-    run_prompts(_cfg("prompts.sources.0.count=40", "prompts.sources.1.count=20"), tmp_path)
+    run_prompts(_cfg("prompts.sources.0.count=40", "prompts.sources.1.count=20", "prompts.sources.2.count=0"),
+                tmp_path)
     assert len(list(stage.read())) == 60
 
 
@@ -50,7 +51,7 @@ def test_jsonl_source_maps_fields_and_names_bad_rows(tmp_path):
 
 
 def test_a_new_template_makes_new_records_and_drops_the_old_ones(tmp_path):
-    counts = ["prompts.sources.0.count=10", "prompts.sources.1.count=5"]
+    counts = ["prompts.sources.0.count=10", "prompts.sources.1.count=5", "prompts.sources.2.count=0"]
     run_prompts(_cfg(*counts), tmp_path)
     stage = RunDir(tmp_path).stage("prompts")
     before = {r["id"]: r["source"] for r in stage.read()}
