@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from distill.locks import lock_path, read_holder
 from distill.pipeline import run_stage
 from distill.records import RunDir
+from distill.serving.launcher import free_port
 from distill.train import run_train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,6 +50,9 @@ def test_launch_trains_on_two_cpu_ranks_and_saves_once(tmp_path, capsys, caplog)
     assert manifest["ranks"] == [{"rank": 0, "steps": 2}, {"rank": 1, "steps": 2}]
     log = (run / "train" / "logs" / "launch.log").read_text()
     assert log.count("train: model saved to") == 1 and "train: model saved to" in out  # streamed too
+    # each rank ends its process group before it exits (not left to the interpreter's teardown)
+    assert sorted(line.split("rank ")[1] for line in log.splitlines()
+                  if "left its process group" in line) == ["0 left its process group", "1 left its process group"]
     assert (model_dir / "model.safetensors").exists() and RunDir(run).stage("train").is_complete()
     caplog.clear()
     assert run_train(cfg, run) == model_dir  # complete: no second launch
@@ -62,6 +65,40 @@ def test_a_failed_launch_is_an_error_carrying_the_log_tail(tmp_path):
     with pytest.raises(RuntimeError, match=r"(?s)exited with code [12].*no_such_flag"):
         run_train(cfg, run)
     assert not RunDir(run).stage("train").is_complete()
+
+
+RANK_DIES = """
+import os, sys, time
+import torch.distributed as dist
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+for i in range(60):
+    print(f"rank {rank} step {i}", flush=True)
+dist.barrier()
+if rank == 1:
+    print("rank 1: the last words before the abort", file=sys.stderr, flush=True)
+    os.abort()
+time.sleep(120)
+"""
+
+
+def test_a_rank_that_dies_is_named_with_its_signal_and_last_words(tmp_path):
+    """A rank killed by a native crash: the error says which rank, by which signal, and what the
+    ranks printed last (not torchrun's traceback, which fills a log's tail and names no cause)."""
+    from distill.train.launch import run_launched
+    script = tmp_path / "rank_dies.py"
+    script.write_text(RANK_DIES)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    log = tmp_path / "launch.log"
+    with pytest.raises(RuntimeError) as e:
+        run_launched([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
+                      str(script)], log)
+    message = str(e.value)
+    assert "rank 1 failed first, SIGABRT (exit code -6)" in message
+    said = message.split("The ranks' last output:\n")[1].split("\n(the whole log")[0].splitlines()
+    assert said[-1] == "rank 1: the last words before the abort" and len(said) == 30  # the tail
+    assert "ChildFailedError" not in message and "Traceback" not in message
+    assert str(log) in message and "ChildFailedError" in log.read_text()   # the whole log kept
 
 
 def _processes_naming(text: str) -> list[int]:
@@ -106,12 +143,6 @@ def test_the_launch_and_its_ranks_stop_when_the_parent_is_killed(tmp_path):
     assert not RunDir(run).stage("train").is_complete()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 ZERO3_PROBE = """
 import json, os, sys
 sys.path.insert(0, {tests!r})
@@ -140,7 +171,7 @@ def test_under_zero3_the_student_is_built_sharded(tmp_path):
     run = _run_dir(tmp_path / "run", 4, 4)
     env = {**os.environ, "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
            "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+           "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     out = subprocess.run([sys.executable, "-c", ZERO3_PROBE.format(tests=str(Path(__file__).parent), run=str(run))],
                          env=env, capture_output=True, text=True, timeout=600)
     probe = [line for line in out.stdout.splitlines() if line.startswith("PROBE ")]

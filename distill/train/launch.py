@@ -15,7 +15,9 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,11 +55,36 @@ def launch_command(launch, recipe_file: Path, run_dir: Path) -> list[str]:
     return cmd + ["-m", "distill.cli", "train", str(recipe_file), "--run-dir", str(run_dir)]
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+# torchrun's own lines (its agent's log records) and its report of the ranks that failed
+_AGENT_LINE = re.compile(r"^[IWE]\d{4} [\d:.]+ \d+ \S*torch/distributed/")
+_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
+_ROOT = re.compile(r"Root Cause.*?rank\s*: (\d+).*?exitcode\s*: (-?\d+)", re.S)
+
+
+def failure_report(text: str, lines: int = 30) -> str:
+    """What a failed launch's log says, made short: which rank failed first and how (torchrun's
+    root cause: a signal names the native crash), then that attempt's output from the ranks
+    before the launcher's own report (a C++ abort's `terminate called ...`, a Python
+    traceback), not the launcher's traceback, which names no cause. A log without torchrun's
+    report (the launcher refused its arguments) is shown by its tail."""
+    text = text[text.rfind("\n$ ") + 1:] if "\n$ " in text else text  # this attempt
+    all_lines = text.splitlines()
+    found = next(((i, m) for i, line in enumerate(all_lines)
+                  if _AGENT_LINE.match(line) and (m := _FAILED.search(line))), None)
+    if found is None:
+        return "\n".join(all_lines[-lines:])
+    cut, failed = found
+    ranks_said = [line for line in all_lines[:cut] if not _AGENT_LINE.match(line) and not line.startswith("$ ")]
+    first = _ROOT.search(text)                   # the root cause; else the first failure seen
+    rank, code = (first.group(1), int(first.group(2))) if first else (failed[2], int(failed[1]))
+    how = f"exit code {code}"
+    if code < 0:
+        try:
+            how = f"{signal.Signals(-code).name} (exit code {code})"
+        except ValueError:
+            pass
+    said = "\n".join(ranks_said[-lines:]) if ranks_said else "(nothing)"
+    return f"rank {rank} failed first, {how}; the other ranks were stopped. The ranks' last output:\n{said}"
 
 
 def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -> None:
@@ -91,5 +118,9 @@ def run_launched(cmd: list[str], log_path: Path, stop_timeout_s: float = 60.0) -
             if proc.stdout is not None:
                 proc.stdout.close()
     if proc.returncode != 0:
-        raise RuntimeError(f"the training launch exited with code {proc.returncode}; log "
-                           f"{log_path}:\n{_tail(log_path)}")
+        try:
+            report = failure_report(log_path.read_text(errors="replace"))
+        except OSError:
+            report = "(no log)"
+        raise RuntimeError(f"the training launch exited with code {proc.returncode}: {report}\n"
+                           f"(the whole log: {log_path})")
