@@ -82,8 +82,8 @@ def demo(run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir"),
     from distill.records import RunDir
     rd = _run("smoke", override, run_dir, None)
     report = RunDir(rd).report
-    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, README.md, "
-               "economics.md, quality_vs_cost.png, dataset_card.md)")
+    typer.echo(f"report: {report}/leaderboard.md (also .csv, .html, retention.png, training.png, "
+               "README.md, economics.md, quality_vs_cost.png, dataset_card.md)")
     md = report / "leaderboard.md"
     if md.exists():  # the per-benchmark rows; per-subcategory rows are in the files
         for line in md.read_text().splitlines():
@@ -168,7 +168,8 @@ def filter_(recipe: str = RecipeArg, run_dir: Optional[Path] = RunDirOpt,
 
 
 _stage_command("train", "Train the student: SFT, logit KD, on-policy or cross-tokenizer (GOLD) distillation; full or LoRA/QLoRA.")
-_stage_command("evaluate", "Score teacher, base student and distilled student.")
+_stage_command("quantize", "Quantize the student for the edge (GGUF, int8/int4) and check what the export keeps.")
+_stage_command("evaluate", "Score teacher, base student, distilled student and its quantized variants.")
 _stage_command("publish", "Write the leaderboard, plots, model and dataset cards; push to the Hub.")
 
 
@@ -202,6 +203,26 @@ def leaderboard(run_dirs: List[Path] = typer.Argument(..., help="Run directories
     except InputError as e:
         _fail(e, 2)
     typer.echo(f"leaderboard of {len(run_dirs)} runs: " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def view(run_dirs: List[Path] = typer.Argument(..., help="Run directories to look at"),
+         port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: a free one)"),
+         host: str = typer.Option("127.0.0.1", "--host")):
+    """A local page over the runs' traces, verdicts and flipped eval questions (offline)."""
+    from distill.view.server import make_server
+    try:
+        server = make_server(run_dirs, host, port)
+    except InputError as e:
+        _fail(e, 2)
+    typer.echo(f"viewing {', '.join(map(str, run_dirs))} at http://{host}:{server.server_address[1]}/ "
+               "(Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @app.command()

@@ -334,6 +334,11 @@ class TrainConfig(Section):
     liger: bool = False                    # Liger kernels (fused linear cross-entropy; GPU)
     attn_implementation: str | None = None  # sdpa, flash_attention_2, flex_attention, ...
     save_steps: int = Field(500, ge=1)
+    # Where training is tracked (distill/tracking.py): TensorBoard event files in train/tb/ by
+    # default; wandb, mlflow and trackio need their package and login; none: no tracker. Filter
+    # counts and eval scores go to the same trackers. Neither field changes the weights.
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio", "none"]] = ["tensorboard"]
+    logging_steps: int = Field(50, ge=1)   # a loss / learning-rate point every this many steps
     # Train on part of the kept set (a sweep's data-size axis): the records first in the order
     # of a hash of (run.seed, id), so a smaller subset is inside every larger one. The share is
     # taken first, then the count.
@@ -357,8 +362,15 @@ class TrainConfig(Section):
     gold: GoldConfig = GoldConfig()
     revision: str | None = None
 
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _names(self) -> Self:
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise _bad("none means no tracker: give it alone, or only trackers", "report_to")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise _bad(unknown_name("scheduler", self.lr_scheduler, LR_SCHEDULERS), "lr_scheduler")
         rope = self.rope_scaling or {}
@@ -452,6 +464,28 @@ class PublishConfig(Section):
     dataset_license: str | None = None     # None: the teacher's license (the traces are its outputs)
 
 
+# llama.cpp's quantization types the quantize stage can write (llama_ftype names, lower case).
+GgufType = Literal["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "f16", "bf16"]
+
+
+class QuantizeConfig(Section):
+    """The quantize stage (distill/quantize/): the distilled student as users run it at the edge,
+    each variant exported, checked (chat template, end-of-turn token, <think>, loads back, stops
+    by itself) and scored on every benchmark beside the others. GGUF through llama.cpp's own
+    converter and quantizer; weight-only int8/int4 checkpoints through torchao."""
+    enabled: bool = False
+    gguf: list[GgufType] = ["q8_0", "q4_k_m"]
+    torchao: list[Literal["int8", "int4"]] = ["int8", "int4"]
+    # Where publish puts the GGUF files: the model repo, or <hub_repo>-GGUF (the ecosystem's
+    # two conventions).
+    gguf_repo: Literal["model", "separate"] = "model"
+    # The stop-by-itself check: this question, answered greedily, within probe_max_tokens.
+    probe: str = "What is 12+34?"
+    probe_max_tokens: int = Field(512, ge=8)
+    bench_tokens: int = Field(128, ge=8)       # tokens generated to time CPU tokens/s
+    threads: int | None = Field(None, ge=1)    # CPU threads for llama.cpp (None: all usable)
+
+
 class RefreshConfig(Section):
     """A refresh (`distill refresh`, Prefect `refresh/<recipe>`) adds new prompts, generates
     only for them and re-filters everything; it retrains and re-evaluates only when the kept
@@ -513,6 +547,7 @@ class Recipe(Section):
     filter: FilterConfig = FilterConfig()
     train: TrainConfig
     eval: EvalConfig
+    quantize: QuantizeConfig = QuantizeConfig()
     publish: PublishConfig = PublishConfig()
     plan: PlanConfig = PlanConfig()
     refresh: RefreshConfig = RefreshConfig()

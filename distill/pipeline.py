@@ -18,6 +18,7 @@ from distill.filters import run_filter
 from distill.generate import run_generate
 from distill.locks import stage_lock
 from distill.prompts import run_prompts
+from distill.quantize import run_quantize
 from distill.publish import run_publish
 from distill.records import STAGE_FOLDERS, RunDir
 from distill.train import run_train
@@ -31,6 +32,7 @@ STAGES: dict[str, Callable[[Recipe, Path], object]] = {
     "generate": run_generate,
     "filter": run_filter,
     "train": run_train,
+    "quantize": run_quantize,
     "evaluate": run_evaluate,
     "publish": run_publish,
 }

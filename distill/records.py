@@ -357,6 +357,7 @@ STAGE_FOLDERS: dict[str, tuple[str, ...]] = {
     "generate": ("generate",),
     "filter": ("filter", "dataset"),
     "train": ("train",),
+    "quantize": ("quantize",),
     "evaluate": ("eval",),
     "publish": ("publish", "report"),
 }
@@ -406,6 +407,12 @@ class RunDir:
     def train(self) -> Stage:
         """train/: model/ (adapter/), lineage.json, checkpoints/, cache/, logs/ (stage train)."""
         return self.stage("train")
+
+    @property
+    def quantize(self) -> Stage:
+        """quantize/: the student's quantized files, <role>.json each, variants.json (stage
+        quantize)."""
+        return self.stage("quantize")
 
     @property
     def eval(self) -> Stage:

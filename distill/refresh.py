@@ -121,7 +121,7 @@ def run_refresh(cfg: Recipe, run_dir: Path,
 
     stages = []
     if retrain:
-        stages = ["train", "evaluate", "publish"]
+        stages = ["train", "quantize", "evaluate", "publish"]
     elif not _eval_is_current(cfg, run_dir):
         stages, reason = ["evaluate", "publish"], reason + "; the evaluation is not current"
     elif not rd.done("publish"):

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import re
 from pathlib import Path
+from typing import Sequence
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -38,6 +39,7 @@ from distill.errors import InputError
 from distill.config import default_run_dir
 from distill.pipeline import STAGES, run_stage
 from distill.recipes import read_recipe
+from distill.tracking import tracking_markdown
 
 # Stages that talk to servers retry more: a retry resumes from the records already written.
 RETRIES = {"generate": 3, "evaluate": 2, "publish": 2}
@@ -170,10 +172,11 @@ def run_stage_task(name: str, recipe: str, overrides: list[str], run_dir: str,
                                                                 deployment)
 
 
-def publish_artifacts(run_name: str, run_dir: str, extra: list[tuple[str, str]] = ()) -> None:
-    """The filter report, the leaderboard (as Markdown and as a table) and `extra` (file, key)
-    pairs, as Prefect artifacts keyed by the run's name: the latest run of a recipe shows up
-    under the same key, earlier ones stay in its history."""
+def publish_artifacts(run_name: str, run_dir: str, extra: Sequence[tuple[str, str]] = ()) -> None:
+    """The filter report, the leaderboard (as Markdown and as a table), where training is
+    tracked (the TensorBoard folder and its command) and `extra` (file, key) pairs, as Prefect
+    artifacts keyed by the run's name: the latest run of a recipe shows up under the same key,
+    earlier ones stay in its history."""
     slug = re.sub(r"[^a-z0-9-]+", "-", run_name.lower())
     files = [("filter/report.md", "filter-report"), ("report/leaderboard.md", "leaderboard"),
              *extra]
@@ -182,6 +185,10 @@ def publish_artifacts(run_name: str, run_dir: str, extra: list[tuple[str, str]] 
         if path.exists():
             create_markdown_artifact(path.read_text(), key=f"{slug}-{key}",
                                      description=f"{run_name}: {name}")
+    tracked = tracking_markdown(Path(run_dir))
+    if tracked:
+        create_markdown_artifact(tracked, key=f"{slug}-tracking",
+                                 description=f"{run_name}: TensorBoard (train/tb/)")
     table = Path(run_dir) / "report" / "leaderboard.csv"
     if table.exists():
         import csv
@@ -215,7 +222,7 @@ def distill_flow(recipe: str = "smoke", run_dir: str | None = None,
     overrides = overrides or []
     where = placement(stages, gpu_deployment, gpu_stages)
     cfg, run_dir = resolve_run(recipe, run_dir, overrides)
-    if any(where.values()):
+    if gpu_deployment and any(where.values()):     # placement sends stages away only with one
         check_stage_deployment(gpu_deployment)
     for name, deployment in where.items():
         run_stage_task(name, recipe, overrides, run_dir, deployment)

@@ -131,7 +131,8 @@ def test_all_three_models_are_scored_with_the_same_sampling(monkeypatch, run_dir
     assert rows[("student", "reasoning", "pass@2")]["score"] == pytest.approx(4 / 6)
     assert set(student) == {"model", "role", "benchmark", "category", "metric", "score",
                             "ci_low", "ci_high", "n", "samples", "retention", "retention_ci_low",
-                            "retention_ci_high", "truncated", "infra_errors", "options"}
+                            "retention_ci_high", "truncated", "repetitive", "infra_errors",
+                            "options"}
     # Retention of the teacher's pass@1 (the teacher solves everything), with a paired interval.
     assert student["retention"] == pytest.approx(4 / 6)
     assert student["retention_ci_low"] < 4 / 6 < student["retention_ci_high"] <= 1.0

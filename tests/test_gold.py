@@ -130,16 +130,15 @@ def test_gold_trains_the_student_from_a_teacher_across_tokenizers(tmp_path, bpe_
 
 
 def test_the_character_tokenizer_aligns_with_the_bpe_one_byte_for_byte():
-    """The student's character tokenizer gets TRL's byte offsets (gold._accept_character_tokenizer):
-    each teacher BPE token lines up with the student characters that spell it."""
+    """The student's character tokenizer, byte-level as Qwen2's, gets TRL's byte offsets: each
+    teacher BPE token lines up with the student characters that spell it."""
     from trl.experimental.gold.gold_trainer import ULDLoss, build_teacher_inputs_from_texts
-    from trl.experimental.utils import encode_with_byte_offsets
+    from trl.experimental.utils import encode_with_byte_offsets, is_byte_level_tokenizer
 
     from distill.toy.bpe import build_bpe_tokenizer
     from distill.toy.tokenizer import build_tokenizer
-    from distill.train.gold import _accept_character_tokenizer
     student, teacher = build_tokenizer(), build_bpe_tokenizer()
-    _accept_character_tokenizer(student)
+    assert is_byte_level_tokenizer(student.backend_tokenizer)
     task = make_tasks("code", 1, 0)[0]
     prompt = student.apply_chat_template(task["messages"], add_generation_prompt=True, tokenize=False)
     completion = student.apply_chat_template(_conversation(task), tokenize=False)[len(prompt):]
@@ -152,7 +151,7 @@ def test_the_character_tokenizer_aligns_with_the_bpe_one_byte_for_byte():
     t_tokens = t_ids[0][answer].tolist()
     # every teacher token but the appended EOS, each paired on its own
     assert [g[0] for g in t_groups] == list(range(len(t_answer) - 1))
-    spelt = ["".join(student.convert_ids_to_tokens([s_ids[i] for i in g])) for g in s_groups]
+    spelt = [student.decode([s_ids[i] for i in g]) for g in s_groups]
     assert spelt == [teacher.decode([t_tokens[g[0]]]) for g in t_groups]
     assert any(len(g) > 1 for g in s_groups)  # teacher tokens of several characters
 

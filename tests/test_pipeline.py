@@ -2,6 +2,7 @@
 student rows per benchmark and category, and the distilled student beats its base."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ def test_run_smoke_end_to_end(tmp_path):
         args += ["-o", o]
     r = subprocess.run(args, capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for stage in ["prompts", "generate", "filter", "dataset", "train", "eval", "publish"]:
+    for stage in ["prompts", "generate", "filter", "dataset", "train", "quantize", "eval", "publish"]:
         assert (run_dir / stage / "_SUCCESS").exists(), stage
     report = run_dir / "report"
     for name in ["leaderboard.csv", "leaderboard.md", "leaderboard.html", "retention.png", "README.md",
@@ -25,7 +26,8 @@ def test_run_smoke_end_to_end(tmp_path):
     assert "## What a kept trace cost" in (report / "economics.md").read_text()
     rows = list(csv.DictReader(open(report / "leaderboard.csv")))
     assert list(rows[0]) == ["model", "role", "benchmark", "category", "metric", "score",
-                             "ci_low", "ci_high", "n", "retention", "truncated", "infra_errors"]
+                             "ci_low", "ci_high", "n", "retention", "truncated", "repetitive",
+                             "infra_errors"]
     top = {(r["role"], r["benchmark"]): r for r in rows
            if r["metric"] == "pass@1" and "/" not in r["category"]}
     for bench, category in [("toy_arith", "reasoning"), ("toy_code", "coding")]:
@@ -35,6 +37,20 @@ def test_run_smoke_end_to_end(tmp_path):
         assert float(student["score"]) >= float(base["score"]) + 0.3, (base, student)
         assert student["retention"] != "" and 0 < float(student["retention"]) <= 1.5
         assert int(student["n"]) == 40
+        # The student at the edge: each quantized variant scored on the same 40 questions, a
+        # working export (the base scores 0): measured on 70, the GGUF files lost up to 10
+        # points of the student's, torchao's int4 up to 21.
+        for role in ("student-f16", "student-q8_0", "student-q4_k_m", "student-int8", "student-int4"):
+            q = top[(role, bench)]
+            drop = 0.35 if role == "student-int4" else 0.2
+            assert int(q["n"]) == 40 and float(q["score"]) >= float(student["score"]) - drop, q
+    variants = json.loads((run_dir / "quantize" / "variants.json").read_text())
+    assert [v["role"] for v in variants] == ["student", "student-f16", "student-q8_0",
+                                             "student-q4_k_m", "student-int8", "student-int4"]
+    assert all(v["export_s"] > 0 for v in variants[1:]), variants   # each export timed
+    edge = (report / "edge.md").read_text()
+    assert "smoke-distilled-Q4_K_M" in edge and "vs unquantized" in edge
+    assert "## Quantized variants" in (report / "README.md").read_text()
 
     # A re-run resumes: every stage is complete, so nothing is generated or trained again.
     r2 = subprocess.run(args, capture_output=True, text=True, timeout=900)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,52 @@ def test_plan_from_a_config_file_and_its_errors(tmp_path):
     assert r.returncode == 2 and "num_hidden_layers: missing from config.json" in r.stderr
     r = _cli("configs/r1-to-7b.yaml", "-o", "plan.hardwar=H100")
     assert r.returncode == 2 and "plan.hardwar: unknown key" in r.stderr
+
+
+# Published GGUF files of Qwen2.5-7B-Instruct (Qwen/Qwen2.5-7B-Instruct-GGUF on the Hub), GB:
+# the architecture of r1-to-7b's student, Qwen2.5-Math-7B (same shapes and vocabulary).
+GGUF_QWEN25_7B = {"Q8_0": 8.1e9, "Q4_K_M": 4.68e9}
+
+
+def test_the_student_on_small_machines_matches_the_published_gguf_sizes():
+    from distill.plan.edge import edge_bytes
+    plan = make_plan(_r1_recipe())
+    e, s = plan["student_edge"], plan["student"]
+    for fmt, published in GGUF_QWEN25_7B.items():
+        assert e["weights"][fmt] == pytest.approx(published, rel=0.10), fmt
+        cfg = json.loads(_hub_copy("Qwen/Qwen2.5-7B").read_text())
+        assert edge_bytes(arch_of(cfg), count(cfg))[fmt] == pytest.approx(published, rel=0.10), fmt
+    w = e["weights"]
+    assert w["bf16"] == 2 * s["total"]
+    # torchao keeps the two 545M-parameter tables (embedding, untied lm_head) in bf16
+    tables = 2 * 152064 * 3584
+    assert w["int8"] == pytest.approx((s["total"] - tables) * (1 + 2 / 3584) + 2 * tables, rel=1e-3)
+    assert w["Q4_K_M"] < w["int4"] < w["Q8_0"] < w["int8"] < w["bf16"]
+    # the eval context: plan.max_prompt_tokens 8,192 + eval.max_tokens 32,768, within the
+    # 40,960 positions the recipe trains; K and V of 4 heads x 128 x 28 layers in bf16
+    assert e["context"] == 40960
+    assert e["kv_bytes"] == 40960 * 28 * 2 * 4 * 128 * 2
+    assert e["teacher_dtype"] == "fp8" and e["teacher_bytes"] == pytest.approx(626.8 * GIB, rel=1e-3)
+    text = format_plan(plan)
+    assert "| format                     | bits/weight |  weights | + KV @ 40,960 |" in text
+    assert "| Q4_K_M (llama.cpp)         |        4.89 |  4.3 GiB |       6.5 GiB |" in text
+    assert "| int4 weight-only (torchao) |" in text and "| Q8_0 (llama.cpp)           |        8.50 |" in text
+    assert ("The Qwen/Qwen2.5-Math-7B at 4 bits (Q4_K_M) needs 4.3 GiB (6.5 GiB with the KV cache); "
+            "the teacher needs 626.8 GiB (fp8).") in text
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_every_recipe_plans_its_student_on_small_machines(recipe):
+    from distill.config import load_recipe, recipe_path
+    cfg = load_recipe(recipe_path(recipe), [])
+    plan = make_plan(cfg)
+    e = plan["student_edge"]
+    assert set(e["weights"]) == {"bf16", "Q8_0", "Q4_K_M", "int8", "int4"}
+    assert 0 < e["weights"]["Q4_K_M"] < e["weights"]["Q8_0"] < e["weights"]["bf16"]
+    assert 0 < e["context"] <= (plan["student_positions"] or {}).get("trained", e["context"])
+    text = format_plan(plan)
+    assert "The student on small machines" in text
+    assert f"The {cfg.train.student} at 4 bits (Q4_K_M) needs" in text

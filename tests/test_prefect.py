@@ -83,7 +83,7 @@ def test_every_recipe_has_a_deployment_and_a_scheduled_refresh():
 def test_placement_sends_the_gpu_stages_to_the_stage_deployment_only_when_named():
     from flows.distill_flow import placement
 
-    everything = ["prompts", "generate", "filter", "train", "evaluate", "publish"]
+    everything = ["prompts", "generate", "filter", "train", "quantize", "evaluate", "publish"]
     assert placement(None, None, None) == dict.fromkeys(everything)
     assert placement(None, GPU, None) == {**dict.fromkeys(everything), "train": GPU,
                                          "evaluate": GPU}
@@ -350,7 +350,7 @@ def test_deployment_then_refresh_send_the_teacher_only_new_prompts(prefect_serve
         assert run["work_pool_name"] == "cpu"
         tasks = s.call("POST", "task_runs/filter", json={
             "flow_runs": {"id": {"any_": [run["id"]]}}})
-        assert {"prompts", "generate", "filter", "train", "evaluate", "publish"} <= \
+        assert {"prompts", "generate", "filter", "train", "quantize", "evaluate", "publish"} <= \
             {t["name"].rsplit("-", 1)[0] for t in tasks}
         assert [(r["parameters"]["stage"], r["work_pool_name"], r["state"]["type"])
                 for r in s.flow_runs(GPU, run_dir)] == \
@@ -367,7 +367,7 @@ def test_deployment_then_refresh_send_the_teacher_only_new_prompts(prefect_serve
 
         summary = json.loads((run_dir / "refresh" / "_SUCCESS").read_text())["last"]
         assert summary["new_prompts"] == 20 and summary["retrained"], summary
-        assert summary["stages"] == ["train", "evaluate", "publish"]
+        assert summary["stages"] == ["train", "quantize", "evaluate", "publish"]
         trained_after = json.loads((run_dir / "train" / "_SUCCESS").read_text())
         assert trained_after["records"] > trained_before["records"]
         assert trained_after["config_hash"] != trained_before["config_hash"]
@@ -398,7 +398,8 @@ def test_a_sweep_deployment_scores_every_variant_maps_them_and_a_rerun_trains_no
             RecordingProxy(teacher_url.removesuffix("/v1")) as proxy:
         params = json.dumps({"run_dir": str(sweep_dir), "over": ["train.max_examples=30,60"],
                              "overrides": FIRST + SMALL + [f"teacher.base_url={proxy.url}/v1",
-                                                           "sweep.concurrency=2"]})
+                                                           "sweep.concurrency=2",
+                                                           "quantize.enabled=false"]})
 
         def sweep():
             out = s.prefect("deployment", "run", "distill-sweep/smoke", "--params", params,

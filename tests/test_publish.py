@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 from huggingface_hub import ModelCard
@@ -87,7 +88,7 @@ def _csv(report):
 def test_csv_has_the_contract_columns_and_retention(report):
     columns, rows = _csv(report)
     assert columns == ["model", "role", "benchmark", "category", "metric", "score", "ci_low",
-                       "ci_high", "n", "retention", "truncated", "infra_errors"]
+                       "ci_high", "n", "retention", "truncated", "repetitive", "infra_errors"]
     assert len(rows) == 3 * 4
     by = {(r["role"], r["benchmark"], r["category"]): r for r in rows}
     assert float(by[("teacher", "toy_arith", "reasoning")]["retention"]) == 1.0
@@ -111,8 +112,8 @@ def test_markdown_and_html_tables(report):
     md = (report / "leaderboard.md").read_text()
     assert "| model | role | benchmark |" in md and "| tiny-distilled | student | toy_arith |" in md
     assert "| 0.75 [0.50, 1.00] |" in md        # retention with its interval
-    assert "| 0.25 | 40.0 | 0 |" in md          # none given: the retention alone; cut, infra
-    assert "| 1.00 | 0.0 | 3 |" in md           # the teacher's three retried failures
+    assert "| 0.25 | 40.0 |  | 0 |" in md       # none given: the retention alone; cut, loops, infra
+    assert "| 1.00 | 0.0 |  | 3 |" in md        # the teacher's three retried failures
     assert "Scored with: toy_code: release=v2, start_date=2024-08-01." in md
     page = (report / "leaderboard.html").read_text()
     assert '<table class="sortable">' in page and page.count("<tr>") == 1 + 12
@@ -365,3 +366,59 @@ def test_an_adapter_is_staged_as_its_own_repo(full_run):
         update={"dry_run": True, "adapter_repo": "org/tiny-lora"})})
     with pytest.raises(InputError, match="train.adapter is none"):
         run_publish(no_adapter, full_run)
+
+
+def _write_quantized(run_dir):
+    """A quantize stage's output and the eval rows of its one GGUF variant."""
+    q = Stage(run_dir, "quantize")
+    q.mkdir()
+    (q.path / "tiny-distilled-Q4_K_M.gguf").write_bytes(b"GGUF" + b"\0" * 296)
+    variants = [{"role": "student", "name": "org/tiny-distilled", "format": "safetensors",
+                 "qtype": None, "file": "../train/model", "bytes": 1000, "model_rss_bytes": 4 << 20,
+                 "tokens_per_s": 100.0},
+                {"role": "student-q4_k_m", "name": "org/tiny-distilled-Q4_K_M", "format": "gguf",
+                 "qtype": "q4_k_m", "file": "tiny-distilled-Q4_K_M.gguf", "bytes": 300,
+                 "model_rss_bytes": 1 << 20, "tokens_per_s": 900.0}]
+    q.write_json("variants.json", variants)
+    q.complete(records=2)
+    ev = Stage(run_dir, "eval")
+    scores = ev.read_json("scores.json")
+    scores.append({"model": "org/tiny-distilled-Q4_K_M", "role": "student-q4_k_m",
+                   "benchmark": "toy_arith", "category": "reasoning", "metric": "pass@1",
+                   "score": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 10, "truncated": 0.1,
+                   "repetitive": 0.2, "infra_errors": 0, "retention": 0.5,
+                   "retention_student": 0.8, "retention_student_ci_low": 0.6,
+                   "retention_student_ci_high": 1.0})
+    ev.write_json("scores.json", scores)
+    ev.write_json("comparisons.json", [{"a": "student-q4_k_m", "b": "student",
+                                        "benchmark": "toy_arith", "category": "reasoning",
+                                        "metric": "pass@1", "gained": ["q1"], "lost": ["q2", "q3"],
+                                        "p_value": 0.6}])
+
+
+@pytest.mark.parametrize("where", ["model", "separate"])
+def test_the_gguf_files_go_where_the_recipe_says_with_the_quantization_table(full_run, where,
+                                                                                monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    _write_quantized(full_run)
+    base = recipe()
+    cfg = base.model_copy(update={
+        "publish": base.publish.model_copy(update={"dry_run": True}),
+        "quantize": base.quantize.model_copy(update={"enabled": True, "gguf_repo": where})})
+    report = run_publish(cfg, full_run)
+    edge = re.sub(r" +", " ", (report / "edge.md").read_text())   # the table's padding
+    assert "| toy_arith | org/tiny-distilled-Q4_K_M | q4_k_m | 300 B | 1.0 MiB | 900 |" in edge
+    assert "| 0.80 [0.60, 1.00] | +1 / -2 | 10.0 | 20.0 |" in edge   # vs unquantized, flips, cut, loops
+    card = (report / "README.md").read_text()
+    assert "## Quantized variants" in card and "org/tiny-distilled-Q4_K_M" in card
+    hub = full_run / "publish" / "hub"
+    plan = json.loads((hub / "plan.json").read_text())
+    if where == "model":
+        assert "tiny-distilled-Q4_K_M.gguf" in _files(hub / "model") and "gguf" not in plan
+        assert "llama-server -hf org/tiny-distilled:Q4_K_M" in card
+    else:
+        assert plan["gguf"]["repo_id"] == "org/tiny-distilled-GGUF"
+        assert set(_files(hub / "gguf")) == {"README.md", "tiny-distilled-Q4_K_M.gguf"}
+        assert "tiny-distilled-Q4_K_M.gguf" not in _files(hub / "model")
+        gguf_card = (hub / "gguf" / "README.md").read_text()
+        assert "base_model: org/tiny-distilled" in gguf_card and "ollama run hf.co/org/tiny-distilled-GGUF:Q4_K_M" in gguf_card

@@ -147,7 +147,7 @@ def test_each_stage_folder_has_an_accessor_and_one_stage_writes_it(tmp_path):
 def test_handles_touch_nothing_on_disk(tmp_path):
     run = tmp_path / "run"
     rd = RunDir(run)
-    for name in ("prompts", "generate", "filter", "verify_store", "dataset", "train", "eval",
+    for name in ("prompts", "generate", "filter", "verify_store", "dataset", "train", "quantize", "eval",
                  "publish", "refresh"):
         stage = getattr(rd, name)
         assert stage.shards() == [] and list(stage.read()) == [] and stage.ids() == set()

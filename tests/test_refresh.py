@@ -120,7 +120,7 @@ def test_refresh_asks_the_teacher_only_for_new_prompts(tmp_path):
 
     cfg = _cfg(16)
     first = run_refresh(cfg, run_dir, run=run(cfg))
-    assert ran == ["prompts", "generate", "filter", "train", "evaluate", "publish"]
+    assert ran == ["prompts", "generate", "filter", "train", "quantize", "evaluate", "publish"]
     assert first["new_prompts"] == 16 and first["teacher_requests"] == 16
     assert first["retrained"] and first["reason"] == "no trained student yet"
     kept = first["kept_after"]

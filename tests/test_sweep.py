@@ -33,9 +33,10 @@ def test_over_values_are_read_as_yaml_and_commas_inside_brackets_stay():
 def test_each_key_first_matters_to_its_stage():
     assert [first_stage(k) for k in ["prompts.sources.0.count", "teacher.model", "generate.temperature",
                                      "filter.verify", "filter.decontaminate", "train.student",
-                                     "eval.temperature", "eval.benchmarks", "publish.license"]] == \
+                                     "eval.temperature", "eval.benchmarks", "publish.license",
+                                     "quantize.gguf"]] == \
         ["prompts", "generate", "generate", "filter", "prompts", "train", "evaluate", "prompts",
-         "publish"]
+         "publish", "quantize"]
     with pytest.raises(InputError, match="no recipe section 'trian'"):
         first_stage("trian.epochs")
 
@@ -56,9 +57,10 @@ def test_a_grid_shares_everything_up_to_train_and_the_teacher_answers(tmp_path):
     assert [v.donor for v in plan.variants] == [names[0], names[1], names[0], names[1]]
     assert plan.reference == first
     graph = {(s.variant.name, s.stage): s for s in steps(plan)}
-    assert len(graph) == 3 + 4 * 3
-    assert graph[(names[3], "train")].after == ((first, "filter"),)
-    assert graph[(names[3], "evaluate")].after == ((names[3], "train"), (names[1], "evaluate"))
+    assert len(graph) == 3 + 4 * 4          # shared prompts/generate/filter; train, quantize,
+    assert graph[(names[3], "train")].after == ((first, "filter"),)   # evaluate, publish each
+    assert graph[(names[3], "quantize")].after == ((names[3], "train"),)
+    assert graph[(names[3], "evaluate")].after == ((names[3], "quantize"), (names[1], "evaluate"))
     assert graph[(names[3], "evaluate")].donor_dir == plan.variant(names[1]).run_dir
 
 
@@ -133,12 +135,12 @@ def test_the_executor_runs_each_step_after_those_it_waits_for_and_stops_below_a_
         failed = execute(graph, lambda s: pool.submit(work, s), lambda f: f.done(),
                          lambda f: f.result(), concurrency=2, poll_s=0.005)
     assert peak[0] == 2
-    # The failed train stops that variant's evaluate and publish, and the evaluate of the
-    # variant that takes its teacher answers from it; the others all ran.
-    assert set(failed) == {bad, (bad[0], "evaluate"), (bad[0], "publish"),
+    # The failed train stops that variant's quantize, evaluate and publish, and the evaluate of
+    # the variant that takes its teacher answers from it; the others all ran.
+    assert set(failed) == {bad, (bad[0], "quantize"), (bad[0], "evaluate"), (bad[0], "publish"),
                            (plan.variants[3].name, "evaluate"), (plan.variants[3].name, "publish")}
-    assert len(started) == len(graph) - 4
-    with pytest.raises(RuntimeError, match="5 step.s. of the sweep did not run: .*out of memory"):
+    assert len(started) == len(graph) - 5
+    with pytest.raises(RuntimeError, match="6 step.s. of the sweep did not run: .*out of memory"):
         raise_failures(failed)
     with pytest.raises(InputError):
         raise_failures({("a", "train"): InputError("bad")})
@@ -190,6 +192,8 @@ def test_a_sweep_of_some_stages_waits_only_for_those(tmp_path):
     graph = steps(plan, ["train", "evaluate"])
     assert {s.stage for s in graph} == {"train", "evaluate"} and len(graph) == 8
     assert all(s.after == () for s in graph if s.stage == "train")
+    # quantize left out: evaluate waits for its train
+    assert all((s.variant.name, "train") in s.after for s in graph if s.stage == "evaluate")
     from typer.testing import CliRunner
 
     from distill.cli import app

@@ -169,3 +169,19 @@ def test_an_unknown_reference_is_named(sweep):
     with pytest.raises(InputError, match="the reference 'nope' is not a variant of this sweep; "
                                          "its variants: ref, same, worse, late"):
         map_rows(sweep[1], "nope")
+
+
+def test_the_variants_training_curves_are_overlaid(sweep, tmp_path):
+    from distill.publish.train_plots import series
+    from distill.tracking import read_log_history, save_log_history
+    root, variants = sweep
+    for k, v in enumerate(variants[:2]):
+        save_log_history([{"step": s, "loss": 2.0 / (s + k), "learning_rate": 1e-3,
+                           "num_input_tokens_seen": 100 * s, "train_runtime": 0.5 * s}
+                          for s in (1, 2, 3)], v.run_dir)
+    md = write_map(root, variants, "ref").read_text()
+    assert "![map_training](map_training.png)" in md
+    assert (root / "report" / "map_training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [s for s, _ in series(read_log_history(variants[1].run_dir))["loss"]] == [1, 2, 3]
+    for v in variants[:2]:
+        (v.run_dir / "train" / "log_history.jsonl").unlink()   # the module's other tests see none

@@ -40,12 +40,15 @@ HASH_LIMIT_BYTES = 256 << 20
 
 @dataclass
 class EvalModel:
-    role: str          # teacher | base | student
+    role: str          # teacher | base | student | student-<quantization> (student-q4_k_m)
     name: str          # what the leaderboard shows
     key: str           # what identifies its weights in record ids
     endpoint: Endpoint
-    served: str = "endpoint"   # vllm | distill: started by this stage; endpoint: already running
-    path: str | None = None    # what a server started here loads (a directory or a Hub id)
+    # vllm | distill | llama.cpp: started by this stage; endpoint: already running
+    served: str = "endpoint"
+    # what a server started here loads (a directory or a Hub id); for a GGUF file, the
+    # student's directory, whose tokenizer counts the prompts
+    path: str | None = None
     revision: str | None = None
     max_n_per_request: int | None = None   # samples per request; None: all missing at once
     stop_token_ids: list[int] | None = None  # tokens that end an answer beyond the model's EOS
@@ -191,8 +194,43 @@ def _teacher(cfg: Recipe, log_path: Path) -> tuple[Endpoint, str]:
     return _served(cfg, t.model, t.revision, None, log_path), "vllm"
 
 
+def _gguf(cfg: Recipe, path: Path, name: str, log_path: Path) -> Endpoint:
+    @contextlib.contextmanager
+    def endpoint(max_model_len: int | None = None) -> Iterator[tuple[str, str, str | None]]:
+        from distill.serving.llama_cpp import serve_gguf
+        with serve_gguf(path, name, log_path, max_model_len or 4096,
+                        cfg.quantize.threads) as (url, served):
+            yield url, served, None
+    return endpoint
+
+
+def quantized_models(cfg: Recipe, run_dir: Path, student_path: str,
+                     stops: list[int] | None) -> list[EvalModel]:
+    """The quantize stage's variants of the student (quantize/variants.json): GGUF files served
+    by llama.cpp's server, torchao checkpoints as the student is served."""
+    if not cfg.quantize.enabled:
+        return []
+    stage = RunDir(run_dir).require("quantize", complete=True)
+    logs, e, out = RunDir(run_dir).eval.path / "logs", cfg.eval, []
+    for v in stage.read_json("variants.json"):
+        if v["role"] == "student":
+            continue
+        path = stage.path.resolve() / v["file"]
+        key = f"run:quantize/{v['file']}@{v['key']}"
+        if v["format"] == "gguf":
+            out.append(EvalModel(v["role"], v["name"], key,
+                                 _gguf(cfg, path, v["name"], logs / f"llama-{v['role']}.log"),
+                                 "llama.cpp", student_path, None, 1))
+        else:
+            out.append(EvalModel(v["role"], v["name"], key,
+                                 _served(cfg, str(path), None, None, logs / f"vllm-{v['role']}.log"),
+                                 cfg.eval.server, str(path), None, e.max_n_per_request, stops))
+    return out
+
+
 def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
-    """Teacher, base student, distilled student: the three models every benchmark scores."""
+    """Teacher, base student, distilled student, and the student's quantized variants when the
+    recipe quantizes it: the models every benchmark scores."""
     rd = RunDir(run_dir)
     train = rd.require("train", complete=True)     # the distilled student
     student_path = str(train.path.resolve() / "model")
@@ -212,6 +250,7 @@ def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
     base_key = weights_key(s.student, s.revision)
     if stops.get("base"):
         base_key += f"+stop{stops['base']}"
+    quantized = quantized_models(cfg, run_dir, student_path, stops.get("student") or None)
     return [
         EvalModel("teacher", t.model, weights_key(t.model, t.revision), teacher, how,
                   t.model, t.revision, teacher_n),
@@ -223,4 +262,5 @@ def eval_models(cfg: Recipe, run_dir: Path) -> list[EvalModel]:
                   _served(cfg, student_path, None, e.base_url, logs / "vllm-student.log"),
                   _how_served(cfg, e.base_url), student_path, None, e.max_n_per_request,
                   stops.get("student") or None),
+        *quantized,
     ]

@@ -96,11 +96,12 @@ def _pinned(bench, data_file: str | None):
 
 def _context(cfg: Recipe, model: EvalModel, benches: list, problems: dict,
              sampling: dict) -> tuple[Context | None, int | None]:
-    """For a model served here with vLLM: its context and the --max-model-len to start it
-    with (None when eval.server_args already carry one, which then is the context)."""
-    if model.served != "vllm" or model.path is None:
+    """For a model served here with vLLM (or a GGUF file with llama.cpp): its context and the
+    --max-model-len to start it with (None when eval.server_args already carry one, which then
+    is the context)."""
+    if model.served not in ("vllm", "llama.cpp") or model.path is None:
         return None, None
-    given = flag_value(cfg.eval.server_args, "--max-model-len")
+    given = flag_value(cfg.eval.server_args, "--max-model-len") if model.served == "vllm" else None
     if given and cfg.eval.max_model_len and int(given) != cfg.eval.max_model_len:
         raise InputError(f"--max-model-len {given} in eval.server_args disagrees with "
                          f"eval.max_model_len {cfg.eval.max_model_len}", key="eval.max_model_len")
@@ -108,7 +109,8 @@ def _context(cfg: Recipe, model: EvalModel, benches: list, problems: dict,
     ctx = plan_context(model.path, model.revision, everything,
                        max(sampling[b.name].max_tokens for b in benches),
                        int(given) if given else cfg.eval.max_model_len)
-    log.info("eval %s: vLLM context %d tokens (%s)", model.role, ctx.max_model_len, ctx.why)
+    log.info("eval %s: %s context %d tokens (%s)", model.role, model.served, ctx.max_model_len,
+             ctx.why)
     return ctx, None if given else ctx.max_model_len
 
 
@@ -214,7 +216,10 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
             rows.extend({**r, "options": options[bench.name]} for r in
                         scoring.score_rows(model.name, model.role, bench, qs, cfg.eval.pass_k))
             question_rows.extend(_question_rows(model, bench, qs))
-        for a, b in (("student", "base"), ("student", "teacher")):
+        pairs = [("student", "base"), ("student", "teacher")]
+        pairs += [(m.role, other) for m in models if m.role.startswith("student-")
+                  for other in ("student", "teacher")]
+        for a, b in pairs:
             comparisons.extend(scoring.comparison_rows(a, b, bench, table[(a, bench.name)],
                                                        table[(b, bench.name)]))
     scoring.add_retention(rows, table)
@@ -225,4 +230,7 @@ def run_evaluate(cfg: Recipe, run_dir: Path) -> Path:
                                         **dataclasses.asdict(sampling[b.name]),
                                         "options": options[b.name]} for b in benches},
                    models={m.role: m.name for m in models})
+    from distill.tracking import log_scalars
+    log_scalars(cfg, run_dir, {f"eval/{r['role']}/{r['benchmark']}/{r['category']}/{r['metric']}": r["score"]
+                               for r in rows if isinstance(r.get("score"), (int, float))})
     return path

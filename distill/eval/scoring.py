@@ -2,7 +2,8 @@
 rows of pass@1 / pass@k / maj@k with 95% intervals per benchmark and category, retention of the
 teacher's score with its interval, and paired comparisons of two models. Each row also says
 what could make it differ from a published score: the share of its answers cut at the length
-cap (finish_reason "length") and the infrastructure errors behind it (failed request attempts
+cap (finish_reason "length"), the share caught in a repetition loop (grading.repetition:
+what a model broken by quantization or export does) and the infrastructure errors behind it (failed request attempts
 that were retried, gradings the grader failed and did again).
 
 Shared by the eval stage (three models) and `distill score` (one model's samples). Every
@@ -19,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from distill.eval import metrics
+from distill.grading.repetition import repetition
 
 VOTING_SCORERS = ("math", "choice")
 
@@ -31,6 +33,7 @@ class Question:
     answers: list[str | None] = field(default_factory=list)   # extracted, for maj@k
     truncated: int | None = 0     # samples cut at the length cap; None: finish reasons unknown
     infra_errors: int = 0         # retried request attempts and failed gradings
+    repetitive: int = 0           # samples in a repetition loop (grading.repetition)
 
 
 def voted_answer(problem: dict, content: str) -> str | None:
@@ -91,7 +94,8 @@ def questions_from(bench, problems: list[dict], samples: list[dict]) -> list[Que
                                 [bool(r["correct"]) for r in rs], [r.get("answer") for r in rs],
                                 sum(r["finish_reason"] == "length" for r in rs) if known else None,
                                 sum(int(r.get("retried_attempts") or 0)
-                                    + int(r.get("grade_retries") or 0) for r in rs)))
+                                    + int(r.get("grade_retries") or 0) for r in rs),
+                                sum(repetition(r) is not None for r in rs)))
     return out
 
 
@@ -140,12 +144,14 @@ def score_rows(model: str, role: str, bench, questions: list[Question],
         cut = None if any(q.truncated is None for q in qs) else \
             sum(q.truncated or 0 for q in qs) / sum(len(q.verdicts) for q in qs)
         infra = sum(q.infra_errors for q in qs)
+        loops = sum(q.repetitive for q in qs) / sum(len(q.verdicts) for q in qs)
         for metric in metric_names(bench, n, pass_k):
             est = estimate(qs, metric)
             rows.append({"model": model, "role": role, "benchmark": bench.name,
                          "category": label, "metric": metric, "score": est.value,
                          "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n,
-                         "samples": n, "truncated": cut, "infra_errors": infra})
+                         "samples": n, "truncated": cut, "repetitive": loops,
+                         "infra_errors": infra})
     return rows
 
 
@@ -175,6 +181,13 @@ def add_retention(rows: list[dict], questions: dict[tuple[str, str], list[Questi
         est = metrics.retention(s, t) if s else None
         if est is not None:
             r.update(retention=est.value, retention_ci_low=est.ci_low, retention_ci_high=est.ci_high)
+        # A quantized student (student-q4_k_m) against the unquantized one, paired the same way.
+        unquantized = questions.get(("student", r["benchmark"]))
+        if r["role"].startswith("student-") and unquantized:
+            s, u, _ = _paired(mine, unquantized, r["category"], r["metric"])
+            est = metrics.retention(s, u) if s else None
+            r.update(retention_student=est and est.value, retention_student_ci_low=est and est.ci_low,
+                     retention_student_ci_high=est and est.ci_high)
 
 
 def comparison_rows(a_role: str, b_role: str, bench, a: list[Question],

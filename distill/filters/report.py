@@ -15,7 +15,7 @@ EXAMPLES_PER_KIND = 2
 KINDS_PER_FILTER = 8
 
 
-def _kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
     """The reason without its particulars: 'wrong answer: got 3, want 4' -> 'wrong answer'."""
     head = re.split(r"[:(]| on (?:test|input) | of | x\d", reason, maxsplit=1)[0].strip()
     return head[:60] or reason[:60]
@@ -56,7 +56,7 @@ class Counts:
             return
         self.rejected[failed] += 1
         reason = reasons[failed]
-        kind = _kind(reason)
+        kind = reason_kind(reason)
         self.kinds[failed][kind] += 1
         # The examples are the smallest ids of each kind: the same whatever order traces are read in.
         exs = self.examples[failed][kind]
@@ -94,20 +94,21 @@ def _pct(x: float) -> str:
 
 
 def markdown(c: dict) -> str:
+    from distill.links import NOTE, markdown_link as view
     lines = ["# Filter report", "",
              f"Input: `{c['input']}`. Kept **{c['kept']} of {c['total']}** traces "
-             f"({_pct(c['kept_fraction'])}).", "",
-             "| filter | rejected | share of input |", "|---|---|---|"]
-    lines += [f"| {f} | {n} | {_pct(n / c['total'] if c['total'] else 0)} |"
-              for f, n in c["rejected"].items()]
+             f"({_pct(c['kept_fraction'])}). {NOTE}", "",
+             "| filter | rejected | share of input | traces |", "|---|---|---|---|"]
+    lines += [f"| {f} | {n} | {_pct(n / c['total'] if c['total'] else 0)} | "
+              f"{view('view', 'traces', failed=f)} |" for f, n in c["rejected"].items()]
     for key, title in (("by_source", "source"), ("by_category", "category")):
         filters = [f for f in c["rejected"]]
-        lines += ["", f"| {title} | total | kept | kept % | " + " | ".join(filters) + " |",
-                  "|---|---|---|---|" + "---|" * len(filters)]
+        lines += ["", f"| {title} | total | kept | kept % | " + " | ".join(filters) + " | traces |",
+                  "|---|---|---|---|" + "---|" * len(filters) + "---|"]
         for name, s in c[key].items():
             cells = " | ".join(str(s["rejected"].get(f, 0)) for f in filters)
             lines.append(f"| {name} | {s['total']} | {s['kept']} | {_pct(s['kept_fraction'])} | "
-                         f"{cells} |")
+                         f"{cells} | {view('rejected', 'traces', status='rejected', **{title: name})} |")
     d = c.get("decontamination")
     if d is not None:
         lines += ["", "## Decontamination", "",
@@ -129,9 +130,10 @@ def markdown(c: dict) -> str:
     for f, by_kind in c["examples"].items():
         lines += [f"### {f}", ""]
         for kind, exs in by_kind.items():
-            lines.append(f"- **{kind}** ({c['reasons'][f][kind]})")
+            lines.append(f"- **{kind}** ({c['reasons'][f][kind]}) "
+                         f"{view('view all', 'traces', failed=f, reason=kind)}")
             for e in exs:
                 lines.append(f"  - `{e['id']}`: {e['reason']}; prompt: \"{e['prompt']}\"; "
-                             f"answer ends: \"{e['answer_tail']}\"")
+                             f"answer ends: \"{e['answer_tail']}\" {view('view', 'trace/' + e['id'])}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

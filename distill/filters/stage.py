@@ -368,5 +368,9 @@ def run_filter(cfg, run_dir: Path) -> dict:
     dataset.complete(records=report["kept"], filter_hash=cfg.section_hash("filter"))
     out.complete(records=report["total"], kept=report["kept"], filter_hash=cfg.section_hash("filter"),
                  verified=verified, not_graded_other_settings=other())
+    from distill.tracking import log_scalars
+    log_scalars(cfg, run_dir, {"filter/total": report["total"], "filter/kept": report["kept"],
+                               "filter/kept_fraction": report["kept_fraction"],
+                               **{f"filter/rejected/{f}": n for f, n in report["rejected"].items()}})
     return report
 

@@ -6,6 +6,7 @@ economics section (distill/publish/economics.py) builds on it.
     params.py    total and active parameters (meta device, closed form as fallback)
     serving.py   weights, KV cache, GPUs, tensor / expert parallel sizes, vLLM flags
     cost.py      FLOPs per token, token and GPU-hour costs, usage recorded by a run
+    edge.py      the student in GGUF and torchao weight-only formats, its KV cache at eval
 
 May import: the contract (config, records, models, positions), toy. Not a stage.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.models import is_toy
-from distill.plan import cost, serving
+from distill.plan import cost, edge, serving
 from distill.plan.params import Arch, Params, describe
 from distill.plan.serving import DTYPES, GPUS
 from distill.plan.text import format_plan
@@ -131,6 +132,13 @@ def make_plan(cfg=None, run_dir: Path | None = None, *, teacher_config: str | No
                                              "max_length": cfg.train.max_length}
             except InputError as e:
                 warnings.append(f"{e.message}; the train stage refuses this recipe")
+        # The student on small machines, at the context the eval stage serves it with.
+        trained = (plan.get("student_positions") or {}).get("trained") or sa.max_positions
+        context = (edge.eval_context(cfg, trained) if cfg is not None
+                   else min(max_len, trained) if trained else max_len)
+        t_dtype = _serve_dtype(ta, pc.weights_dtype)
+        plan["student_edge"] = {**edge.edge_plan(sa, sp, context), "teacher_dtype": t_dtype,
+                                "teacher_bytes": serving.weights_gib(ta, tp_, t_dtype) * serving.GIB}
     if cfg is not None:
         plan["generation"] = _generation(cfg, run_dir, plan, usage, warnings, measured or {},
                                          prompts_from_recipe)

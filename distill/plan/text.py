@@ -86,7 +86,26 @@ def _models(plan: dict) -> str:
                 f"{pos['model']:,} raised to {pos['trained']:,} ("
                 + (f"train.rope_scaling {pos['rope_scaling']}" if pos["rope_scaling"] else "train.max_position_embeddings")
                 + "), and is saved so.")
+    if s and plan.get("student_edge"):
+        out += "\n\n" + _edge(plan["student_edge"], s)
     return out
+
+
+EDGE_FORMATS = {"bf16": "bf16", "Q8_0": "Q8_0 (llama.cpp)", "Q4_K_M": "Q4_K_M (llama.cpp)",
+                "int8": "int8 weight-only (torchao)", "int4": "int4 weight-only (torchao)"}
+
+
+def _edge(e: dict, s: dict) -> str:
+    """The student's weights in the formats of small machines, and its KV cache at eval."""
+    kv, ctx = e["kv_bytes"], e["context"]
+    rows = [[label, f"{e['weights'][k] * 8 / s['total']:.2f}", size(e["weights"][k]),
+             size(e["weights"][k] + kv)] for k, label in EDGE_FORMATS.items()]
+    out = (f"The student on small machines (weights; with the bf16 KV cache of one {ctx:,}-token "
+           f"eval sequence, {size(kv)}):\n\n"
+           + table(["format", "bits/weight", "weights", f"+ KV @ {ctx:,}"], rows, right={1, 2, 3}))
+    return out + (f"\n\nThe {s['name']} at 4 bits (Q4_K_M) needs {size(e['weights']['Q4_K_M'])} "
+                  f"({size(e['weights']['Q4_K_M'] + kv)} with the KV cache); the teacher needs "
+                  f"{size(e['teacher_bytes'])} ({e['teacher_dtype']}).")
 
 
 def _serving(plan: dict) -> str:

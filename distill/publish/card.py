@@ -14,6 +14,7 @@ from pathlib import Path
 from distill.config import Recipe
 from distill.eval.metrics import Estimate
 from distill.models import is_toy
+from distill.publish.leaderboard import pct
 
 METHODS = {
     "sft": "supervised fine-tuning on the teacher's verified reasoning traces",
@@ -33,10 +34,6 @@ def _hub_id(benchmark: str) -> str:
     except Exception:  # a renamed or removed benchmark file must not block the card
         return benchmark
     return hub if hub and "/" in hub else benchmark
-
-
-def _pct(x) -> str:
-    return "" if x is None else f"{100 * x:.1f}"
 
 
 REHEARSAL_BANNER = (
@@ -117,7 +114,7 @@ def _lineage_lines(cfg: Recipe, lineage: dict, license: str | None) -> list[str]
 
 def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, str], Estimate],
                differences: dict[tuple[str, str], Estimate], lineage: dict,
-               license: str | None = None):
+               license: str | None = None, edge: list[dict] | None = None):
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from distill.config import dump_recipe
@@ -188,11 +185,11 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
     for r in student:
         key = (r["benchmark"], r["category"], r["metric"])
         t, b = index.get(("teacher", *key)), index.get(("base", *key))
-        ci = f" [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
+        ci = f" [{pct(r['ci_low'])}, {pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
         ret = "" if r["retention"] is None else f"{r['retention']:.2f}"
         lines.append(f"| {r['benchmark']} | {r['category']} | {r['metric']} | "
-                     f"{_pct(t and t['score'])} | {_pct(b and b['score'])} | "
-                     f"{_pct(r['score'])}{ci} | {r['n']} | {ret} |")
+                     f"{pct(t and t['score'])} | {pct(b and b['score'])} | "
+                     f"{pct(r['score'])}{ci} | {r['n']} | {ret} |")
     if retention:
         lines += ["", "### Retention of the teacher's pass@1, per category", "",
                   "Paired bootstrap over questions, 95% interval.", "",
@@ -210,6 +207,8 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         for (bench, cat), est in sorted(differences.items()):
             lines.append(f"| {bench} | {cat} | {100 * est.value:+.1f} "
                          f"[{100 * est.ci_low:+.1f}, {100 * est.ci_high:+.1f}] |")
+    if edge:
+        lines += ["", *quantization_lines(cfg, edge)]
     lines += [
         "",
         "## Intended use and limits",
@@ -234,6 +233,41 @@ def build_card(cfg: Recipe, rows: list[dict], retention: dict[tuple[str, str, st
         "</details>",
         "",
     ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def gguf_repo(cfg: Recipe) -> str:
+    """Where the GGUF files go: the model repo, or `<model repo>-GGUF` (quantize.gguf_repo)."""
+    return model_name(cfg) + ("-GGUF" if cfg.quantize.gguf_repo == "separate" else "")
+
+
+def quantization_lines(cfg: Recipe, edge: list[dict]) -> list[str]:
+    """The card's quantization table: each variant's size, memory, CPU speed and what it kept."""
+    from distill.publish.edge import NOTE, to_markdown
+    files = sorted({e["model"] for e in edge if e["format"] == "gguf"})
+    lines = ["## Quantized variants", "",
+             "Exported and scored on every benchmark with the same sampling as above; the chat "
+             "template, the end-of-turn token and `<think>` were checked to survive the export.",
+             "", to_markdown(edge), "", NOTE, ""]
+    if files:
+        repo = gguf_repo(cfg)
+        example = next((e["model"] for e in edge if e.get("qtype") == "q4_k_m"), files[0])
+        tag = example.rsplit("-", 1)[-1]
+        lines += [f"The GGUF files are in [`{repo}`](https://huggingface.co/{repo}):", "",
+                  "```sh", f"llama-server -hf {repo}:{tag}", f"ollama run hf.co/{repo}:{tag}",
+                  "```", ""]
+    return lines
+
+
+def build_gguf_card(cfg: Recipe, edge: list[dict], license: str | None):
+    """The card of a separate -GGUF repo: the files, how to run them, what each kept."""
+    from huggingface_hub import ModelCard, ModelCardData
+    name = model_name(cfg)
+    data = ModelCardData(base_model=name if not cfg.run.rehearsal else None, license=license,
+                         library_name="gguf", pipeline_tag="text-generation",
+                         tags=["gguf", "distillation", f"recipe:{cfg.run.name}"])
+    lines = [f"# {gguf_repo(cfg)}", "", f"GGUF files of [`{name}`](https://huggingface.co/{name}), "
+             "written by llama.cpp's converter and quantizer.", "", *quantization_lines(cfg, edge)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 

@@ -147,6 +147,41 @@ def _models_table(cfg: Recipe, plan: dict, quality: dict) -> tuple[str, list[dic
     return text, entries
 
 
+def _edge_entries(run_dir: Path, plan: dict, quality: dict) -> list[dict]:
+    """The quantize stage's variants (and the unquantized student as it measured it): weights
+    on disk, resident memory and single-stream CPU tokens/s as measured there, beside quality."""
+    from distill.publish.edge import variants
+    out = []
+    for v in variants(run_dir):
+        q = quality.get(v["role"], {})
+        out.append({"role": v["role"], "model": v["name"], "format": v["format"],
+                    "weights_bytes": v["bytes"], "model_rss_bytes": v.get("model_rss_bytes"),
+                    "cpu_tokens_per_s": v.get("tokens_per_s"), "mean_pass1": q.get("mean"),
+                    "retention": q.get("retention")})
+    return out
+
+
+def edge_text(edge: list[dict], plan: dict) -> str:
+    """The edge table and its sentence: what the student needs at its smallest, and the teacher."""
+    rows = [[e["role"], e["model"], e["format"], size(e["weights_bytes"]),
+             size(e["model_rss_bytes"]) if e["model_rss_bytes"] else "",
+             f"{e['cpu_tokens_per_s']:,.0f}" if e["cpu_tokens_per_s"] else "",
+             "" if e["mean_pass1"] is None else f"{100 * e['mean_pass1']:.1f}",
+             "" if e["retention"] is None else f"{e['retention']:.2f}"] for e in edge]
+    text = table(["role", "model", "format", "weights", "memory (model)", "CPU tokens/s",
+                  "mean pass@1 %", "retention"], rows, right={3, 4, 5, 6, 7})
+    smallest = min((e for e in edge if e["role"] != "student"), key=lambda e: e["weights_bytes"],
+                   default=None)
+    if smallest:
+        teacher = 2.0 * plan["teacher"]["total"]
+        text += (f"\n\nThe student as {smallest['model']} needs {size(smallest['weights_bytes'])} of "
+                 f"weights; the teacher needs {size(teacher)} in bf16 "
+                 f"({teacher / smallest['weights_bytes']:,.0f}x). Memory: what loading the model "
+                 "added to the serving process (weights, KV cache, buffers); CPU tokens/s: one "
+                 "stream, greedy, measured by the quantize stage on this run's machine.")
+    return text
+
+
 def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices: int) -> dict | None:
     """Cost of the current generation's traces, split by the filter verdict; a trace's cost is
     the one recorded (API prices) or, self-hosted, its share of the device-hours."""
@@ -177,12 +212,20 @@ def _trace_costs(cfg: Recipe, run_dir: Path, teacher_tps: float | None, devices:
             "by_verdict": {k: {**v, "share": v["usd"] / total if total else 0.0} for k, v in groups.items()}}
 
 
-def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
+ROLE_COLORS = {"teacher": "#c05621", "base": "#9aa5b1", "student": "#2b6cb0"}
+QUANTIZED_COLOR = "#38a169"     # the student's quantized variants
+
+
+def _plot(entries: list[dict], quality: dict, path: Path, title: str,
+          edge: list[dict] | None = None) -> Path:
     from distill.publish.plots import pyplot, save_figure
     plt = pyplot()
     priced = all(e["usd_per_m_tokens"] for e in entries)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    colors = {"teacher": "#c05621", "base": "#9aa5b1", "student": "#2b6cb0"}
+    if edge:
+        fig, (ax, mem) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+        _plot_memory(mem, entries, edge)
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
     benches = sorted({b for q in quality.values() for b in q if b not in ("mean", "retention")})
     markers = dict(zip(benches, "osD^v<>P*X"))
     for e in entries:
@@ -190,9 +233,9 @@ def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
         q = quality.get(e["role"], {})
         for b in benches:
             if b in q:
-                ax.scatter(x, 100 * q[b], color=colors[e["role"]], marker=markers[b], alpha=0.45, s=30)
+                ax.scatter(x, 100 * q[b], color=ROLE_COLORS[e["role"]], marker=markers[b], alpha=0.45, s=30)
         if q.get("mean") is not None:
-            ax.scatter(x, 100 * q["mean"], color=colors[e["role"]], s=140, edgecolor="black", zorder=3,
+            ax.scatter(x, 100 * q["mean"], color=ROLE_COLORS[e["role"]], s=140, edgecolor="black", zorder=3,
                        label=f"{e['role']} (mean)")
             offset = {"teacher": (8, 4), "base": (8, -12), "student": (8, 6)}[e["role"]]
             ax.annotate(e["role"], (x, 100 * q["mean"]), textcoords="offset points", xytext=offset,
@@ -210,6 +253,24 @@ def _plot(entries: list[dict], quality: dict, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
+def _plot_memory(ax, entries: list[dict], edge: list[dict]) -> None:
+    """Mean pass@1 against the weights' size: teacher and students in bf16, the quantized
+    student at each format."""
+    points = [(e["role"], 2.0 * e["total"], e["mean_pass1"]) for e in entries] + \
+        [(e["role"], e["weights_bytes"], e["mean_pass1"]) for e in edge if e["role"] != "student"]
+    for role, nbytes, score in points:
+        if score is None:
+            continue
+        color = ROLE_COLORS.get(role, QUANTIZED_COLOR)
+        ax.scatter(nbytes / 2**30, 100 * score, color=color, s=90, edgecolor="black", zorder=3)
+        ax.annotate(role.replace("student-", ""), (nbytes / 2**30, 100 * score),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("weights (GiB; teacher and students in bf16)")
+    ax.set_ylabel("mean pass@1 (%)")
+    ax.set_title("Quality vs memory: the student at the edge")
+
+
 def _experts(cfg: Recipe, run_dir: Path) -> dict | None:
     path = _local_model(cfg.teacher.model)
     if path is None or not RunDir(run_dir).generate.path.is_dir():
@@ -225,13 +286,17 @@ def build(cfg: Recipe, run_dir: Path, rows: list[dict]) -> dict:
     models_md, entries = _models_table(cfg, plan, quality)
     sc = plan["generation"]["serving_usd_per_m"]
     traces = _trace_costs(cfg, run_dir, sc["teacher_tokens_per_s"], sc["teacher_devices"])
+    edge = _edge_entries(run_dir, plan, quality)
     return {"models": entries, "models_md": models_md, "quality": quality, "traces": traces,
+            "edge": edge, "edge_md": edge_text(edge, plan) if edge else None,
             "generation": plan["generation"], "experts": _experts(cfg, run_dir),
             "warnings": plan["warnings"]}
 
 
 def to_markdown(e: dict, title: str) -> str:
     lines = [f"# Economics: {title}", "", "## Teacher and students", "", e["models_md"], ""]
+    if e.get("edge_md"):
+        lines += ["## The student at the edge", "", e["edge_md"], ""]
     t = e["traces"]
     if t:
         lines += ["## What a kept trace cost", "",
@@ -282,9 +347,10 @@ def write_economics(cfg: Recipe, run_dir: Path, rows: list[dict], report: Path) 
         log.warning("economics section skipped: %s", err)
         write_text(report / "economics.md", f"# Economics: {title}\n\nNot available: {err}\n")
         return None
-    _plot(e["models"], e["quality"], report / "quality_vs_cost.png", f"Quality vs cost: {cfg.run.name}")
+    _plot(e["models"], e["quality"], report / "quality_vs_cost.png", f"Quality vs cost: {cfg.run.name}",
+          e["edge"])
     for w in (e["experts"] or {}).get("warnings", []):
         log.warning(w)
-    write_json(report / "economics.json", {k: v for k, v in e.items() if k != "models_md"})
+    write_json(report / "economics.json", {k: v for k, v in e.items() if not k.endswith("_md")})
     write_text(report / "economics.md", to_markdown(e, title))
     return e

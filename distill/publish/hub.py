@@ -34,12 +34,16 @@ def _link_tree(src: Path, dst: Path) -> None:
     for path in sorted(src.rglob("*")):
         if path.is_dir() or path.name in SKIP or path.name.startswith("."):
             continue
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        _link(path, dst / path.relative_to(src))
+
+
+def _link(path: Path, target: Path) -> None:
+    """A hard link (no copy of gigabytes of weights), or a copy across file systems."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copy2(path, target)
 
 
 def _kept_rows(run_dir: Path):
@@ -85,7 +89,7 @@ def _write_dataset(run_dir: Path, folder: Path) -> int:
 
 def plan_repos(cfg: Recipe, run_dir: Path) -> dict[str, dict]:
     """kind -> {repo_id, repo_type}: the repos this run publishes to."""
-    from distill.publish.card import dataset_repo, model_name
+    from distill.publish.card import dataset_repo, gguf_repo, model_name
     p = cfg.publish
     if p.push and not p.hub_repo:
         raise InputError("publish.push needs publish.hub_repo (the model repo, e.g. org/name)",
@@ -100,7 +104,16 @@ def plan_repos(cfg: Recipe, run_dir: Path) -> dict[str, dict]:
     if p.adapter_repo:
         repos["adapter"] = {"repo_id": p.adapter_repo, "repo_type": "model"}
     repos["model"] = {"repo_id": model_name(cfg), "repo_type": "model"}
+    if cfg.quantize.gguf_repo == "separate" and _gguf_files(run_dir):
+        repos["gguf"] = {"repo_id": gguf_repo(cfg), "repo_type": "model"}
     return repos
+
+
+def _gguf_files(run_dir: Path) -> list[Path]:
+    """The quantize stage's GGUF files, named `<model>-Q4_K_M.gguf` as the ecosystem names them."""
+    from distill.publish.edge import variants
+    stage = RunDir(run_dir).quantize
+    return [stage.path / v["file"] for v in variants(run_dir) if v["format"] == "gguf"]
 
 
 def stage_folders(cfg: Recipe, run_dir: Path, cards: dict[str, Path]) -> dict[str, dict]:
@@ -116,6 +129,9 @@ def stage_folders(cfg: Recipe, run_dir: Path, cards: dict[str, Path]) -> dict[st
         folder.mkdir(parents=True)
         if kind == "dataset":
             repo["rows"] = _write_dataset(run_dir, folder)
+        elif kind == "gguf":
+            for f in _gguf_files(run_dir):
+                _link(f, folder / f.name)
         else:
             weights = rd.train.path / ("adapter" if kind == "adapter" else "model")
             if not (weights / "config.json").exists() and not (weights / "adapter_config.json").exists():
@@ -126,6 +142,9 @@ def stage_folders(cfg: Recipe, run_dir: Path, cards: dict[str, Path]) -> dict[st
             lineage = rd.train.path / "lineage.json"
             if lineage.exists():
                 shutil.copy2(lineage, folder / "distill_lineage.json")
+            if kind == "model" and "gguf" not in repos:   # quantize.gguf_repo: model
+                for f in _gguf_files(run_dir):
+                    _link(f, folder / f.name)
         shutil.copy2(cards[kind], folder / "README.md")
         repo.update(folder=str(folder), private=cfg.publish.private,
                     files=sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
@@ -155,7 +174,7 @@ def push_folders(cfg: Recipe, repos: dict[str, dict], token: str) -> dict[str, s
         raise InputError("a rehearsal is never pushed to the Hub", key="publish.push")
     api = HfApi(token=token)
     urls: dict[str, str] = {}
-    for kind in ("dataset", "adapter", "model"):
+    for kind in ("dataset", "adapter", "model", "gguf"):
         if kind not in repos:
             continue
         repo = repos[kind]

@@ -2,7 +2,8 @@
 
 Retention = student score / teacher score on the same benchmark, category and metric; it is
 filled on student and base rows, 1.0 on teacher rows, empty where the teacher scored 0.
-`truncated` is the share of the row's answers cut at the length cap and `infra_errors` the
+`truncated` is the share of the row's answers cut at the length cap, `repetitive` the share
+caught in a repetition loop, and `infra_errors` the
 request attempts that failed and were retried plus the gradings that failed and were done
 again: what to look at first when a score does not reproduce. A benchmark scored with loader
 options (a LiveCodeBench release and date window) has them listed under the tables.
@@ -19,7 +20,8 @@ from typing import Any
 from distill.eval import metrics
 
 COLUMNS = ["model", "role", "benchmark", "category", "metric", "score", "ci_low", "ci_high", "n",
-           "retention", "truncated", "infra_errors"]
+           "retention", "truncated", "repetitive", "infra_errors"]
+# Then the student's quantized variants (student-q8_0, student-q4_k_m, ...), as evaluated.
 ROLE_ORDER = {"teacher": 0, "base": 1, "student": 2}
 
 
@@ -37,7 +39,7 @@ def leaderboard_rows(scores: list[dict]) -> list[dict]:
                      "retention_ci_high": r.get("retention_ci_high"),
                      "options": r.get("options")})
     rows.sort(key=lambda r: (r["benchmark"], "/" in r["category"], r["category"], r["metric"],
-                             ROLE_ORDER.get(r["role"], 9)))
+                             ROLE_ORDER.get(r["role"], 3)))
     return rows
 
 
@@ -95,7 +97,8 @@ def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     return buf.getvalue()
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
+    """A share as a percentage with one decimal ("" for None)."""
     return "" if x is None else f"{100 * x:.1f}"
 
 
@@ -128,16 +131,17 @@ def to_markdown(rows: list[dict], title: str) -> str:
     lines = [f"# {title}", "",
              "Scores in %, 95% intervals in brackets; retention = score / teacher score (its 95% "
              "paired-bootstrap interval in brackets); cut = answers cut at the length cap, in %; "
-             "infra = failed request attempts and gradings, retried.", "",
+             "loops = answers caught in a repetition loop, in %; infra = failed request attempts "
+             "and gradings, retried.", "",
              "| model | role | benchmark | category | metric | score | 95% CI | n | retention "
-             "| cut | infra |",
-             "|---|---|---|---|---|--:|---|--:|--:|--:|--:|"]
+             "| cut | loops | infra |",
+             "|---|---|---|---|---|--:|---|--:|--:|--:|--:|--:|"]
     for r in rows:
-        ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
+        ci = f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}]" if r["ci_low"] is not None else ""
         infra = "" if r.get("infra_errors") is None else r["infra_errors"]
         lines.append(f"| {r['model']} | {r['role']} | {r['benchmark']} | {r['category']} | "
-                     f"{r['metric']} | {_pct(r['score'])} | {ci} | {r['n']} | {retention_text(r)} "
-                     f"| {_pct(r.get('truncated'))} | {infra} |")
+                     f"{r['metric']} | {pct(r['score'])} | {ci} | {r['n']} | {retention_text(r)} "
+                     f"| {pct(r.get('truncated'))} | {pct(r.get('repetitive'))} | {infra} |")
     options = benchmark_options(rows)
     if options:
         lines += ["", "Scored with: " + "; ".join(options) + "."]
@@ -227,4 +231,4 @@ def to_html(rows: list[dict], title: str) -> str:
     after = COLUMNS.index("retention") + 1
     return html_page(title, [intro, html_table(
         shown, COLUMNS[:after] + ["retention 95% CI"] + COLUMNS[after:],
-        {c: _pct for c in ("score", "ci_low", "ci_high", "truncated")})])
+        {c: pct for c in ("score", "ci_low", "ci_high", "truncated", "repetitive")})])

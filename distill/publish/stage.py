@@ -11,7 +11,10 @@ from pathlib import Path
 
 from distill.config import Recipe
 from distill.errors import InputError
-from distill.publish import card, datacard, hub, economics, leaderboard, lineage, plots
+from distill.publish import (card, datacard, economics, edge, hub, leaderboard, lineage, plots,
+                             train_plots)
+from distill.tracking import read_log_history
+from distill.links import leaderboard_section
 from distill.records import RunDir, write_text
 
 log = logging.getLogger(__name__)
@@ -44,14 +47,22 @@ def run_publish(cfg: Recipe, run_dir: Path) -> Path:
     report = run.report
     report.mkdir(parents=True, exist_ok=True)
     write_text(report / "leaderboard.csv", leaderboard.to_csv(rows))
-    write_text(report / "leaderboard.md", leaderboard.to_markdown(rows, title))
+    write_text(report / "leaderboard.md", leaderboard.to_markdown(rows, title) + leaderboard_section(rows))
     write_text(report / "leaderboard.html", leaderboard.to_html(rows, title))
     plots.plot_retention(rows, retention, report / "retention.png",
                          ("REHEARSAL - " if cfg.run.rehearsal else "") + f"Retention: {cfg.run.name}")
     economics.write_economics(cfg, run.path, rows, report)  # economics.md/.json, quality_vs_cost.png
+    comparisons = evaluated.read_json("comparisons.json") \
+        if (evaluated.path / "comparisons.json").exists() else []
+    edge_rows = edge.write_edge(run.path, scores, comparisons, report, title)  # report/edge.md
+    train_plots.plot_training({cfg.train.student: read_log_history(run.path)}, report / "training.png",
+                              f"Training: {cfg.run.name}")
     model_card = card.build_card(cfg, rows, retention, leaderboard.differences(questions),
-                                 history, model_license)
+                                 history, model_license, edge_rows)
     cards = {"model": card.write_card(model_card, report / "README.md")}
+    if edge_rows and cfg.quantize.gguf_repo == "separate":
+        cards["gguf"] = card.write_card(card.build_gguf_card(cfg, edge_rows, model_license),
+                                        report / "gguf_card.md")
     if run.dataset.is_complete():
         cards["dataset"] = card.write_card(
             datacard.build_dataset_card(cfg, history, data_license, card.dataset_repo(cfg)),

@@ -35,12 +35,13 @@ from distill.errors import InputError
 from distill.records import STAGE_FOLDERS, write_json, write_text
 from distill.recipes import read_recipe
 
-STAGE_ORDER = list(STAGE_FOLDERS)          # prompts, generate, filter, train, evaluate, publish
+STAGE_ORDER = list(STAGE_FOLDERS)          # prompts, generate, filter, train, quantize, evaluate, publish
 SHARED_UPSTREAM = ("prompts", "generate", "filter")
 
 # The first stage a recipe section matters to.
 SECTION_STAGE = {"run": "prompts", "prompts": "prompts", "teacher": "generate",
                  "generate": "generate", "filter": "filter", "train": "train",
+                 "quantize": "quantize",
                  "eval": "evaluate", "plan": "publish", "publish": "publish",
                  "refresh": "publish"}
 # Keys that matter earlier than their section: the prompts stage drops prompts found in the

@@ -288,7 +288,9 @@ def plot_name(key: str) -> str:
 
 def write_map(sweep_dir: Path, variants: list[Variant], reference: str) -> Path:
     """Writes <sweep_dir>/report/: map.md, map.csv, map.json and the plots; returns map.md."""
+    from distill.publish import train_plots
     from distill.sweep import map_plots
+    from distill.tracking import read_log_history
 
     rows = map_rows(variants, reference)
     keys = swept_keys(variants)
@@ -304,6 +306,10 @@ def write_map(sweep_dir: Path, variants: list[Variant], reference: str) -> Path:
     if rows:
         plots = [map_plots.plot_key(rows, keys, key, out / plot_name(key)).name for key in keys]
         plots.append(map_plots.plot_cost(rows, out / "map_cost.png").name)
+    trained = train_plots.plot_training({v.name: read_log_history(v.run_dir) for v in variants},
+                                        out / "map_training.png", f"Training: {Path(sweep_dir).name}")
+    if trained:
+        plots.append(trained.name)
     path = out / "map.md"
     write_text(path, to_markdown(Path(sweep_dir).name, variants, reference, rows, pending, plots))
     return path

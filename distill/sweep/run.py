@@ -57,8 +57,9 @@ def steps(plan: SweepPlan, stages: list[str] | None = None) -> list[Step]:
         i = STAGE_ORDER.index(stage)
         for v in plan.leads(stage):
             after: list[tuple[str, str]] = []
-            if i > 0 and STAGE_ORDER[i - 1] in chosen:
-                prev = STAGE_ORDER[i - 1]
+            # the nearest earlier stage of those chosen (train, with quantize left out)
+            prev = next((s for s in reversed(STAGE_ORDER[:i]) if s in chosen), None)
+            if prev is not None:
                 after.append((v.shares[prev], prev))
             donor = None
             if stage == "evaluate" and v.donor != v.name:

@@ -15,17 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distill.toy.tokenizer import BOS, CHAT_TEMPLATE, END_THINK, EOS, PAD, THINK
+from distill.toy.tokenizer import BOS, END_THINK, EOS, PAD, THINK, byte_level, wrap
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 VOCAB_SIZE = 384  # at most: 256 bytes, 3 specials, the merges seen twice or more (~100)
-
-# Qwen2's pre-tokenizer split (tokenizer.json of Qwen2.5): words, single digits, punctuation runs,
-# newlines, spaces.
-SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-         r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def corpus() -> list[str]:
@@ -42,17 +37,8 @@ def corpus() -> list[str]:
 
 
 def build_bpe_tokenizer() -> PreTrainedTokenizerFast:
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    core.normalizer = normalizers.NFC()
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
-    core.decoder = decoders.ByteLevel()
-    core.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    core = byte_level(Tokenizer(models.BPE(unk_token=None, byte_fallback=False)))
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE, min_frequency=2, show_progress=False,
         special_tokens=[PAD, EOS, BOS],
@@ -60,11 +46,4 @@ def build_bpe_tokenizer() -> PreTrainedTokenizerFast:
     # <think> and </think> are split from the text before training, so no merge spells them.
     texts = [t.replace(THINK, " ").replace(END_THINK, " ") for t in corpus()]
     core.train_from_iterator(texts, trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS,
-                                  bos_token=None, clean_up_tokenization_spaces=False)
-    tok.add_special_tokens({"additional_special_tokens": [BOS]})
-    tok.add_tokens([THINK, END_THINK], special_tokens=False)
-    tok.chat_template = CHAT_TEMPLATE
-    tok.padding_side = "left"
-    tok.model_max_length = 512
-    return tok
+    return wrap(core)

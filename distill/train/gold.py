@@ -44,31 +44,6 @@ def _dataset(prep, max_length: int):
     return data, len(prep.data) - len(data)
 
 
-def _accept_character_tokenizer(tok) -> None:
-    """TRL's ULD takes byte offsets only from ByteLevel BPE tokenizers (trl/experimental/utils.py:
-    148 `is_byte_level_tokenizer`, checked at 250 in `encode_with_byte_offsets`). A tokenizer whose
-    every piece is one character or a whole added token (the toy student's) has exact character
-    offsets, which `encode_with_byte_offsets` turns into exact byte offsets: let that tokenizer
-    through, and only it. Any other non-ByteLevel tokenizer still meets TRL's error."""
-    import trl.experimental.utils as trl_utils
-
-    backend = tok.backend_tokenizer
-    if trl_utils.is_byte_level_tokenizer(backend):
-        return
-    added = {t.content for t in tok.added_tokens_decoder.values()}
-    if not all(len(piece) == 1 or piece in added for piece in tok.get_vocab()):
-        return
-    spec, original = backend.to_str(), trl_utils.is_byte_level_tokenizer
-    if getattr(original, "accepts", None) == spec:
-        return
-
-    def is_byte_level_or_characters(b) -> bool:
-        return original(b) or b.to_str() == spec
-
-    is_byte_level_or_characters.accepts = spec  # type: ignore[attr-defined]
-    setattr(trl_utils, "is_byte_level_tokenizer", is_byte_level_or_characters)
-
-
 def build_gold(cfg, prep, output_dir):
     """The trainer and what the manifest keeps of it (the teacher, the loss, dropped records)."""
     from transformers import AutoModelForCausalLM
@@ -85,8 +60,6 @@ def build_gold(cfg, prep, output_dir):
     teacher_path = resolve_model(name, key=key)
     cross = vocabulary_problem(prep.tok, load_teacher_tokenizer(name, key), t.student, name) is not None
     data, dropped = _dataset(prep, t.max_length)
-    if cross and g.extended_uld:
-        _accept_character_tokenizer(prep.tok)
     kw = trainer_kwargs(t, cfg, output_dir)
     kw.update(
         max_length=t.max_length,
@@ -102,7 +75,6 @@ def build_gold(cfg, prep, output_dir):
         uld_distillation_weight=g.distillation_weight,
         uld_student_temperature=g.student_temperature,
         uld_teacher_temperature=g.teacher_temperature,
-        dataset_num_proc=None,  # in this process, where _accept_character_tokenizer applies
         logging_steps=10,
     )
     args = GOLDConfig(**kw)
