@@ -14,7 +14,8 @@ opaque blob that is unpickled inside the sandbox that grades a candidate, where 
 compared in full with the expected value as evalplus compares it (`==`, then allclose with the
 task's atol, 1e-6 for float outputs, rtol 1e-7), with evalplus' special oracles for find_zero
 and eight MBPP tasks. A candidate gets 4 x the canonical time per input (at least 4 s;
-evalplus' floor is 1 s) and 4 GiB of address space, as in evalplus.
+evalplus' floor is 1 s), 4 x the canonical solution's whole run overall, and 4 GiB of address
+space, as in evalplus.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from distill.grading.harness import HARNESS
 from distill.grading.verify import record_outputs
 from distill.records import write_json
 
-# A candidate gets at least this long in all, or 4x the canonical solution's time + 5 s.
+# A candidate gets at least this long in all, or 4x the canonical solution's time + 5 s: its
+# time on the inputs, and its whole sandboxed run (start, loading inputs and outputs).
 MIN_TIMEOUT_S = 10.0
 # evalplus' address-space limit: some plus inputs build outputs of a gigabyte (Mbpp/255).
 MEMORY_MB = 4096
@@ -167,10 +169,11 @@ def _checker(dataset: str, entry_point: str) -> str | None:
 
 
 def expected_outputs(name: str, tasks: list[dict], workers: int = 2) -> dict[str, dict]:
-    """task_id -> {"expected": packed outputs, "times_s": per input} for tasks with fields
-    task_id, code (canonical program), entry_point, inputs (list); cached on disk."""
+    """task_id -> {"expected": packed outputs, "times_s": per input, "wall_s": the whole run}
+    for tasks with fields task_id, code (canonical program), entry_point, inputs (list); cached
+    on disk."""
     dataset = "mbpp" if name.startswith("mbpp") else "humaneval"
-    key = hashlib.sha256(json.dumps([HARNESS] + [
+    key = hashlib.sha256(json.dumps([HARNESS, "wall_s"] + [
         [t["task_id"], t["code"], t["inputs"], _mode(dataset, t["entry_point"])]
         for t in tasks], sort_keys=True, default=repr).encode()).hexdigest()[:16]
     path = _cache_dir() / f"{name}-{key}.json"
@@ -181,8 +184,8 @@ def expected_outputs(name: str, tasks: list[dict], workers: int = 2) -> dict[str
         problem = {"id": t["task_id"], "entry_point": t["entry_point"],
                    "functional_tests": {"inputs": t["inputs"],
                                         "mode": _mode(dataset, t["entry_point"])}}
-        blob, times = record_outputs(problem, t["code"], memory_mb=MEMORY_MB)
-        return {"expected": blob, "times_s": times}
+        rec = record_outputs(problem, t["code"], memory_mb=MEMORY_MB)
+        return {"expected": rec.blob, "times_s": rec.times_s, "wall_s": rec.wall_s}
 
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(one, tasks))
@@ -199,5 +202,10 @@ def functional_tests(entry_point: str, dataset: str, inputs: list, expected: str
             "mode": _mode(dataset, entry_point), "checker": _checker(dataset, entry_point)}
 
 
-def timeout_for(times_s: list[float]) -> float:
-    return max(MIN_TIMEOUT_S, 4 * sum(times_s) + 5)
+def timeout_for(expected: dict) -> float:
+    """A candidate's overall limit from its task's entry in `expected_outputs`: 4x the canonical
+    solution's time + 5 s, counting its whole run. Its time on the inputs alone leaves out
+    unpacking and comparing the expected outputs: Mbpp/255's canonical solution took 3.3 s on
+    its inputs and 9.4 s in all, so a limit of 18 s from the inputs' time timed it out in CI
+    under load; from the whole run it is 42 s."""
+    return max(MIN_TIMEOUT_S, 4 * sum(expected["times_s"]) + 5, 4 * expected["wall_s"] + 5)

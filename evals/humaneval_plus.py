@@ -47,7 +47,7 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
             r, tests=r["test"] + f"\n\ncheck({r['entry_point']})\n",
             functional_tests=_evalplus.functional_tests(
                 r["entry_point"], "humaneval", t["inputs"], e["expected"], float(r.get("atol") or 0)),
-            reference_times_s=e["times_s"], timeout_s=_evalplus.timeout_for(e["times_s"])))
+            reference_times_s=e["times_s"], timeout_s=_evalplus.timeout_for(e)))
     return problems
 
 

@@ -104,7 +104,7 @@ def load(data_file: str | None = None, limit: int | None = None) -> list[dict]:
                 r["entry_point"], "mbpp", t["inputs"], e["expected"], float(r.get("atol") or 0)),
             "reference_times_s": e["times_s"],
             "entry_point": r["entry_point"],
-            "timeout_s": _evalplus.timeout_for(e["times_s"]),
+            "timeout_s": _evalplus.timeout_for(e),
             "memory_mb": _evalplus.MEMORY_MB,
             "canonical_solution": r["canonical_solution"],
             "categories": {},

@@ -36,6 +36,7 @@ import secrets
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from distill.grading import sandbox
 from distill.grading.extract import extract_code
@@ -248,11 +249,20 @@ def verify_code(problem: dict, content: str, timeout_s: float | None = None,
 
 # ---------------------------------------------------------------------- reference runs
 
+class Recorded(NamedTuple):
+    blob: str             # the outputs, packed: functional_tests["outputs_packed"]
+    times_s: list[float]  # the reference's time per input: problem["reference_times_s"]
+    wall_s: float         # the whole sandboxed run: start, loading the inputs, packing outputs
+
+
 def record_outputs(problem: dict, solution: str, *, timeout_s: float = 300.0,
-                   memory_mb: int = 4096) -> tuple[str, list[float]]:
+                   memory_mb: int = 4096) -> Recorded:
     """Runs a reference solution on the problem's functional inputs; returns its outputs as an
     opaque packed blob (pass it back as `functional_tests["outputs_packed"]`; it is unpickled
-    only inside a sandbox) and its time per input. Raises RuntimeError if it fails."""
+    only inside a sandbox), its time per input and the whole run's time. Grading a candidate
+    unpacks the expected outputs and compares them, work the per-input times leave out (for
+    Mbpp/255's gigabyte of outputs, 6 of the 9 s), so the whole run is what a problem's
+    overall limit scales from. Raises RuntimeError if it fails."""
     code = candidate_program(problem, solution)
     result, token = _run_in_process_tests(problem, code, timeout_s, memory_mb, record=True)
     lines = result.stdout.rstrip("\n").rsplit("\n", 3)
@@ -261,7 +271,7 @@ def record_outputs(problem: dict, solution: str, *, timeout_s: float = 300.0,
                            f"({result.status}): {_reason(result)}")
     blob, times = lines[-3], json.loads(lines[-2])
     base64.b64decode(blob, validate=True)    # only ever an opaque base64 string
-    return blob, [float(t) for t in times]
+    return Recorded(blob, [float(t) for t in times], result.duration_s)
 
 
 def reference_times(problem: dict, solution: str, *, timeout_s: float = 300.0,
@@ -270,7 +280,7 @@ def reference_times(problem: dict, solution: str, *, timeout_s: float = 300.0,
     only stdin tests, on each stdin test); store them as `problem["reference_times_s"]` to
     scale the candidates' per-test limits. Raises RuntimeError if the reference fails."""
     if problem.get("functional_tests"):
-        return record_outputs(problem, solution, timeout_s=timeout_s, memory_mb=memory_mb)[1]
+        return record_outputs(problem, solution, timeout_s=timeout_s, memory_mb=memory_mb).times_s
     code = candidate_program(problem, solution)
     times = []
     for i, test in enumerate(problem.get("stdio_tests") or []):
