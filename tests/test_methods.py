@@ -63,9 +63,11 @@ def weak_student(traces, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sft_student(traces, tmp_path_factory) -> Path:
-    """4 epochs of SFT (about half right): the starting point of on-policy distillation, which,
-    as in the published recipes, follows SFT."""
-    return run_train(_cfg("train.epochs=4"), _run_dir(traces, tmp_path_factory.mktemp("sft4")))
+    """The smoke recipe's SFT (7 epochs): the starting point of on-policy distillation, which,
+    as in the published recipes, follows SFT to its end. A 4-epoch start was on the steep part
+    of the curve: from one teacher sample to the next it sampled 20% / 83% (arith / code) or
+    14% / 11%, and from the second on-policy gained 2 points where it gained 17 from the first."""
+    return run_train(_cfg(), _run_dir(traces, tmp_path_factory.mktemp("sft")))
 
 
 def test_logit_kd_student_beats_base(traces, tmp_path):
@@ -95,18 +97,24 @@ def test_lora_student_beats_its_base(weak_student, traces, tmp_path):
 
 def test_on_policy_with_a_local_teacher_beats_its_start(sft_student, traces, tmp_path):
     """Reverse KL on the student's own samples at temperature 1 sharpens it where the teacher is
-    sure: sampled pass@1 (8 samples per task) rises over the SFT student it started from
-    (measured: +8 points after 200 steps; greedy accuracy moves less)."""
+    sure: the share of wrong sampled answers (16 samples per task) falls by over a fifth from
+    the SFT student it started from. Measured after 400 steps on three teacher samples, whose
+    SFT students started far apart: 21.6% wrong to 14.7% (-32%) and 51.3% to 31.0% (-40%) with
+    8 samples, 17.1% to 10.0% (-42%) with 16. Greedy accuracy is not what it sharpens (95% to
+    89% on arith in the third). The share wrong, not points gained: a start near the ceiling
+    (90% and 99% on code) has few points left to gain. 200 steps gained half as much."""
     run = _run_dir(traces, tmp_path)
     model_dir = run_train(_cfg("train.method=on_policy", f"train.student={sft_student}",
-                               "train.max_steps=200", "train.learning_rate=2e-3", "train.warmup_ratio=0.1",
+                               "train.max_steps=400", "train.learning_rate=2e-3", "train.warmup_ratio=0.1",
                                "train.on_policy.max_completion_length=120"), run)
     assert json.loads((run / "train" / "lineage.json").read_text())["method"] == "on_policy"
-    before = _score(sft_student, temperature=1.0, samples=8)
-    after = _score(model_dir, temperature=1.0, samples=8)
+    before = _score(sft_student, temperature=1.0, samples=16)
+    after = _score(model_dir, temperature=1.0, samples=16)
     n = {"arith": 80, "code": 60}
-    gain = sum((after[f] - before[f]) * n[f] for f in n) / sum(n.values())
-    assert gain > 0.04, (before, after)
+
+    def wrong(acc: dict) -> float:
+        return sum((1 - acc[f]) * n[f] for f in n) / sum(n.values())
+    assert wrong(after) < 0.8 * wrong(before), (before, after)
 
 
 def test_on_policy_with_a_teacher_server_scores_through_prompt_logprobs(sft_student, traces, tmp_path):
