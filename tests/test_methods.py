@@ -73,7 +73,7 @@ def sft_student(traces, tmp_path_factory) -> Path:
 def test_logit_kd_student_beats_base(traces, tmp_path):
     from distill.toy import resolve_model
     run = _run_dir(traces, tmp_path)
-    # The smoke recipe's 8 epochs: at 4 the student is on the steep part of its curve, where
+    # The smoke recipe's 7 epochs: at 4 the student is on the steep part of its curve, where
     # runs on different machines landed 20 points apart (22% to 60% on code).
     model_dir = run_train(_cfg("train.method=logit_kd", "train.kd.weight=0.5"), run)
     lineage = json.loads((run / "train" / "lineage.json").read_text())
