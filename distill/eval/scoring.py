@@ -141,10 +141,11 @@ def score_rows(model: str, role: str, bench, questions: list[Question],
     n = min(len(q.verdicts) for q in questions)
     rows = []
     for label, qs in groups(questions).items():
+        answers = sum(len(q.verdicts) for q in qs)
         cut = None if any(q.truncated is None for q in qs) else \
-            sum(q.truncated or 0 for q in qs) / sum(len(q.verdicts) for q in qs)
+            sum(q.truncated or 0 for q in qs) / answers
         infra = sum(q.infra_errors for q in qs)
-        loops = sum(q.repetitive for q in qs) / sum(len(q.verdicts) for q in qs)
+        loops = sum(q.repetitive for q in qs) / answers
         for metric in metric_names(bench, n, pass_k):
             est = estimate(qs, metric)
             rows.append({"model": model, "role": role, "benchmark": bench.name,
