@@ -147,7 +147,7 @@ def _models_table(cfg: Recipe, plan: dict, quality: dict) -> tuple[str, list[dic
     return text, entries
 
 
-def _edge_entries(run_dir: Path, plan: dict, quality: dict) -> list[dict]:
+def _edge_entries(run_dir: Path, quality: dict) -> list[dict]:
     """The quantize stage's variants (and the unquantized student as it measured it): weights
     on disk, resident memory and single-stream CPU tokens/s as measured there, beside quality."""
     from distill.publish.edge import variants
@@ -286,7 +286,7 @@ def build(cfg: Recipe, run_dir: Path, rows: list[dict]) -> dict:
     models_md, entries = _models_table(cfg, plan, quality)
     sc = plan["generation"]["serving_usd_per_m"]
     traces = _trace_costs(cfg, run_dir, sc["teacher_tokens_per_s"], sc["teacher_devices"])
-    edge = _edge_entries(run_dir, plan, quality)
+    edge = _edge_entries(run_dir, quality)
     return {"models": entries, "models_md": models_md, "quality": quality, "traces": traces,
             "edge": edge, "edge_md": edge_text(edge, plan) if edge else None,
             "generation": plan["generation"], "experts": _experts(cfg, run_dir),
