@@ -212,6 +212,43 @@ def test_served_by_llama_cpp_it_answers_the_toy_benchmark(exported, tmp_path):
 
 
 @pytest.mark.slow
+def test_served_by_llama_cpp_it_samples_as_the_other_servers(teacher, tmp_path):
+    """Greedy, an F16 file served by llama.cpp writes what transformers writes from the same
+    weights once a request carries SAMPLE_AS_VLLM; with the server's own defaults (repeat
+    penalty 1.1) digit-by-digit sums go astray where a digit repeats."""
+    import httpx
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.grading.benchmarks import get_benchmark
+    from distill.serving.llama_cpp import SAMPLE_AS_VLLM, serve_gguf
+    model_dir = teacher
+    [made] = gguf.export(model_dir, tmp_path, "teacher", ["f16"], threads=2)
+    problems = get_benchmark("toy_arith").problems(None, 40)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    expected = []
+    for p in problems:
+        ids = tok.apply_chat_template(p["messages"], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, max_new_tokens=120, do_sample=False)
+        expected.append(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    same = {}
+    with serve_gguf(made["path"], "teacher-F16", tmp_path / "server.log", n_ctx=512,
+                    threads=2) as (url, name):
+        for how, fields in (("as vllm", SAMPLE_AS_VLLM), ("defaults", {})):
+            same[how] = 0
+            for p, text in zip(problems, expected):
+                r = httpx.post(f"{url}/chat/completions", timeout=60, json={
+                    "model": name, "messages": p["messages"], "temperature": 0,
+                    "max_tokens": 120, **fields})
+                message = r.json()["choices"][0]["message"]
+                got = (message.get("reasoning_content") or "") + message["content"]
+                same[how] += "".join(got.split()) == "".join(text.split())
+    assert same["as vllm"] >= 38 and same["defaults"] < same["as vllm"], same
+
+
+@pytest.mark.slow
 def test_a_real_architecture_with_its_real_tokenizer_exports_and_passes(tmp_path):
     """A rehearsal-size Qwen2.5-Math-7B (its config, its 151,936-token vocabulary and chat
     template, random weights): converter and checks on the real tokenizer. Random weights do not

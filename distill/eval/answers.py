@@ -107,6 +107,13 @@ def _grade_and_write(cfg, stage: Stage, model, asks: list[Ask], sent: dict, answ
     return written
 
 
+def _request_fields(model) -> dict:
+    fields = dict(model.request_fields)
+    if model.stop_token_ids:
+        fields["stop_token_ids"] = model.stop_token_ids
+    return fields
+
+
 def answer(cfg, stage: Stage, model, asks: list[Ask], done: set[str],
            max_model_len: int | None = None) -> list[dict]:
     """Asks `model` for every missing sample of `asks`, grades and writes them; returns one
@@ -143,8 +150,7 @@ def answer(cfg, stage: Stage, model, asks: list[Ask], done: set[str],
                     jobs.append(Job(key=key, messages=a.problem["messages"], n=len(sent[key][1]),
                                     temperature=a.temperature, top_p=a.top_p,
                                     max_tokens=a.max_tokens,
-                                    extra_body={"stop_token_ids": model.stop_token_ids}
-                                    if model.stop_token_ids else {}))
+                                    extra_body=_request_fields(model)))
             if not jobs:
                 break
             written = 0

@@ -21,13 +21,14 @@ import hashlib
 import logging
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
 from distill.config import Recipe
 from distill.errors import InputError
 from distill.records import RunDir, record_id
+from distill.serving.llama_cpp import SAMPLE_AS_VLLM
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class EvalModel:
     revision: str | None = None
     max_n_per_request: int | None = None   # samples per request; None: all missing at once
     stop_token_ids: list[int] | None = None  # tokens that end an answer beyond the model's EOS
+    # Fields every request to this server carries so that it samples as the others do (a
+    # llama.cpp server's own defaults add a repeat penalty); part of the records' ids.
+    request_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def end_of_turn_stops(path: str, revision: str | None = None) -> list[int]:
@@ -220,7 +224,8 @@ def quantized_models(cfg: Recipe, run_dir: Path, student_path: str,
         if v["format"] == "gguf":
             out.append(EvalModel(v["role"], v["name"], key,
                                  _gguf(cfg, path, v["name"], logs / f"llama-{v['role']}.log"),
-                                 "llama.cpp", student_path, None, 1))
+                                 "llama.cpp", student_path, None, 1,
+                                 request_fields=SAMPLE_AS_VLLM))
         else:
             out.append(EvalModel(v["role"], v["name"], key,
                                  _served(cfg, str(path), None, None, logs / f"vllm-{v['role']}.log"),

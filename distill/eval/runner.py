@@ -83,6 +83,8 @@ def _sample_id(model: EvalModel, bench, problem: dict, sample: int, shash: str,
              record_id(problem["messages"])]
     if clamped_to is not None:   # fewer new tokens than the sampling says: another sampling
         parts.append(("max_tokens", clamped_to))
+    if model.request_fields:     # what else the server was told about sampling
+        parts.append(("request", sorted(model.request_fields.items())))
     return record_id(*parts)
 
 

@@ -81,7 +81,8 @@ def _torchao_variants(cfg: Recipe, stage: Stage, model_dir: Path, source: str,
     q, out = cfg.quantize, []
     for scheme in q.torchao:
         role = f"student-{scheme}"
-        key = record_id("torchao", scheme, source, q.probe, q.probe_max_tokens)
+        key = record_id("torchao", scheme, torchao.METHODS[scheme], source, q.probe,
+                        q.probe_max_tokens)
         entry = _done(stage, role, key)
         if entry is None:
             folder = stage.path / f"{_stem(cfg)}-{scheme}"
@@ -90,7 +91,8 @@ def _torchao_variants(cfg: Recipe, stage: Stage, model_dir: Path, source: str,
             export_s = round(time.monotonic() - start, 2)
             seen = checks.check_checkpoint(folder, model_dir, probe, ref, q.probe_max_tokens)
             entry = {"role": role, "name": f"{student_name(cfg)}-{scheme}", "format": "torchao",
-                     "qtype": scheme, "file": folder.name, "bytes": made["bytes"],
+                     "qtype": scheme, "method": torchao.METHODS[scheme],
+                     "group_size": made["group_size"], "file": folder.name, "bytes": made["bytes"],
                      "export_s": export_s, "checks": seen, "key": key,
                      **torchao.measure(folder, prompt_ids, q.bench_tokens, q.threads)}
             stage.write_json(f"{role}.json", entry)

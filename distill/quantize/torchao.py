@@ -13,7 +13,11 @@ they are.
 The formats, as torch 2.13 / torchao 0.18 / transformers 5.24 allow on a CPU:
   int8: `Int8WeightOnlyConfig`, one scale per output row (`Int8Tensor`).
   int4: `IntxWeightOnlyConfig(weight_dtype=torch.int4)`, symmetric, one scale per group of
-        `group_size` inputs (`IntxUnpackedToInt8Tensor`). The int4 values are stored one per byte,
+        `group_size` inputs (`IntxUnpackedToInt8Tensor`), each scale chosen by HQQ (half-quadratic
+        optimisation of the rounding error, no calibration data; what torchao's published int4
+        checkpoints use) rather than max|w|/8. On two trained toy students' whole toy_arith eval
+        split (846 questions) plain rounding kept 92.7% and 52.0% against the float model's 97.8%
+        and 87.4%; HQQ kept 94.8% and 72.1%. The int4 values are stored one per byte,
         so on disk and in memory int4 takes about what int8 takes: its gain is the 16 levels'
         reach on hardware with an int4 kernel, not bytes here. The packed layouts are out of reach:
         `Int4WeightOnlyConfig`'s plain layout needs the mslk CUDA kernels, tile_packed_to_4d needs
@@ -36,6 +40,9 @@ from distill.errors import InputError
 from distill.quantize.measure import status_bytes
 
 SCHEMES = ("int8", "int4")
+# How each scheme picks its scales: part of a variant's key, so a checkpoint made another way is
+# made again.
+METHODS = {"int8": "per-row absmax", "int4": "per-group HQQ scales, symmetric"}
 GROUP_SIZES = (128, 64, 32)            # int4: the largest that divides every Linear's inputs
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # What a servable model directory needs besides config.json and the weights.
@@ -82,12 +89,17 @@ def group_size_for(inputs: dict[str, int], wanted: int | None = None) -> int:
 def _torchao_config(scheme: str, group_size: int | None) -> Any:
     import torch
     from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup
+    from torchao.quantization.quantize_.workflows.intx.intx_choose_qparams_algorithm import (
+        IntxChooseQParamsAlgorithm,
+    )
     # set_inductor_config: nothing here compiles, and it would change torch's global settings.
     if scheme == "int8":
         return Int8WeightOnlyConfig(set_inductor_config=False)
     # torch.int4 is missing from torch's type stubs.
-    return IntxWeightOnlyConfig(weight_dtype=torch.int4,  # type: ignore[attr-defined]
-                                granularity=PerGroup(group_size))
+    return IntxWeightOnlyConfig(
+        weight_dtype=torch.int4,  # type: ignore[attr-defined]
+        granularity=PerGroup(group_size),
+        intx_choose_qparams_algorithm=IntxChooseQParamsAlgorithm.HQQ_SCALE_ONLY)
 
 
 def weight_bytes(model_dir: Path) -> int:
