@@ -37,12 +37,14 @@ def test_run_smoke_end_to_end(tmp_path):
         assert float(student["score"]) >= float(base["score"]) + 0.3, (base, student)
         assert student["retention"] != "" and 0 < float(student["retention"]) <= 1.5
         assert int(student["n"]) == 40
-        # The student at the edge: each quantized variant scored on the same 40 questions, a
-        # working export (the base scores 0): measured on 70, the GGUF files lost up to 10
-        # points of the student's, torchao's int4 up to 21.
-        for role in ("student-f16", "student-q8_0", "student-q4_k_m", "student-int8", "student-int4"):
+        # The student at the edge: each quantized variant scored on the same 40 questions with
+        # the same sampling. Measured on all 846 toy_arith eval questions with a weak student
+        # (87.4%): F16, Q8_0 and int8 within 0.3 points of it, Q4_K_M 3 points below, int4 (HQQ)
+        # 15 (int4 lost 3 points of a 97.8% student); one question of 40 is 2.5 points.
+        drops = {"student-f16": 0.075, "student-q8_0": 0.075, "student-int8": 0.075,
+                 "student-q4_k_m": 0.2, "student-int4": 0.35}
+        for role, drop in drops.items():
             q = top[(role, bench)]
-            drop = 0.35 if role == "student-int4" else 0.2
             assert int(q["n"]) == 40 and float(q["score"]) >= float(student["score"]) - drop, q
     variants = json.loads((run_dir / "quantize" / "variants.json").read_text())
     assert [v["role"] for v in variants] == ["student", "student-f16", "student-q8_0",
