@@ -14,16 +14,17 @@ The formats, as torch 2.13 / torchao 0.18 / transformers 5.24 allow on a CPU:
   int8: `Int8WeightOnlyConfig`, one scale per output row (`Int8Tensor`).
   int4: `IntxWeightOnlyConfig(weight_dtype=torch.int4)`, symmetric, one scale per group of
         `group_size` inputs (`IntxUnpackedToInt8Tensor`), each scale chosen by HQQ (half-quadratic
-        optimisation of the rounding error, no calibration data; what torchao's published int4
-        checkpoints use) rather than from the group's largest weight. On two trained toy
-        students' whole toy_arith eval split (846 questions) plain rounding kept 92.7% and 52.0%
-        against the float model's 97.8% and 87.4%; HQQ kept 94.8% and 72.1%. The int4 values are
-        stored one per byte, so on disk and in memory int4 takes about what int8 takes: its gain
-        is the 16 levels' reach on hardware with an int4 kernel, not bytes here. The packed
-        layouts are out of reach: `Int4WeightOnlyConfig`'s plain layout needs the mslk CUDA
-        kernels, tile_packed_to_4d needs CUDA and plain_int32 XPU or NPU; the CPU one (`PrototypeInt4WeightOnlyConfig`,
-        `Int4OpaqueTensor`, two values a byte) runs, but transformers cannot save it (torchao's
-        safetensors support does not list it) and it has no other checkpoint format.
+        optimisation of the rounding error, no calibration data; what torchao's
+        published int4 checkpoints use) rather than from the group's largest weight. On two
+        trained toy students' whole toy_arith eval split (846 questions) plain rounding kept
+        92.7% and 52.0% against the float model's 97.8% and 87.4%; HQQ kept 94.8% and 72.1%. The
+        int4 values are stored one per byte, so on disk and in memory int4 takes about what int8
+        takes: its gain is the 16 levels' reach on hardware with an int4 kernel, not bytes here.
+        The packed layouts are out of reach: `Int4WeightOnlyConfig`'s plain layout needs the
+        mslk CUDA kernels, tile_packed_to_4d needs CUDA and plain_int32 XPU or NPU; the CPU one
+        (`PrototypeInt4WeightOnlyConfig`, `Int4OpaqueTensor`, two values a byte) runs, but
+        transformers cannot save it (torchao's safetensors support does not list it) and it has
+        no other checkpoint format.
 """
 
 from __future__ import annotations
