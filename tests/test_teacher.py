@@ -2,6 +2,8 @@
 async client and its limits (against the stand-in server, which fails on purpose)."""
 
 import asyncio
+import json
+import math
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +53,31 @@ def test_seed_reproduces_samples(server):
     a = chat(server, temperature=1.0, max_tokens=12, n=2, seed=7).json()["choices"]
     b = chat(server, temperature=1.0, max_tokens=12, n=2, seed=7).json()["choices"]
     assert [c["message"] for c in a] == [c["message"] for c in b]
+
+
+def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(server):
+    body = dict(temperature=0.9, top_p=0.95, max_tokens=16, n=2)
+    alone = chat(server, seed=21, **body).json()["choices"]
+    with ThreadPoolExecutor(6) as pool:   # batched with other seeded requests
+        together = list(pool.map(lambda seed: chat(server, seed=seed, **body).json()["choices"],
+                                 [5, 21, 8, 9, 10, 11]))
+    texts = [[json.dumps(c["message"], sort_keys=True) for c in choices]
+             for choices in [alone] + together]
+    assert texts[0] == texts[2]
+    assert texts[0][0] != texts[0][1]               # the request's two rows: two samples
+    assert len({t for pair in texts for t in pair}) >= 10   # other seeds, other samples
+
+
+def test_seeded_samples_follow_the_model_distribution(server):
+    # 2,048 one-token samples of eight seeded requests against the model's own probabilities.
+    first = [c["logprobs"]["content"][0] for seed in range(8)
+             for c in chat(server, seed=seed, n=256, temperature=1.0, max_tokens=1,
+                           logprobs=True, top_logprobs=5).json()["choices"]]
+    n = len(first)
+    counts = Counter(f["token"] for f in first)
+    for top in first[0]["top_logprobs"]:
+        p = math.exp(top["logprob"])
+        assert abs(counts[top["token"]] / n - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-3, (top, counts)
 
 
 def test_max_tokens_gives_length(server):

@@ -2,7 +2,8 @@
 thread. Request handlers put `_Work` on a queue; the worker collects what arrives within
 `batch_wait_ms`, groups rows with the same sampling parameters (n samples = n rows), left-pads
 and runs one `generate` call with the KV cache. Per-row `max_tokens` and stop strings end rows
-independently inside the batch.
+independently inside the batch. Seeded requests batch too: each row samples from a generator of
+its own, so its tokens are the same whatever it runs beside.
 """
 
 import asyncio
@@ -31,11 +32,12 @@ class _Work:
 
     def group_key(self) -> tuple:
         greedy = self.req.temperature == 0
-        # A seeded request runs alone: its samples must not depend on its batch neighbours.
-        # Stop tokens end every row of a generate call: requests with others run apart.
+        # Seeded rows sample from their own generators (_SeededSampling), unseeded ones from
+        # torch's: the two kinds run apart. Stop tokens end every row of a generate call:
+        # requests with others run apart too.
         return (greedy, None if greedy else self.req.temperature,
-                None if greedy else self.req.top_p, self.req.seed,
-                None if self.req.seed is None else id(self),
+                None if greedy else self.req.top_p,
+                not greedy and self.req.seed is not None,
                 tuple(sorted(getattr(self.req, "stop_token_ids", None) or ())))
 
     def stop_ids(self, eos_ids: set[int]) -> set[int]:
@@ -211,11 +213,15 @@ class Engine:
             repetition_penalty=1.0)
         if req.temperature == 0:
             kwargs.update(do_sample=False, temperature=None, top_p=None)
+        elif req.seed is not None:
+            # Each row its own sample, the same whatever else runs in the batch: generate picks
+            # the best of the scores the processor returns, which is a sample (Gumbel-max).
+            seeds = [_row_seed(w.req.seed, j) for w in works for j in range(w.req.n)]
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                          logits_processor=[_SeededSampling(req.temperature, req.top_p, seeds)])
         else:
             # OpenAI semantics: no top-k, whatever the model's generation_config says.
             kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p, top_k=0)
-        if req.seed is not None:
-            torch.manual_seed(req.seed)
         with self.lock, torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device),
                                       attention_mask=mask.to(self.device), **kwargs)
@@ -284,6 +290,38 @@ class Engine:
         text = str(self.tok.decode([token_id], skip_special_tokens=False))
         token = f"token_id:{token_id}" if as_ids else text
         return {"token": token, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
+
+
+def _row_seed(seed: int, row: int) -> int:
+    """The generator seed of a request's `row`-th sample (requests' seeds are below 2**63)."""
+    return (seed * 1_000_003 + row) % (1 << 63)
+
+
+class _SeededSampling:
+    """Samples every row from its own generator: the logits are scaled by the temperature and
+    cut to the top-p nucleus as sampling does (transformers' own warpers), then each row gets
+    Gumbel noise from its generator, so that the largest score is a draw from the row's
+    distribution. A row's tokens depend on its seed and its logits alone, not on the rows
+    beside it or on how many steps the batch runs (each row draws one vector per step)."""
+
+    def __init__(self, temperature: float, top_p: float, seeds: list[int]):
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.seeds, self.generators = seeds, []
+
+    def __call__(self, input_ids, scores):
+        import torch
+        if not self.generators:   # on the device the scores are on: no copy per step
+            self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        tiny = torch.finfo(torch.float32).tiny
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                         for g in self.generators])
+        exponential = -torch.log(u.clamp_min(tiny))          # Exp(1) draws
+        return scores.float() - torch.log(exponential.clamp_min(tiny))   # + Gumbel(0, 1)
 
 
 class _RowStop:
