@@ -216,7 +216,8 @@ class Engine:
         elif req.seed is not None:
             # Each row its own sample, the same whatever else runs in the batch: generate picks
             # the best of the scores the processor returns, which is a sample (Gumbel-max).
-            seeds = [_row_seed(w.req.seed, j) for w in works for j in range(w.req.n)]
+            # Every request of the group is seeded (group_key).
+            seeds = [_row_seed(w.req.seed or 0, j) for w in works for j in range(w.req.n)]
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None,
                           logits_processor=[_SeededSampling(req.temperature, req.top_p, seeds)])
         else:
@@ -306,14 +307,15 @@ class _SeededSampling:
 
     def __init__(self, temperature: float, top_p: float, seeds: list[int]):
         from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
-        self.warpers = [TemperatureLogitsWarper(temperature)]
+        self.warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
         if top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
-        self.seeds, self.generators = seeds, []
+        self.seeds = seeds
+        self.generators: list[Any] = []   # made on the scores' device at the first step
 
     def __call__(self, input_ids, scores):
         import torch
-        if not self.generators:   # on the device the scores are on: no copy per step
+        if not self.generators:   # no copy from the CPU per step
             self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
         for warp in self.warpers:
             scores = warp(input_ids, scores)
