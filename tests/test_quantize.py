@@ -222,11 +222,10 @@ def test_served_by_llama_cpp_it_samples_as_the_other_servers(teacher, tmp_path):
 
     from distill.grading.benchmarks import get_benchmark
     from distill.serving.llama_cpp import SAMPLE_AS_VLLM, serve_gguf
-    model_dir = teacher
-    [made] = gguf.export(model_dir, tmp_path, "teacher", ["f16"], threads=2)
+    [made] = gguf.export(teacher, tmp_path, "teacher", ["f16"], threads=2)
     problems = get_benchmark("toy_arith").problems(None, 40)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(teacher)
+    model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
     expected = []
     for p in problems:
         ids = tok.apply_chat_template(p["messages"], add_generation_prompt=True,

@@ -58,9 +58,12 @@ def test_seed_reproduces_samples(server):
 def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(server):
     body = dict(temperature=0.9, top_p=0.95, max_tokens=16, n=2)
     alone = chat(server, seed=21, **body).json()["choices"]
+    root = server[0].removesuffix("/v1")
+    before = httpx.get(f"{root}/metrics").json()["batches"]
     with ThreadPoolExecutor(6) as pool:   # batched with other seeded requests
         together = list(pool.map(lambda seed: chat(server, seed=seed, **body).json()["choices"],
                                  [5, 21, 8, 9, 10, 11]))
+    assert httpx.get(f"{root}/metrics").json()["batches"] - before < 6
     texts = [[json.dumps(c["message"], sort_keys=True) for c in choices]
              for choices in [alone] + together]
     assert texts[0] == texts[2]

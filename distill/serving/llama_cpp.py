@@ -14,8 +14,9 @@ from typing import Iterator
 # Request fields that make llama-cpp-python's server sample as vLLM and distill's server do
 # (temperature and top-p alone, nothing else). Its OpenAI routes default to repeat_penalty 1.1,
 # top_k 40 and min_p 0.05: the repeat penalty alone changed 7 of 40 greedy toy_arith answers of an
-# F16 file (a digit seen earlier in the trace pushed down where the sum needed it), 0.4% of 846
-# when asked with it at 1.0. top_k 0 is llama.cpp's "no top-k".
+# F16 file (a digit seen earlier in the trace pushed down where the sum needed it); asked with it
+# at 1.0, the file scored 87.1% of 846 questions against the float model's 87.4%. top_k 0 is
+# llama.cpp's "no top-k".
 SAMPLE_AS_VLLM = {"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0}
 
 
